@@ -1,0 +1,18 @@
+//! Test kit for hail: the real things hail talks to, small enough to start in every test.
+//!
+//! - [`http`]: a tiny HTTP/1.1 server on 127.0.0.1 (one `write` per response, `TCP_NODELAY`).
+//! - [`hydra::HydraServer`]: answers like Hydra (302 to the latest build, build and evaluation
+//!   JSON, Hydra's error bodies, private mode), changeable while a test runs, with fault
+//!   injection and a record of every request.
+//! - [`cache::Cache`]: a signed binary cache filled by real Nix; published closures are removed
+//!   from the local store so the agent really substitutes them.
+//! - [`prereq`]: skip (or, with `CI=true`, fail) when root or a command is missing.
+//! - [`notify::NotifySocket`]: receives sd_notify datagrams.
+//! - [`hail::Hail`]: runs the real hail binary in isolation.
+
+pub mod cache;
+pub mod hail;
+pub mod http;
+pub mod hydra;
+pub mod notify;
+pub mod prereq;

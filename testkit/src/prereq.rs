@@ -1,0 +1,69 @@
+//! Prerequisites of a test: root, commands on `PATH`.
+//!
+//! When one is missing, a test must not silently pass: with `CI=true` it panics (the CI machine
+//! is supposed to have everything), otherwise it prints one `skipped: …` line and the test
+//! returns early.
+//!
+//! ```no_run
+//! if !hail_testkit::prereq::require(&["root", "nix-store", "nix-env"]) {
+//!     return;
+//! }
+//! ```
+
+use std::path::Path;
+
+/// Everything a test driving real Nix needs.
+pub const NIX: &[&str] = &["root", "nix", "nix-build", "nix-store", "nix-env"];
+
+/// `"root"` means running as uid 0; anything else is a command that must be on `PATH`.
+/// Returns whether all are there (see the module documentation for what happens otherwise).
+pub fn require(what: &[&str]) -> bool {
+    let missing: Vec<String> = what
+        .iter()
+        .filter(|w| !present(w))
+        .map(|w| {
+            if *w == "root" {
+                "root privileges".to_string()
+            } else {
+                format!("`{w}` on PATH")
+            }
+        })
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let test = std::thread::current().name().unwrap_or("test").to_string();
+    let reason = format!("{test}: missing {}", missing.join(", "));
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("prerequisite missing on CI: {reason}");
+    }
+    println!("skipped: {reason}");
+    eprintln!("skipped: {reason}");
+    false
+}
+
+/// As [`require`] with [`NIX`].
+pub fn require_nix() -> bool {
+    require(NIX)
+}
+
+fn present(what: &str) -> bool {
+    if what == "root" {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        return unsafe { libc::geteuid() } == 0;
+    }
+    on_path(what)
+}
+
+/// Whether `command` is an executable file in one of `PATH`'s directories.
+pub fn on_path(command: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(path) = std::env::var_os("PATH") else {
+        return false;
+    };
+    std::env::split_paths(&path).any(|d| {
+        let p = Path::new(&d).join(command);
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
+}
