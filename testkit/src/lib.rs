@@ -11,6 +11,7 @@
 //! - [`hail::Hail`]: runs the real hail binary in isolation.
 
 pub mod cache;
+pub mod container;
 pub mod hail;
 pub mod http;
 pub mod hydra;
