@@ -1,0 +1,149 @@
+//! Running a profile's `bin/activate`: hail's environment minus the notification variables,
+//! output forwarded to hail's log line by line, a time bound, and a grace period on shutdown.
+
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::systemd::{self, Watchdog};
+
+/// How long a running activation may go on once hail is asked to stop.
+pub const STOP_GRACE: Duration = Duration::from_secs(60);
+/// Between SIGTERM and SIGKILL for an activation that ran out of time.
+const KILL_GRACE: Duration = Duration::from_secs(5);
+/// After the script exits, how long to keep reading output still in the pipes (a daemon it
+/// started may hold them open forever).
+const DRAIN: Duration = Duration::from_millis(200);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ActivationError {
+    #[error("cannot run {script}: {source}")]
+    Spawn {
+        script: String,
+        source: std::io::Error,
+    },
+    #[error("{script} failed ({status})")]
+    Failed { script: String, status: ExitStatus },
+    #[error("{script} did not finish within {timeout:?} and was killed")]
+    Timeout { script: String, timeout: Duration },
+    #[error("{script} was killed: hail is stopping and it did not finish within {STOP_GRACE:?}")]
+    Stopped { script: String },
+}
+
+/// Removes the systemd notification variables from a child's environment. (Unsetting them in
+/// hail itself would be unsound once threads exist.)
+pub fn strip_notify_env(cmd: &mut tokio::process::Command) {
+    for var in systemd::NOTIFY_VARS {
+        cmd.env_remove(var);
+    }
+}
+
+/// Whether the profile has an activation script at all.
+pub fn exists(script: &Path) -> bool {
+    script.is_file()
+}
+
+/// Runs `script` (no arguments), bounded by `timeout`, cut short to `STOP_GRACE` once `stop`
+/// turns true. Each output line is passed to `on_line`.
+pub async fn run(
+    script: &Path,
+    timeout: Duration,
+    watchdog: &Watchdog,
+    stop: &mut watch::Receiver<bool>,
+    mut on_line: impl FnMut(&str),
+) -> Result<(), ActivationError> {
+    let name = script.display().to_string();
+    let mut cmd = tokio::process::Command::new(script);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // Its own process group, so a timeout can end everything it started.
+    cmd.process_group(0);
+    strip_notify_env(&mut cmd);
+    let mut child = cmd.spawn().map_err(|source| ActivationError::Spawn {
+        script: name.clone(),
+        source,
+    })?;
+    let pgid = child.id().map(|id| id as i32);
+    let mut out = child.stdout.take().map(|o| BufReader::new(o).lines());
+    let mut err = child.stderr.take().map(|e| BufReader::new(e).lines());
+
+    let mut deadline = Instant::now() + timeout;
+    let mut stopping = *stop.borrow();
+    if stopping {
+        deadline = deadline.min(Instant::now() + STOP_GRACE);
+    }
+    let mut ticks = watchdog.ticks();
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => {
+                break status.map_err(|source| ActivationError::Spawn { script: name.clone(), source })?;
+            }
+            Some(line) = next_line(&mut out) => on_line(&line),
+            Some(line) = next_line(&mut err) => on_line(&line),
+            _ = tokio::time::sleep_until(deadline) => {
+                kill_group(pgid, &mut child).await;
+                return Err(if stopping {
+                    ActivationError::Stopped { script: name }
+                } else {
+                    ActivationError::Timeout { script: name, timeout }
+                });
+            }
+            changed = stop.changed(), if !stopping => {
+                if changed.is_err() || *stop.borrow() {
+                    stopping = true;
+                    deadline = deadline.min(Instant::now() + STOP_GRACE);
+                }
+            }
+            _ = systemd::tick(&mut ticks) => watchdog.ping(),
+        }
+    };
+    let drain_until = Instant::now() + DRAIN;
+    loop {
+        tokio::select! {
+            Some(line) = next_line(&mut out) => on_line(&line),
+            Some(line) = next_line(&mut err) => on_line(&line),
+            _ = tokio::time::sleep_until(drain_until) => break,
+            else => break,
+        }
+    }
+    if status.success() {
+        Ok(())
+    } else {
+        Err(ActivationError::Failed {
+            script: name,
+            status,
+        })
+    }
+}
+
+type Lines<R> = Option<tokio::io::Lines<BufReader<R>>>;
+
+/// The next line of a pipe; `None` (and the pipe forgotten) at its end or on a read error.
+async fn next_line<R: tokio::io::AsyncRead + Unpin>(lines: &mut Lines<R>) -> Option<String> {
+    let l = lines.as_mut()?;
+    match l.next_line().await {
+        Ok(Some(line)) => Some(line),
+        _ => {
+            *lines = None;
+            None
+        }
+    }
+}
+
+async fn kill_group(pgid: Option<i32>, child: &mut tokio::process::Child) {
+    if let Some(pgid) = pgid {
+        // SAFETY: kill(2) with a negative pid signals the process group; no memory is involved.
+        unsafe { libc::kill(-pgid, libc::SIGTERM) };
+        if tokio::time::timeout(KILL_GRACE, child.wait()).await.is_ok() {
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            return;
+        }
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    }
+    let _ = child.kill().await;
+}

@@ -1,0 +1,261 @@
+//! Command line and `HAIL_*` environment: what the operator can set, parsed and checked.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Where profiles given by name live, as with `nix-env --profile NAME`.
+pub const PROFILES_DIR: &str = "/nix/var/nix/profiles";
+
+/// hail: pull-based continuous deployment of a Nix profile from a Hydra job.
+///
+/// hail polls the job's latest successful build, realises its output from the binary cache,
+/// switches the profile to it and runs the profile's `bin/activate`.
+#[derive(Debug, Parser)]
+#[command(name = "hail", version, about, long_about = None, args_conflicts_with_subcommands = true,
+         subcommand_negates_reqs = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub agent: AgentArgs,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The deployment agent's options (the default mode of `hail`).
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Profile to deploy to: a name means /nix/var/nix/profiles/NAME, an absolute path is used as is.
+    #[arg(long, env = "HAIL_PROFILE", value_name = "PROFILE", required = true)]
+    pub profile: Option<String>,
+
+    /// Hydra job URL, e.g. https://hydra.example.org/job/PROJECT/JOBSET/JOB.
+    #[arg(
+        long,
+        env = "HAIL_JOB_URI",
+        value_name = "HYDRA_JOB_URI",
+        required = true
+    )]
+    pub job_uri: Option<String>,
+
+    /// netrc file with credentials for the job URI's host [default: $CREDENTIALS_DIRECTORY/netrc
+    /// when systemd hands one over, else /etc/netrc when it exists].
+    #[arg(long, env = "HAIL_NETRC_FILE", value_name = "FILE")]
+    pub netrc_file: Option<PathBuf>,
+
+    /// Time between polls: a bare number is minutes; 30s, 5m, 1h are accepted.
+    #[arg(long, env = "HAIL_POLL_PERIOD", value_name = "PERIOD", default_value = "5",
+          value_parser = parse_period, conflicts_with = "oneshot")]
+    pub poll_period: Duration,
+
+    /// Poll once, deploy if needed, and exit: 0 when the profile is at the latest build.
+    #[arg(long, env = "HAIL_ONESHOT")]
+    pub oneshot: bool,
+
+    /// Longest time `bin/activate` may run before it is stopped and counted as failed.
+    #[arg(long, env = "HAIL_ACTIVATION_TIMEOUT", value_name = "PERIOD", default_value = "10m",
+          value_parser = parse_duration)]
+    pub activation_timeout: Duration,
+
+    /// Longest time realising a build from the binary cache may take.
+    #[arg(long, env = "HAIL_REALISE_TIMEOUT", value_name = "PERIOD", default_value = "1h",
+          value_parser = parse_duration)]
+    pub realise_timeout: Duration,
+
+    /// Longest time one request to Hydra may take, connection and body included.
+    #[arg(long, env = "HAIL_HTTP_TIMEOUT", value_name = "PERIOD", default_value = "60s",
+          value_parser = parse_duration)]
+    pub http_timeout: Duration,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Converge this host's hail@ instances to a set described in a JSON file
+    /// (what a manager profile's `bin/activate` runs).
+    ApplyInstances(crate::manager::ApplyArgs),
+}
+
+/// A checked agent configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub profile: PathBuf,
+    pub job_uri: String,
+    pub netrc_file: Option<PathBuf>,
+    /// `None` for `--oneshot`.
+    pub poll_period: Option<Duration>,
+    pub activation_timeout: Duration,
+    pub realise_timeout: Duration,
+    pub http_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "--profile {0:?}: a profile is a name (letters, digits, '.', '_', '-') or an absolute path"
+    )]
+    BadProfile(String),
+    #[error("--job-uri {0:?}: expected an http:// or https:// Hydra job URL")]
+    BadJobUri(String),
+    #[error("--poll-period must be at least one second")]
+    ZeroPollPeriod,
+}
+
+impl AgentArgs {
+    /// Checks the options; `credentials_dir` is `$CREDENTIALS_DIRECTORY` (passed in to keep this pure).
+    pub fn into_config(self, credentials_dir: Option<&Path>) -> Result<Config, ConfigError> {
+        let profile_arg = self.profile.unwrap_or_default();
+        let profile = profile_path(&profile_arg).ok_or(ConfigError::BadProfile(profile_arg))?;
+        let job_uri = self.job_uri.unwrap_or_default();
+        if !(job_uri.starts_with("http://") || job_uri.starts_with("https://"))
+            || job_uri.contains(char::is_whitespace)
+        {
+            return Err(ConfigError::BadJobUri(job_uri));
+        }
+        let poll_period = if self.oneshot {
+            None
+        } else if self.poll_period < Duration::from_secs(1) {
+            return Err(ConfigError::ZeroPollPeriod);
+        } else {
+            Some(self.poll_period)
+        };
+        let netrc_file = self.netrc_file.or_else(|| default_netrc(credentials_dir));
+        Ok(Config {
+            profile,
+            job_uri,
+            netrc_file,
+            poll_period,
+            activation_timeout: self.activation_timeout,
+            realise_timeout: self.realise_timeout,
+            http_timeout: self.http_timeout,
+        })
+    }
+}
+
+/// systemd's credential first, then the conventional system-wide file, each only when it exists.
+fn default_netrc(credentials_dir: Option<&Path>) -> Option<PathBuf> {
+    let candidates = credentials_dir
+        .map(|d| d.join("netrc"))
+        .into_iter()
+        .chain(Some(PathBuf::from("/etc/netrc")));
+    candidates.into_iter().find(|p| p.exists())
+}
+
+/// `NAME` → `/nix/var/nix/profiles/NAME`; an absolute path as is; anything else is refused.
+pub fn profile_path(arg: &str) -> Option<PathBuf> {
+    if arg.starts_with('/') {
+        let p = Path::new(arg);
+        let clean = p.components().all(|c| {
+            matches!(
+                c,
+                std::path::Component::RootDir | std::path::Component::Normal(_)
+            )
+        });
+        return (clean && p.file_name().is_some()).then(|| p.to_path_buf());
+    }
+    let ok = !arg.is_empty()
+        && !arg.starts_with('.')
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    ok.then(|| Path::new(PROFILES_DIR).join(arg))
+}
+
+/// A poll period: a bare number is minutes (the original's unit), or a number with s, m or h.
+pub fn parse_period(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) {
+        let minutes: u64 = s.parse().map_err(|_| format!("{s:?} is too large"))?;
+        return minutes
+            .checked_mul(60)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("{s:?} is too large"));
+    }
+    parse_duration(s)
+}
+
+/// A duration with a unit: `30s`, `5m`, `1h`, `250ms`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number with a unit, such as 30s, 5m or 1h"))?;
+    let secs_per = match unit {
+        "ms" => return Ok(Duration::from_millis(n)),
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use s, m or h)")),
+    };
+    n.checked_mul(secs_per)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_number_is_minutes() {
+        assert_eq!(parse_period("5"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_period("0"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn units() {
+        assert_eq!(parse_period("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_period("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_period("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_period("5x").is_err());
+        assert!(parse_period("").is_err());
+        assert!(parse_period("-1").is_err());
+        assert!(parse_period("99999999999999999999").is_err());
+        assert!(parse_period("999999999999999999m").is_err());
+    }
+
+    #[test]
+    fn profile_names_and_paths() {
+        assert_eq!(
+            profile_path("web"),
+            Some(PathBuf::from("/nix/var/nix/profiles/web"))
+        );
+        assert_eq!(
+            profile_path("/srv/p/web"),
+            Some(PathBuf::from("/srv/p/web"))
+        );
+        assert_eq!(profile_path("../etc"), None);
+        assert_eq!(profile_path("a/b"), None);
+        assert_eq!(profile_path(""), None);
+        assert_eq!(profile_path("/srv/../etc"), None);
+        assert_eq!(profile_path("/"), None);
+    }
+
+    #[test]
+    fn oneshot_conflicts_with_poll_period() {
+        let r = Cli::try_parse_from([
+            "hail",
+            "--profile",
+            "p",
+            "--job-uri",
+            "http://h/job/a/b/c",
+            "--oneshot",
+            "--poll-period",
+            "5",
+        ]);
+        assert!(r.is_err());
+    }
+
+    #[test]
+    fn job_uri_must_be_http() {
+        let cli =
+            Cli::try_parse_from(["hail", "--profile", "p", "--job-uri", "ftp://h/x"]).unwrap();
+        assert!(matches!(
+            cli.agent.into_config(None),
+            Err(ConfigError::BadJobUri(_))
+        ));
+    }
+}

@@ -1,0 +1,142 @@
+//! The deployment decision and the poll schedule: pure functions of what hail knows.
+
+use std::time::Duration;
+
+use crate::hydra::Build;
+use crate::store_path::StorePath;
+
+/// What hail remembers between polls (in memory: a restart forgets it, so a restart retries).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Remembered {
+    /// A path whose activation failed; it is not deployed again until Hydra names another one.
+    pub bad_path: Option<StorePath>,
+    /// Failures in a row (poll or deployment); 0 after a good poll.
+    pub failures: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// The profile already points at the latest build.
+    UpToDate,
+    /// Realise, switch and activate the latest build.
+    Deploy,
+    /// The latest build is the one whose activation failed: keep what is deployed, wait for a new one.
+    SkipKnownBad,
+}
+
+/// `current`: what the profile points at; `latest`: Hydra's latest successful build.
+pub fn decide(current: Option<&StorePath>, remembered: &Remembered, latest: &Build) -> Decision {
+    if current == Some(&latest.path) {
+        Decision::UpToDate
+    } else if remembered.bad_path.as_ref() == Some(&latest.path) {
+        Decision::SkipKnownBad
+    } else {
+        Decision::Deploy
+    }
+}
+
+/// The first retry after a failure waits this long (or the poll period, if shorter).
+pub const BACKOFF_START: Duration = Duration::from_secs(30);
+/// Retries never wait longer than this (or the poll period, if longer).
+pub const BACKOFF_CAP: Duration = Duration::from_secs(300);
+
+/// How long to wait before the next poll. After `failures` failures in a row the wait starts at
+/// min(period, 30 s) and doubles, up to max(period, 5 min): never back to back, never more than
+/// the poll period's worth of extra delay once things recover.
+pub fn next_wait(period: Duration, failures: u32) -> Duration {
+    if failures == 0 {
+        return period;
+    }
+    let start = period.min(BACKOFF_START);
+    let cap = period.max(BACKOFF_CAP);
+    let factor = 1u32
+        .checked_shl(failures - 1)
+        .unwrap_or(u32::MAX)
+        .min(1 << 16);
+    start.saturating_mul(factor).min(cap)
+}
+
+/// Adds up to 10 % to `wait`, from `entropy` (so that many hosts polling one Hydra spread out).
+pub fn with_jitter(wait: Duration, entropy: u64) -> Duration {
+    let max_extra = wait / 10;
+    let nanos = max_extra.as_nanos() as u64;
+    if nanos == 0 {
+        wait
+    } else {
+        wait + Duration::from_nanos(entropy % nanos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(c: char) -> StorePath {
+        StorePath::parse(&format!("/nix/store/{}-p", c.to_string().repeat(32))).unwrap()
+    }
+
+    fn build(c: char) -> Build {
+        Build {
+            id: 1,
+            path: path(c),
+        }
+    }
+
+    #[test]
+    fn decisions() {
+        let none = Remembered::default();
+        assert_eq!(decide(None, &none, &build('a')), Decision::Deploy);
+        assert_eq!(
+            decide(Some(&path('a')), &none, &build('a')),
+            Decision::UpToDate
+        );
+        assert_eq!(
+            decide(Some(&path('b')), &none, &build('a')),
+            Decision::Deploy
+        );
+        let bad = Remembered {
+            bad_path: Some(path('a')),
+            failures: 1,
+        };
+        assert_eq!(
+            decide(Some(&path('b')), &bad, &build('a')),
+            Decision::SkipKnownBad
+        );
+        assert_eq!(decide(None, &bad, &build('a')), Decision::SkipKnownBad);
+        // A newer build is deployed even though an older one failed.
+        assert_eq!(
+            decide(Some(&path('b')), &bad, &build('c')),
+            Decision::Deploy
+        );
+        // Being at the latest build wins over any memory of it.
+        assert_eq!(
+            decide(Some(&path('a')), &bad, &build('a')),
+            Decision::UpToDate
+        );
+    }
+
+    #[test]
+    fn backoff_grows_and_is_bounded() {
+        let five_min = Duration::from_secs(300);
+        let waits: Vec<u64> = (0..8).map(|f| next_wait(five_min, f).as_secs()).collect();
+        assert_eq!(waits, [300, 30, 60, 120, 240, 300, 300, 300]);
+        let hour = Duration::from_secs(3600);
+        assert_eq!(next_wait(hour, 1).as_secs(), 30);
+        assert_eq!(next_wait(hour, 8).as_secs(), 3600);
+        let second = Duration::from_secs(1);
+        let waits: Vec<u64> = (0..5).map(|f| next_wait(second, f).as_secs()).collect();
+        assert_eq!(waits, [1, 1, 2, 4, 8]);
+        assert_eq!(next_wait(second, 40).as_secs(), 300);
+        assert_eq!(next_wait(second, u32::MAX).as_secs(), 300);
+    }
+
+    #[test]
+    fn jitter_is_small() {
+        let w = Duration::from_secs(100);
+        for e in [0, 1, 12_345_678_901, u64::MAX] {
+            let j = with_jitter(w, e);
+            assert!(j >= w && j < w + Duration::from_secs(10), "{j:?}");
+        }
+        assert_eq!(with_jitter(Duration::ZERO, 7), Duration::ZERO);
+    }
+}

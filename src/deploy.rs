@@ -1,0 +1,201 @@
+//! One deployment: realise, switch, activate, and put the previous generation back when the
+//! activation fails.
+
+use std::fmt;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::activation::{self, ActivationError};
+use crate::nix::{self, NixError};
+use crate::profile::{Profile, ProfileError, ProfileState};
+use crate::store_path::StorePath;
+use crate::systemd::Watchdog;
+
+pub struct Limits {
+    pub realise: Duration,
+    pub activation: Duration,
+}
+
+/// Bound on `nix-env --set` / `--switch-generation`: they only write symlinks.
+const SWITCH_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("realising {path} failed: {source}")]
+    Realise { path: StorePath, source: NixError },
+    #[error("switching the profile to {path} failed: {source}")]
+    Switch { path: StorePath, source: NixError },
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+    #[error("activation of {path} failed: {source}; {rollback}")]
+    Activation {
+        path: StorePath,
+        source: ActivationError,
+        rollback: Rollback,
+    },
+}
+
+/// What happened to the profile after a failed activation.
+#[derive(Debug)]
+pub enum Rollback {
+    /// Switched back to this generation and re-ran its activation (with this outcome).
+    Restored {
+        generation: u64,
+        reactivation: Result<(), String>,
+    },
+    /// There was no earlier generation (first deployment): the profile stays at the failed one.
+    NoPrevious,
+    /// Switching back failed: the profile still points at the failed build.
+    Failed(String),
+}
+
+impl fmt::Display for Rollback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rollback::Restored {
+                generation,
+                reactivation: Ok(()),
+            } => {
+                write!(
+                    f,
+                    "profile switched back to generation {generation} and re-activated"
+                )
+            }
+            Rollback::Restored {
+                generation,
+                reactivation: Err(e),
+            } => write!(
+                f,
+                "profile switched back to generation {generation}, but its re-activation failed: {e}"
+            ),
+            Rollback::NoPrevious => {
+                write!(
+                    f,
+                    "there is no earlier generation to return to; the profile stays at it"
+                )
+            }
+            Rollback::Failed(e) => write!(f, "switching back failed too: {e}"),
+        }
+    }
+}
+
+/// Deploys `path` to `profile`; returns the profile's new state.
+pub async fn deploy(
+    profile: &Profile,
+    path: &StorePath,
+    limits: &Limits,
+    watchdog: &Watchdog,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<ProfileState, DeployError> {
+    let before = profile.state()?;
+
+    let root = profile.pending_root();
+    let _ = std::fs::remove_file(&root);
+    let realise = nix::realise(path, &root);
+    let realised = async {
+        nix::run(&realise, limits.realise, watchdog).await?;
+        nix::check_realised(&realise, &root, path)
+    }
+    .await;
+    if let Err(source) = realised {
+        let _ = std::fs::remove_file(&root);
+        return Err(DeployError::Realise {
+            path: path.clone(),
+            source,
+        });
+    }
+    tracing::info!(hail.event = "realised", hail.store_path = %path, "realised {path}");
+
+    let switched = nix::run(
+        &nix::set_profile(profile.path(), path),
+        SWITCH_TIMEOUT,
+        watchdog,
+    )
+    .await;
+    // The profile's own generation link is the GC root from here on.
+    let _ = std::fs::remove_file(&root);
+    switched.map_err(|source| DeployError::Switch {
+        path: path.clone(),
+        source,
+    })?;
+    let after = profile.state()?;
+    tracing::info!(
+        hail.event = "switched",
+        hail.store_path = %path,
+        hail.generation = after.generation,
+        "profile {} switched to {path} (generation {})",
+        profile.path().display(),
+        show(after.generation),
+    );
+
+    match activate(profile, limits.activation, watchdog, stop).await {
+        Ok(()) => Ok(after),
+        Err(source) => {
+            let rollback =
+                roll_back(profile, &before, after.generation, limits, watchdog, stop).await;
+            Err(DeployError::Activation {
+                path: path.clone(),
+                source,
+                rollback,
+            })
+        }
+    }
+}
+
+/// Runs the profile's `bin/activate`, forwarding its output to the log. A profile without one
+/// has nothing to activate.
+pub async fn activate(
+    profile: &Profile,
+    timeout: Duration,
+    watchdog: &Watchdog,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), ActivationError> {
+    let script = profile.activate_script();
+    if !activation::exists(&script) {
+        tracing::warn!(
+            hail.event = "activation-output",
+            "{} has no bin/activate; nothing to activate",
+            profile.path().display()
+        );
+        return Ok(());
+    }
+    activation::run(&script, timeout, watchdog, stop, |line| {
+        tracing::info!(hail.event = "activation-output", "activate: {line}");
+    })
+    .await
+}
+
+async fn roll_back(
+    profile: &Profile,
+    before: &ProfileState,
+    failed_generation: Option<u64>,
+    limits: &Limits,
+    watchdog: &Watchdog,
+    stop: &mut watch::Receiver<bool>,
+) -> Rollback {
+    let Some(generation) = before.generation.filter(|g| Some(*g) != failed_generation) else {
+        return Rollback::NoPrevious;
+    };
+    let cmd = nix::switch_generation(profile.path(), generation);
+    if let Err(e) = nix::run(&cmd, SWITCH_TIMEOUT, watchdog).await {
+        return Rollback::Failed(e.to_string());
+    }
+    tracing::warn!(
+        hail.event = "rolled-back",
+        hail.generation = generation,
+        "profile {} switched back to generation {generation}",
+        profile.path().display()
+    );
+    let reactivation = activate(profile, limits.activation, watchdog, stop)
+        .await
+        .map_err(|e| e.to_string());
+    Rollback::Restored {
+        generation,
+        reactivation,
+    }
+}
+
+pub fn show(generation: Option<u64>) -> String {
+    generation.map_or_else(|| "?".into(), |g| g.to_string())
+}

@@ -1,0 +1,20 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use hail::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    hail::logging::init();
+    let code = match cli.command {
+        None => hail::agent::main(cli.agent),
+        Some(Command::ApplyInstances(args)) => match hail::manager::apply(&args) {
+            Ok(()) => 0,
+            Err(e) => {
+                tracing::error!(hail.event = "apply-failed", hail.error = %e, "{e}");
+                1
+            }
+        },
+    };
+    ExitCode::from(code)
+}

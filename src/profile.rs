@@ -1,0 +1,213 @@
+//! A Nix profile on disk: what it points at, its generations, and the lock that makes one hail
+//! its only deployer.
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::store_path::StorePath;
+
+#[derive(Debug, Clone)]
+pub struct Profile {
+    path: PathBuf,
+}
+
+/// What the profile resolves to now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProfileState {
+    /// The store path the profile points at; `None` when the profile does not exist yet.
+    pub current: Option<StorePath>,
+    /// The generation number, when the profile is a `NAME-N-link` generation as nix-env makes them.
+    pub generation: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error("cannot create the profile directory {dir}: {source}")]
+    CreateDir { dir: PathBuf, source: io::Error },
+    #[error("cannot open the lock file {path}: {source}")]
+    LockFile { path: PathBuf, source: io::Error },
+    #[error("another hail is already deploying profile {profile} (it holds {lock})")]
+    Locked { profile: PathBuf, lock: PathBuf },
+    #[error("cannot read profile {profile}: {source}")]
+    Read { profile: PathBuf, source: io::Error },
+    #[error("profile {profile} points at {target}, which is not a store path")]
+    NotAStorePath { profile: PathBuf, target: String },
+}
+
+/// Held for the life of the agent; the OS releases it when the process ends, however it ends.
+#[derive(Debug)]
+pub struct ProfileLock {
+    _file: File,
+}
+
+impl Profile {
+    pub fn new(path: PathBuf) -> Self {
+        Profile { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `PROFILE.hail.lock` beside the profile (`PROFILE.lock` is nix-env's own).
+    pub fn lock_path(&self) -> PathBuf {
+        self.sibling("hail.lock")
+    }
+
+    /// The temporary GC root that keeps a realised path alive until the switch.
+    pub fn pending_root(&self) -> PathBuf {
+        self.sibling("hail-pending")
+    }
+
+    pub fn activate_script(&self) -> PathBuf {
+        self.path.join("bin/activate")
+    }
+
+    fn sibling(&self, suffix: &str) -> PathBuf {
+        let mut s = self.path.clone().into_os_string();
+        s.push(".");
+        s.push(suffix);
+        PathBuf::from(s)
+    }
+
+    /// Creates the profile's directory if needed and takes the exclusive lock.
+    pub fn lock(&self) -> Result<ProfileLock, ProfileError> {
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| ProfileError::CreateDir {
+                dir: dir.to_owned(),
+                source,
+            })?;
+        }
+        let lock = self.lock_path();
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock)
+            .map_err(|source| ProfileError::LockFile {
+                path: lock.clone(),
+                source,
+            })?;
+        match file.try_lock() {
+            Ok(()) => Ok(ProfileLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(ProfileError::Locked {
+                profile: self.path.clone(),
+                lock,
+            }),
+            Err(std::fs::TryLockError::Error(source)) => {
+                Err(ProfileError::LockFile { path: lock, source })
+            }
+        }
+    }
+
+    /// Reads the profile: `PROFILE -> PROFILE-N-link -> /nix/store/…`.
+    pub fn state(&self) -> Result<ProfileState, ProfileError> {
+        let read_err = |source| ProfileError::Read {
+            profile: self.path.clone(),
+            source,
+        };
+        let link = match std::fs::read_link(&self.path) {
+            Ok(l) => l,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(ProfileState::default()),
+            Err(e) => return Err(read_err(e)),
+        };
+        let generation = link
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| self.generation_of(n));
+        let target = std::fs::canonicalize(&self.path).map_err(read_err)?;
+        let target = target.to_string_lossy();
+        let current = StorePath::parse(&target).map_err(|_| ProfileError::NotAStorePath {
+            profile: self.path.clone(),
+            target: target.to_string(),
+        })?;
+        Ok(ProfileState {
+            current: Some(current),
+            generation,
+        })
+    }
+
+    /// `NAME-N-link` → N, for this profile's NAME.
+    fn generation_of(&self, link_name: &str) -> Option<u64> {
+        let name = self.path.file_name()?.to_str()?;
+        link_name
+            .strip_prefix(name)?
+            .strip_prefix('-')?
+            .strip_suffix("-link")?
+            .parse()
+            .ok()
+    }
+
+    /// The generations that exist, in ascending order.
+    pub fn generations(&self) -> Result<Vec<u64>, ProfileError> {
+        let dir = self.path.parent().unwrap_or(Path::new("/"));
+        let read_err = |source| ProfileError::Read {
+            profile: self.path.clone(),
+            source,
+        };
+        let mut gens: Vec<u64> = std::fs::read_dir(dir)
+            .map_err(read_err)?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_str().and_then(|n| self.generation_of(n)))
+            .collect();
+        gens.sort_unstable();
+        Ok(gens)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn names_beside_the_profile() {
+        let p = Profile::new(PathBuf::from("/nix/var/nix/profiles/web"));
+        assert_eq!(
+            p.lock_path(),
+            Path::new("/nix/var/nix/profiles/web.hail.lock")
+        );
+        assert_eq!(
+            p.pending_root(),
+            Path::new("/nix/var/nix/profiles/web.hail-pending")
+        );
+        assert_eq!(
+            p.activate_script(),
+            Path::new("/nix/var/nix/profiles/web/bin/activate")
+        );
+        assert_eq!(p.generation_of("web-12-link"), Some(12));
+        assert_eq!(p.generation_of("web-x-link"), None);
+        assert_eq!(p.generation_of("webby-1-link"), None);
+        assert_eq!(p.generation_of("web-1-link-2-link"), None);
+    }
+
+    #[test]
+    fn missing_profile_is_empty_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Profile::new(dir.path().join("web"));
+        assert_eq!(p.state().unwrap(), ProfileState::default());
+        assert!(p.generations().unwrap().is_empty());
+    }
+
+    #[test]
+    fn profile_not_pointing_into_the_store_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Profile::new(dir.path().join("web"));
+        std::fs::create_dir(dir.path().join("elsewhere")).unwrap();
+        symlink(dir.path().join("elsewhere"), dir.path().join("web-3-link")).unwrap();
+        symlink("web-3-link", dir.path().join("web")).unwrap();
+        assert!(matches!(p.state(), Err(ProfileError::NotAStorePath { .. })));
+        assert_eq!(p.generations().unwrap(), vec![3]);
+    }
+
+    #[test]
+    fn second_lock_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Profile::new(dir.path().join("sub/web"));
+        let held = p.lock().unwrap();
+        assert!(matches!(p.lock(), Err(ProfileError::Locked { .. })));
+        drop(held);
+        assert!(p.lock().is_ok());
+    }
+}

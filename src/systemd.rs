@@ -1,0 +1,98 @@
+//! Talking to the service manager: readiness, status line, watchdog, stopping.
+//! Every function is a no-op when hail does not run under systemd (no `NOTIFY_SOCKET`).
+
+use std::future::Future;
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+
+/// Variables that belong to hail alone: a child that inherited them could send notifications
+/// in hail's name (or be refused by `NotifyAccess=main` and confuse the operator).
+pub const NOTIFY_VARS: [&str; 3] = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"];
+
+fn send(states: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::debug!("sd_notify failed: {e}");
+    }
+}
+
+pub fn ready(status: &str) {
+    send(&[NotifyState::Ready, NotifyState::Status(&one_line(status))]);
+}
+
+pub fn status(status: &str) {
+    send(&[NotifyState::Status(&one_line(status))]);
+}
+
+pub fn stopping(status: &str) {
+    send(&[
+        NotifyState::Stopping,
+        NotifyState::Status(&one_line(status)),
+    ]);
+}
+
+/// STATUS= is one line by protocol: a newline would end the message.
+fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// Watchdog pings, sent only from the main loop's own awaits: while hail waits for a bounded step
+/// (an HTTP request, a nix command, an activation, the sleep between polls) it pings; when the
+/// loop is stuck (or stopped), the pings stop and systemd restarts hail.
+#[derive(Debug, Clone)]
+pub struct Watchdog {
+    /// Half of `WATCHDOG_USEC`, or `None` when the watchdog is off.
+    interval: Option<Duration>,
+}
+
+impl Watchdog {
+    pub fn from_env() -> Self {
+        Watchdog {
+            interval: sd_notify::watchdog_enabled().map(|d| d / 2),
+        }
+    }
+
+    pub fn disabled() -> Self {
+        Watchdog { interval: None }
+    }
+
+    pub fn ping(&self) {
+        if self.interval.is_some() {
+            send(&[NotifyState::Watchdog]);
+        }
+    }
+
+    /// Awaits `fut` for at most `limit`, pinging the watchdog meanwhile. `Err(())` on timeout.
+    pub async fn bounded<F: Future>(&self, limit: Duration, fut: F) -> Result<F::Output, ()> {
+        let deadline = tokio::time::sleep(limit);
+        tokio::pin!(fut, deadline);
+        let mut ticks = self.ticks();
+        loop {
+            tokio::select! {
+                out = &mut fut => return Ok(out),
+                _ = &mut deadline => return Err(()),
+                _ = tick(&mut ticks) => self.ping(),
+            }
+        }
+    }
+
+    pub fn ticks(&self) -> Option<tokio::time::Interval> {
+        self.interval.map(|i| {
+            let mut t = tokio::time::interval(i);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        })
+    }
+}
+
+/// The next tick, or never when the watchdog is off.
+pub async fn tick(ticks: &mut Option<tokio::time::Interval>) {
+    match ticks {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
