@@ -1,0 +1,61 @@
+# hail, built from this repository with the versions pinned in Cargo.lock, and its systemd
+# template unit `hail@.service` pointing at the built binary.
+{
+  lib,
+  rustPlatform,
+}:
+
+let
+  fs = lib.fileset;
+  cargoToml = lib.importTOML ../Cargo.toml;
+in
+rustPlatform.buildRustPackage {
+  pname = "hail";
+  inherit (cargoToml.package) version;
+
+  # Only what the Rust build reads, so editing docs, Nix files or tests does not rebuild hail.
+  # Every workspace member must be present for Cargo to load the workspace.
+  src = fs.toSource {
+    root = ../.;
+    fileset = fs.unions [
+      ../Cargo.toml
+      ../Cargo.lock
+      ../src
+      ../testkit
+      # Declared benchmarks and examples must exist for the manifest to load.
+      (fs.maybeMissing ../benches)
+      (fs.maybeMissing ../examples)
+      (../systemd + "/hail@.service")
+    ];
+  };
+
+  cargoLock.lockFile = ../Cargo.lock;
+
+  # The agent only; the workspace's test kit is not installed.
+  cargoBuildFlags = [
+    "-p"
+    "hail"
+  ];
+  cargoTestFlags = [
+    "-p"
+    "hail"
+  ];
+  # The integration tests (tests/, left out of src) need a real Nix store and systemd; they run
+  # in CI. The unit tests run in the flake's `unit` check rather than in every package build.
+  doCheck = false;
+
+  # The distro-agnostic template names /usr/local/bin/hail; point it at this package.
+  # --replace-fail: the build breaks if the template stops naming that path.
+  postInstall = ''
+    install -Dm644 systemd/hail@.service $out/lib/systemd/system/hail@.service
+    substituteInPlace $out/lib/systemd/system/hail@.service \
+      --replace-fail /usr/local/bin/hail $out/bin/hail
+  '';
+
+  meta = {
+    description = cargoToml.package.description;
+    license = lib.licenses.bsd3;
+    mainProgram = "hail";
+    platforms = lib.platforms.linux;
+  };
+}
