@@ -1,0 +1,529 @@
+//! The NixOS module, the flake and the package expression, evaluated by nixpkgs' real module
+//! system (`lib.evalModules`) with small stand-ins for the NixOS options the module sets
+//! (tests/nix/eval.nix). nixpkgs' `lib` is found through `NIXPKGS_LIB` (its lib directory, or a
+//! checkout containing `lib/`); without it every test here prints one line and passes as skipped,
+//! because CI has no nixpkgs.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn nixpkgs_lib() -> Option<PathBuf> {
+    let Some(value) = std::env::var_os("NIXPKGS_LIB").filter(|v| !v.is_empty()) else {
+        eprintln!(
+            "skipped: NIXPKGS_LIB is not set (nixpkgs' lib directory, e.g. from nix-community/nixpkgs.lib)"
+        );
+        return None;
+    };
+    let path = PathBuf::from(value);
+    if path.join("default.nix").exists() {
+        Some(path)
+    } else if path.join("lib/default.nix").exists() {
+        Some(path.join("lib"))
+    } else {
+        panic!(
+            "NIXPKGS_LIB={} holds neither default.nix nor lib/default.nix",
+            path.display()
+        );
+    }
+}
+
+/// Runs `nix-instantiate --eval --strict --json` with `args`; the JSON value, or stderr.
+fn nix_eval(args: &[&str]) -> Result<Value, String> {
+    let out = Command::new("nix-instantiate")
+        .current_dir(root())
+        .args(["--eval", "--strict", "--json"])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run nix-instantiate: {e}"));
+    if out.status.success() {
+        Ok(serde_json::from_slice(&out.stdout).expect("nix-instantiate printed JSON"))
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// Evaluates tests/nix/eval.nix: `entry` is "module" (nixos/module.nix) or "default"
+/// (nixos/default.nix, the flake's module); `config` is a NixOS module (Nix code).
+fn eval_module(lib: &Path, entry: &str, config: &str) -> Result<Value, String> {
+    nix_eval(&[
+        "tests/nix/eval.nix",
+        "--argstr",
+        "nixpkgsLib",
+        lib.to_str().unwrap(),
+        "--argstr",
+        "entry",
+        entry,
+        "--arg",
+        "config",
+        config,
+    ])
+}
+
+fn eval_ok(lib: &Path, config: &str) -> Value {
+    eval_module(lib, "module", config).unwrap_or_else(|e| panic!("evaluation failed:\n{e}"))
+}
+
+/// The messages of the assertions that fail for `config`.
+fn failed_assertions(lib: &Path, config: &str) -> Vec<String> {
+    let result = eval_ok(lib, config);
+    serde_json::from_value(result["failedAssertions"].clone()).unwrap()
+}
+
+const HAIL: &str = "/nix/store/00000000000000000000000000000000-hail-from-pkgs";
+const NIX: &str = "/nix/store/00000000000000000000000000000000-nix";
+
+#[test]
+fn one_instance_gets_a_drop_in_with_defaults() {
+    let Some(lib) = nixpkgs_lib() else { return };
+    let result = eval_ok(
+        &lib,
+        r#"{ services.hail.web.jobUri = "https://hydra.example.org/job/p/j/web"; }"#,
+    );
+    assert_eq!(result["failedAssertions"], json!([]));
+    assert_eq!(
+        result["packages"],
+        json!(["hail-from-pkgs"]),
+        "the template comes from the package"
+    );
+    assert_eq!(
+        result["services"],
+        json!({
+            "hail@web": {
+                "overrideStrategy": "asDropin",
+                "wantedBy": ["multi-user.target"],
+                "restartIfChanged": false,
+                "stopIfChanged": false,
+                "environment": {
+                    "HAIL_JOB_URI": "https://hydra.example.org/job/p/j/web",
+                    "HAIL_PROFILE": "/nix/var/nix/profiles/hail/web",
+                },
+                "path": [NIX],
+                "serviceConfig": { "ExecStart": ["", format!("\"{HAIL}/bin/hail\"")] },
+            }
+        })
+    );
+}
+
+#[test]
+fn two_instances_with_overrides() {
+    let Some(lib) = nixpkgs_lib() else { return };
+    let result = eval_ok(
+        &lib,
+        r#"{
+          services.hail.web = {
+            jobUri = "https://hydra.example.org/job/p/j/web";
+            profile = "web";
+            netrcFile = "/etc/hail/netrc";
+            pollPeriod = "30s";
+            activationTimeout = "30m";
+            realiseTimeout = "2h";
+            httpTimeout = "250ms";
+            environment = { NIX_CONFIG = "narinfo-cache-positive-ttl = 0"; RUST_LOG = "debug"; };
+            extraArgs = [ "--flag" "100%" "$HOME" "say \"hi\"" ];
+            restartIfChanged = true;
+          };
+          services.hail.worker = {
+            jobUri = "http://hydra.internal:3000/job/p/j/worker";
+            pollPeriod = 10;
+          };
+        }"#,
+    );
+    assert_eq!(result["failedAssertions"], json!([]));
+    assert_eq!(
+        result["packages"],
+        json!(["hail-from-pkgs"]),
+        "one template for both instances"
+    );
+    let web = &result["services"]["hail@web"];
+    assert_eq!(
+        web["environment"],
+        json!({
+            "HAIL_JOB_URI": "https://hydra.example.org/job/p/j/web",
+            "HAIL_PROFILE": "web",
+            "HAIL_POLL_PERIOD": "30s",
+            "HAIL_ACTIVATION_TIMEOUT": "30m",
+            "HAIL_REALISE_TIMEOUT": "2h",
+            "HAIL_HTTP_TIMEOUT": "250ms",
+            "NIX_CONFIG": "narinfo-cache-positive-ttl = 0",
+            "RUST_LOG": "debug",
+        })
+    );
+    assert_eq!(
+        web["serviceConfig"],
+        json!({
+            "LoadCredential": ["netrc:/etc/hail/netrc"],
+            // Quoted words; systemd's % specifiers and $ expansion escaped.
+            "ExecStart": ["", format!(r#""{HAIL}/bin/hail" "--flag" "100%%" "$$HOME" "say \"hi\"""#)],
+        })
+    );
+    assert_eq!(web["restartIfChanged"], true);
+    assert_eq!(web["stopIfChanged"], false);
+
+    let worker = &result["services"]["hail@worker"];
+    assert_eq!(
+        worker["environment"],
+        json!({
+            "HAIL_JOB_URI": "http://hydra.internal:3000/job/p/j/worker",
+            "HAIL_PROFILE": "/nix/var/nix/profiles/hail/worker",
+            "HAIL_POLL_PERIOD": "10",
+        })
+    );
+    assert_eq!(
+        worker["serviceConfig"].get("LoadCredential"),
+        None,
+        "no netrc, no credential"
+    );
+    assert_eq!(worker["restartIfChanged"], false);
+    assert_eq!(result["services"].as_object().unwrap().len(), 2);
+}
+
+#[test]
+fn disabled_instances_have_no_unit() {
+    let Some(lib) = nixpkgs_lib() else { return };
+    let result = eval_ok(
+        &lib,
+        r#"{
+          services.hail.web = { enable = false; jobUri = ""; };
+          services.hail.worker.jobUri = "https://hydra.example.org/job/p/j/worker";
+        }"#,
+    );
+    let units: Vec<_> = result["services"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    assert_eq!(units, ["hail@worker"]);
+    assert_eq!(
+        result["failedAssertions"],
+        json!([]),
+        "a disabled instance is not checked"
+    );
+
+    let result = eval_ok(
+        &lib,
+        r#"{ services.hail.web = { enable = false; jobUri = "https://h/job/p/j/w"; }; }"#,
+    );
+    assert_eq!(result["services"], json!({}));
+    assert_eq!(
+        result["packages"],
+        json!([]),
+        "nothing enabled, no template installed"
+    );
+
+    let result = eval_ok(&lib, "{ }");
+    assert_eq!(result["services"], json!({}));
+    assert_eq!(result["packages"], json!([]));
+}
+
+#[test]
+fn empty_or_non_http_job_uri_is_refused() {
+    let Some(lib) = nixpkgs_lib() else { return };
+    let failed = failed_assertions(
+        &lib,
+        r#"{
+          services.hail.empty.jobUri = "";
+          services.hail.ftp.jobUri = "ftp://hydra.example.org/job/p/j/x";
+          services.hail.spaced.jobUri = "https://hydra.example.org/job/p/j/x y";
+          services.hail.good.jobUri = "https://hydra.example.org/job/p/j/good";
+        }"#,
+    );
+    assert_eq!(failed.len(), 3, "{failed:#?}");
+    assert!(
+        failed.contains(&"services.hail.empty.jobUri must not be empty.".to_string()),
+        "{failed:#?}"
+    );
+    for name in ["ftp", "spaced"] {
+        assert!(
+            failed.iter().any(
+                |m| m.starts_with(&format!("services.hail.{name}.jobUri = "))
+                    && m.contains("http://")
+            ),
+            "{name}: {failed:#?}"
+        );
+    }
+}
+
+#[test]
+fn two_instances_on_one_profile_are_refused() {
+    let Some(lib) = nixpkgs_lib() else { return };
+    // A bare name and the absolute path it stands for are the same profile.
+    let failed = failed_assertions(
+        &lib,
+        r#"{
+          services.hail.a = { jobUri = "https://h/job/p/j/a"; profile = "shared"; };
+          services.hail.b = { jobUri = "https://h/job/p/j/b"; profile = "/nix/var/nix/profiles/shared"; };
+          services.hail.c.jobUri = "https://h/job/p/j/c";
+          services.hail.off = { enable = false; jobUri = "https://h/job/p/j/off"; profile = "shared"; };
+        }"#,
+    );
+    assert_eq!(failed.len(), 2, "{failed:#?}");
+    assert!(failed[0].starts_with("services.hail.a.profile: /nix/var/nix/profiles/shared is also the profile of services.hail.b;"), "{failed:#?}");
+    assert!(failed[1].starts_with("services.hail.b.profile: /nix/var/nix/profiles/shared is also the profile of services.hail.a;"), "{failed:#?}");
+}
+
+#[test]
+fn netrc_in_the_store_is_refused() {
+    let Some(lib) = nixpkgs_lib() else { return };
+    let failed = failed_assertions(
+        &lib,
+        r#"{
+          services.hail.path.jobUri = "https://h/job/p/j/a";
+          services.hail.path.netrcFile = "/nix/store/00000000000000000000000000000000-netrc";
+          services.hail.inside.jobUri = "https://h/job/p/j/b";
+          services.hail.inside.netrcFile = "/nix/store/00000000000000000000000000000000-source/netrc";
+          services.hail.fine.jobUri = "https://h/job/p/j/c";
+          services.hail.fine.netrcFile = "/etc/hail/netrc";
+        }"#,
+    );
+    assert_eq!(failed.len(), 2, "{failed:#?}");
+    for name in ["inside", "path"] {
+        assert!(
+            failed.iter().any(
+                |m| m.starts_with(&format!("services.hail.{name}.netrcFile = "))
+                    && m.contains("every user")
+            ),
+            "{name}: {failed:#?}"
+        );
+    }
+}
+
+#[test]
+fn hail_variables_in_environment_are_refused() {
+    let Some(lib) = nixpkgs_lib() else { return };
+    let failed = failed_assertions(
+        &lib,
+        r#"{
+          services.hail.web.jobUri = "https://h/job/p/j/a";
+          services.hail.web.environment = { HAIL_ONESHOT = "1"; HAIL_JOB_URI = "x"; RUST_LOG = "debug"; };
+        }"#,
+    );
+    assert_eq!(
+        failed,
+        [
+            "services.hail.web.environment: HAIL_JOB_URI, HAIL_ONESHOT are set by the options of services.hail.web; use those options instead."
+        ]
+    );
+}
+
+#[test]
+fn instance_names_needing_escaping_are_refused() {
+    let Some(lib) = nixpkgs_lib() else { return };
+    let failed = failed_assertions(
+        &lib,
+        r#"{
+          services.hail."a b".jobUri = "https://h/job/p/j/a";
+          services.hail."x/y".jobUri = "https://h/job/p/j/b";
+          services.hail."-lead".jobUri = "https://h/job/p/j/c";
+          services.hail."web-1.prod_a".jobUri = "https://h/job/p/j/d";
+        }"#,
+    );
+    assert_eq!(failed.len(), 3, "{failed:#?}");
+    for name in ["-lead", "a b", "x/y"] {
+        assert!(
+            failed.iter().any(|m| m.starts_with(&format!(
+                "services.hail.{name}: \"{name}\" cannot name a hail instance"
+            ))),
+            "{name}: {failed:#?}"
+        );
+    }
+}
+
+#[test]
+fn wrong_types_fail_evaluation_naming_the_option() {
+    let Some(lib) = nixpkgs_lib() else { return };
+    let cases = [
+        // A path literal would be copied into the world-readable store.
+        (
+            r#"{ services.hail.web = { jobUri = "https://h/job/p/j/a"; netrcFile = ./netrc; }; }"#,
+            "services.hail.web.netrcFile",
+        ),
+        (
+            r#"{ services.hail.web = { jobUri = "https://h/job/p/j/a"; netrcFile = "etc/netrc"; }; }"#,
+            "services.hail.web.netrcFile",
+        ),
+        (
+            r#"{ services.hail.web = { jobUri = "https://h/job/p/j/a"; pollPeriod = "5x"; }; }"#,
+            "services.hail.web.pollPeriod",
+        ),
+        (
+            r#"{ services.hail.web = { jobUri = "https://h/job/p/j/a"; pollPeriod = "0"; }; }"#,
+            "services.hail.web.pollPeriod",
+        ),
+        (
+            r#"{ services.hail.web = { jobUri = "https://h/job/p/j/a"; pollPeriod = 0; }; }"#,
+            "services.hail.web.pollPeriod",
+        ),
+        (
+            r#"{ services.hail.web = { jobUri = "https://h/job/p/j/a"; activationTimeout = "10"; }; }"#,
+            "services.hail.web.activationTimeout",
+        ),
+        (
+            r#"{ services.hail.web.pollPeriod = "5m"; }"#,
+            "services.hail.web.jobUri",
+        ),
+    ];
+    for (config, option) in cases {
+        match eval_module(&lib, "module", config) {
+            Ok(v) => panic!("{config} evaluated: {v}"),
+            Err(stderr) => assert!(
+                stderr.contains(option),
+                "{config}: error does not name {option}:\n{stderr}"
+            ),
+        }
+    }
+}
+
+#[test]
+fn flake_module_defaults_package_to_this_repository() {
+    let Some(lib) = nixpkgs_lib() else { return };
+    let result = eval_module(
+        &lib,
+        "default",
+        r#"{ pkgs, ... }: {
+          services.hail.web.jobUri = "https://h/job/p/j/a";
+          services.hail.pinned = { jobUri = "https://h/job/p/j/b"; package = pkgs.hail; };
+        }"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    // The stand-in callPackage names its result after the file it was given.
+    assert_eq!(
+        result["instancePackages"],
+        json!({ "web": "hail-from-package.nix", "pinned": "hail-from-pkgs" })
+    );
+    let mut packages: Vec<String> = serde_json::from_value(result["packages"].clone()).unwrap();
+    packages.sort();
+    assert_eq!(packages, ["hail-from-package.nix", "hail-from-pkgs"]);
+    // Each instance runs its own package, whichever template systemd picked.
+    let exec = |unit: &str| result["services"][unit]["serviceConfig"]["ExecStart"][1].clone();
+    assert_eq!(
+        exec("hail@web"),
+        json!("\"/nix/store/00000000000000000000000000000000-hail-from-package.nix/bin/hail\"")
+    );
+    assert_eq!(exec("hail@pinned"), json!(format!("\"{HAIL}/bin/hail\"")));
+}
+
+#[test]
+fn flake_outputs() {
+    let Some(lib) = nixpkgs_lib() else { return };
+    // nixpkgs stand-in: its real lib, and packages that must not be needed to list the outputs.
+    let expr = format!(
+        r#"
+        let
+          lib = import {lib};
+          flake = import ./flake.nix;
+          nixpkgs = {{
+            inherit lib;
+            legacyPackages = lib.genAttrs [ "x86_64-linux" "aarch64-linux" ] (system: throw "no nixpkgs for ${{system}} here");
+          }};
+          self = flake.outputs {{ inherit self nixpkgs; }};
+          final = {{ callPackage = file: _: "hail from ${{baseNameOf file}}"; }};
+        in {{
+          outputs = builtins.attrNames self;
+          systems = lib.mapAttrs (_: builtins.attrNames) {{ inherit (self) packages checks devShells formatter; }};
+          packages = builtins.attrNames self.packages.x86_64-linux;
+          checks = builtins.attrNames self.checks.aarch64-linux;
+          overlay = (self.overlays.default final {{ }}).hail;
+          module = baseNameOf self.nixosModules.default;
+          sameModule = self.nixosModules.hail == self.nixosModules.default;
+          lib = builtins.attrNames self.lib;
+          managerFile = builtins.pathExists ./nix/manager.nix;
+        }}"#,
+        lib = lib.display()
+    );
+    let result = nix_eval(&["-E", &expr]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        result["outputs"],
+        json!([
+            "checks",
+            "devShells",
+            "formatter",
+            "lib",
+            "nixosModules",
+            "overlays",
+            "packages"
+        ])
+    );
+    for output in ["packages", "checks", "devShells", "formatter"] {
+        assert_eq!(
+            result["systems"][output],
+            json!(["aarch64-linux", "x86_64-linux"]),
+            "{output}"
+        );
+    }
+    assert_eq!(result["packages"], json!(["default", "hail"]));
+    assert_eq!(
+        result["checks"],
+        json!(["clippy", "fmt", "package", "unit", "vm-basic"])
+    );
+    assert_eq!(result["overlay"], "hail from package.nix");
+    assert_eq!(result["module"], "nixos");
+    assert_eq!(result["sameModule"], true);
+    assert_eq!(result["lib"], json!(["mkManagerProfile"]));
+    assert_eq!(
+        result["managerFile"], true,
+        "flake.nix exposes lib.mkManagerProfile from nix/manager.nix, which is missing"
+    );
+}
+
+#[test]
+fn package_builds_only_hail_with_its_unit() {
+    let Some(lib) = nixpkgs_lib() else { return };
+    // rustPlatform stand-in: returns its arguments. `src` is left out: lib.fileset needs a newer
+    // Nix than some test machines have.
+    let expr = format!(
+        r#"
+        let
+          lib = import {lib};
+          args = import ./nix/package.nix {{ inherit lib; rustPlatform.buildRustPackage = a: a; }};
+        in {{
+          inherit (args) pname version cargoBuildFlags doCheck postInstall;
+          lockFile = baseNameOf args.cargoLock.lockFile;
+          mainProgram = args.meta.mainProgram;
+        }}"#,
+        lib = lib.display()
+    );
+    let result = nix_eval(&["-E", &expr]).unwrap_or_else(|e| panic!("{e}"));
+    let cargo_toml = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    let version = cargo_toml
+        .lines()
+        .find_map(|l| l.strip_prefix("version = \""))
+        .and_then(|v| v.strip_suffix('"'))
+        .expect("Cargo.toml version");
+    assert_eq!(result["pname"], "hail");
+    assert_eq!(result["version"], version);
+    assert_eq!(result["cargoBuildFlags"], json!(["-p", "hail"]));
+    assert_eq!(result["lockFile"], "Cargo.lock");
+    assert_eq!(result["mainProgram"], "hail");
+    let post_install = result["postInstall"].as_str().unwrap();
+    assert!(
+        post_install.contains("$out/lib/systemd/system/hail@.service"),
+        "{post_install}"
+    );
+    assert!(
+        post_install.contains("--replace-fail /usr/local/bin/hail $out/bin/hail"),
+        "{post_install}"
+    );
+}
+
+#[test]
+fn readme_option_table_is_up_to_date() {
+    let Some(lib) = nixpkgs_lib() else { return };
+    let out = Command::new(root().join("scripts/gen-options-doc"))
+        .arg("--check")
+        .env("NIXPKGS_LIB", &lib)
+        .output()
+        .expect("run scripts/gen-options-doc");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
