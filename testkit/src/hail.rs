@@ -74,8 +74,21 @@ impl Hail {
         self.env("NOTIFY_SOCKET", &path)
     }
 
-    /// The command that [`Hail::spawn`] runs, plus `extra` arguments.
+    /// The command [`Hail::spawn`] runs: the clean environment, `--profile`, `--job-uri`,
+    /// [`Hail::args`], then `extra`.
     pub fn command(&self, extra: &[&str]) -> Command {
+        let mut c = self.bare_command(&[]);
+        c.arg("--profile")
+            .arg(&self.profile)
+            .arg("--job-uri")
+            .arg(&self.job_uri);
+        c.args(&self.args).args(extra);
+        c
+    }
+
+    /// The clean environment and `args` only (no `--profile`, `--job-uri` or [`Hail::args`]):
+    /// for checking how hail treats its command line.
+    pub fn bare_command(&self, args: &[&str]) -> Command {
         let home = self.dir.path().join("home");
         std::fs::create_dir_all(&home).expect("create HOME");
         let mut c = Command::new(&self.bin);
@@ -88,12 +101,7 @@ impl Hail {
             .env("XDG_CACHE_HOME", home.join(".cache"))
             .env("RUST_LOG", "debug")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .arg("--profile")
-            .arg(&self.profile)
-            .arg("--job-uri")
-            .arg(&self.job_uri)
-            .args(&self.args)
-            .args(extra)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -102,18 +110,14 @@ impl Hail {
 
     /// Starts hail with `extra` arguments.
     pub fn spawn(&self, extra: &[&str]) -> Running {
-        let mut child = self.command(extra).spawn().expect("start hail");
-        let output = Arc::new((Mutex::new(String::new()), Condvar::new()));
-        let readers = [
-            pump(child.stdout.take().unwrap(), output.clone()),
-            pump(child.stderr.take().unwrap(), output.clone()),
-        ];
-        Running {
-            child,
-            output,
-            readers: readers.into_iter().collect(),
-            status: None,
-        }
+        self.spawn_env(extra, &[])
+    }
+
+    /// Starts hail with `extra` arguments and extra environment variables.
+    pub fn spawn_env(&self, extra: &[&str], env: &[(&str, &str)]) -> Running {
+        let mut c = self.command(extra);
+        c.envs(env.iter().copied());
+        Running::start(c)
     }
 
     /// Runs `hail … --oneshot extra…` to completion (at most `timeout`; killed after that).
@@ -125,16 +129,12 @@ impl Hail {
 
     /// Runs hail with `extra` arguments to completion (at most `timeout`; killed after that).
     pub fn run(&self, extra: &[&str], timeout: Duration) -> Finished {
-        let mut r = self.spawn(extra);
-        let status = r.wait_timeout(timeout);
-        if status.is_none() {
-            r.kill();
-            panic!(
-                "hail did not exit within {timeout:?}; its output:\n{}",
-                r.output()
-            );
-        }
-        r.finish()
+        Running::start(self.command(extra)).finish_within(timeout)
+    }
+
+    /// Runs `hail args…` without the usual options to completion (at most `timeout`).
+    pub fn run_bare(&self, args: &[&str], timeout: Duration) -> Finished {
+        Running::start(self.bare_command(args)).finish_within(timeout)
     }
 }
 
@@ -162,6 +162,37 @@ pub struct Running {
 }
 
 impl Running {
+    /// Starts `command`, collecting its stdout and stderr.
+    pub fn start(mut command: Command) -> Running {
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+        let output = Arc::new((Mutex::new(String::new()), Condvar::new()));
+        let readers = vec![
+            pump(child.stdout.take().unwrap(), output.clone()),
+            pump(child.stderr.take().unwrap(), output.clone()),
+        ];
+        Running {
+            child,
+            output,
+            readers,
+            status: None,
+        }
+    }
+
+    /// Waits for the exit (killing it after `timeout`, which is a test failure).
+    pub fn finish_within(mut self, timeout: Duration) -> Finished {
+        if self.wait_timeout(timeout).is_none() {
+            self.kill();
+            panic!(
+                "hail did not exit within {timeout:?}; its output:\n{}",
+                self.output()
+            );
+        }
+        self.finish()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

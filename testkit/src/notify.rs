@@ -79,6 +79,14 @@ impl NotifySocket {
         &self.path
     }
 
+    /// `("NOTIFY_SOCKET", <path>)`, for [`crate::hail::Hail::spawn_env`].
+    pub fn env(&self) -> (&'static str, &str) {
+        (
+            "NOTIFY_SOCKET",
+            self.path.to_str().expect("UTF-8 socket path"),
+        )
+    }
+
     /// Every datagram so far, oldest first.
     pub fn messages(&self) -> Vec<Message> {
         self.shared.0.lock().unwrap().clone()

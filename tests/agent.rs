@@ -1,0 +1,366 @@
+//! The real hail binary deploying real closures from a signed binary cache: first deploy,
+//! no-op polls, new builds, start-up activation, refused signatures, failed activations,
+//! SIGHUP, the profile lock and the exit codes of `--oneshot`.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{Fixture, RUN, activated, wait_until};
+use hail_testkit::notify::NotifySocket;
+
+#[test]
+fn first_deploy_substitutes_switches_and_activates_once() {
+    let Some(f) = Fixture::new() else { return };
+    let (p, _) = f.release("1");
+    assert!(!Path::new(&p.out_path).exists());
+
+    let r = f.hail.oneshot(&[], RUN);
+    assert_eq!(r.code(), Some(0), "{}", r.output);
+
+    assert_eq!(f.profile_target().as_deref(), Some(p.out_path.as_str()));
+    assert_eq!(f.activations(), [activated("1", &p)]);
+    assert_eq!(f.generations().len(), 1, "{:?}", f.generations());
+    // Really substituted from the cache, closure included.
+    let fetched = f.cache.requests();
+    let hash = &p.out_path["/nix/store/".len()..][..32];
+    assert!(fetched.contains(&format!("/{hash}.narinfo")), "{fetched:?}");
+    assert!(
+        fetched.iter().filter(|r| r.starts_with("/nar/")).count() >= 2,
+        "{fetched:?}"
+    );
+    for path in &p.closure {
+        assert!(Path::new(path).exists(), "{path} missing after the deploy");
+    }
+    // hail asked with Accept: application/json.
+    let latest = f.hydra.requests_to(&f.hydra.default_latest_path());
+    assert_eq!(latest[0].header("Accept"), Some("application/json"));
+}
+
+#[test]
+fn service_no_op_polls_then_deploys_the_next_build_once() {
+    let Some(f) = Fixture::new() else { return };
+    let (p1, _) = f.release("1");
+    let mut hail = f.hail.spawn(&["--poll-period", "1s"]);
+
+    let acts = f.wait_activations(1, RUN);
+    assert_eq!(acts, [activated("1", &p1)], "{}", hail.output());
+    // Several more polls of the same build: no new generation, no activation.
+    let polls = f.latest_requests();
+    assert!(
+        wait_until(Duration::from_secs(20), || f.latest_requests() >= polls + 3),
+        "{}",
+        hail.output()
+    );
+    assert_eq!(f.activations(), [activated("1", &p1)], "{}", hail.output());
+    assert_eq!(f.generations().len(), 1);
+
+    let (p2, _) = f.release("2");
+    let acts = f.wait_activations(2, RUN);
+    assert_eq!(
+        acts,
+        [activated("1", &p1), activated("2", &p2)],
+        "{}",
+        hail.output()
+    );
+    assert_eq!(f.profile_target().as_deref(), Some(p2.out_path.as_str()));
+    let polls = f.latest_requests();
+    assert!(wait_until(Duration::from_secs(20), || f.latest_requests() >= polls + 3));
+    assert_eq!(f.activations().len(), 2, "{}", hail.output());
+    assert_eq!(f.generations().len(), 2);
+    assert!(
+        hail.try_status().is_none(),
+        "hail exited: {}",
+        hail.output()
+    );
+}
+
+#[test]
+fn startup_activation_runs_once_before_ready() {
+    let Some(f) = Fixture::new() else { return };
+    let (p, _) = f.release("1");
+    let r = f.hail.oneshot(&[], RUN);
+    assert_eq!(r.code(), Some(0), "{}", r.output);
+    assert_eq!(f.activations().len(), 1);
+
+    let notify = NotifySocket::bind();
+    let hail = f.hail.spawn_env(&["--poll-period", "1h"], &[notify.env()]);
+    assert!(
+        notify.wait_for_line("READY=1", RUN),
+        "no READY=1: {}",
+        hail.output()
+    );
+    // The start-up activation is done before READY=1.
+    assert_eq!(
+        f.activations(),
+        [activated("1", &p), activated("1", &p)],
+        "{}",
+        hail.output()
+    );
+    // The first poll finds the profile up to date: no second activation.
+    assert!(
+        wait_until(Duration::from_secs(20), || f.latest_requests() >= 2),
+        "{}",
+        hail.output()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(f.activations().len(), 2, "{}", hail.output());
+}
+
+#[test]
+fn unsigned_path_is_refused_and_nothing_changes() {
+    let Some(f) = Fixture::new() else { return };
+    let p = f.cache.publish_unsigned(&f.spec("1"));
+    f.hydra
+        .add_build(hail_testkit::hydra::BuildSpec::succeeded(&p.out_path));
+
+    let r = f.hail.oneshot(&[], RUN);
+    assert_eq!(r.code(), Some(6), "{}", r.output);
+    assert!(fs_absent(&f.hail.profile), "{}", r.output);
+    assert_eq!(f.generations(), Vec::<String>::new());
+    assert_eq!(f.activations(), Vec::<String>::new());
+    assert!(
+        !Path::new(&p.out_path).exists(),
+        "an unsigned path entered the store"
+    );
+}
+
+#[test]
+fn path_signed_by_an_untrusted_key_is_refused_and_the_profile_stays() {
+    let Some(f) = Fixture::new() else { return };
+    let (p1, _) = f.release("1");
+    assert_eq!(f.hail.oneshot(&[], RUN).code(), Some(0));
+
+    let p2 = f.cache.publish_untrusted(&f.spec("2"));
+    f.hydra
+        .add_build(hail_testkit::hydra::BuildSpec::succeeded(&p2.out_path));
+    let r = f.hail.oneshot(&[], RUN);
+    assert_eq!(r.code(), Some(6), "{}", r.output);
+    assert_eq!(f.profile_target().as_deref(), Some(p1.out_path.as_str()));
+    assert_eq!(f.generations().len(), 1, "{:?}", f.generations());
+    assert!(
+        !f.activations()
+            .iter()
+            .any(|l| l.starts_with("activated 2 ")),
+        "{:?}",
+        f.activations()
+    );
+    assert!(!Path::new(&p2.out_path).exists());
+}
+
+#[test]
+fn failed_activation_exits_7_and_switches_back() {
+    let Some(f) = Fixture::new() else { return };
+    let (p1, _) = f.release("1");
+    assert_eq!(f.hail.oneshot(&[], RUN).code(), Some(0));
+
+    let p2 = f.cache.publish(&f.spec("2").exit_code(3));
+    f.hydra
+        .add_build(hail_testkit::hydra::BuildSpec::succeeded(&p2.out_path));
+    let r = f.hail.oneshot(&[], RUN);
+    assert_eq!(r.code(), Some(7), "{}", r.output);
+    assert_eq!(
+        f.profile_target().as_deref(),
+        Some(p1.out_path.as_str()),
+        "{}",
+        r.output
+    );
+    // The failed activation ran, then the previous generation's activation ran again.
+    let acts = f.activations();
+    assert_eq!(
+        acts[acts.len() - 2..],
+        [activated("2", &p2), activated("1", &p1)],
+        "{acts:?}"
+    );
+}
+
+#[test]
+fn activation_timeout_exits_7_and_switches_back() {
+    let Some(f) = Fixture::new() else { return };
+    let (p1, _) = f.release("1");
+    assert_eq!(f.hail.oneshot(&[], RUN).code(), Some(0));
+
+    let p2 = f.cache.publish(&f.spec("2").sleep(60.0));
+    f.hydra
+        .add_build(hail_testkit::hydra::BuildSpec::succeeded(&p2.out_path));
+    let start = Instant::now();
+    let r = f.hail.oneshot(&["--activation-timeout", "2s"], RUN);
+    assert_eq!(r.code(), Some(7), "{}", r.output);
+    assert!(
+        start.elapsed() < Duration::from_secs(50),
+        "the activation was not stopped"
+    );
+    assert_eq!(f.profile_target().as_deref(), Some(p1.out_path.as_str()));
+    let acts = f.activations();
+    assert!(
+        !acts.iter().any(|l| l.starts_with("activated 2 ")),
+        "{acts:?}"
+    );
+    assert_eq!(acts.last(), Some(&activated("1", &p1)), "{acts:?}");
+}
+
+#[test]
+fn service_does_not_redeploy_a_build_whose_activation_failed() {
+    let Some(f) = Fixture::new() else { return };
+    let (p1, _) = f.release("1");
+    let mut hail = f.hail.spawn(&["--poll-period", "1s"]);
+    f.wait_activations(1, RUN);
+
+    let p2 = f.cache.publish(&f.spec("2").exit_code(1));
+    f.hydra
+        .add_build(hail_testkit::hydra::BuildSpec::succeeded(&p2.out_path));
+    let acts = f.wait_activations(3, RUN);
+    assert_eq!(
+        acts,
+        [
+            activated("1", &p1),
+            activated("2", &p2),
+            activated("1", &p1)
+        ],
+        "{}",
+        hail.output()
+    );
+    let polls = f.latest_requests();
+    assert!(
+        wait_until(Duration::from_secs(30), || f.latest_requests() >= polls + 3),
+        "{}",
+        hail.output()
+    );
+    assert_eq!(
+        f.activations().len(),
+        3,
+        "the failed build was deployed again: {}",
+        hail.output()
+    );
+    assert_eq!(f.profile_target().as_deref(), Some(p1.out_path.as_str()));
+
+    // A different build is deployed.
+    let (p3, _) = f.release("3");
+    let acts = f.wait_activations(4, RUN);
+    assert_eq!(acts.last(), Some(&activated("3", &p3)), "{}", hail.output());
+    assert!(
+        hail.try_status().is_none(),
+        "hail exited: {}",
+        hail.output()
+    );
+}
+
+#[test]
+fn sighup_polls_at_once() {
+    let Some(f) = Fixture::new() else { return };
+    let (p1, _) = f.release("1");
+    let notify = NotifySocket::bind();
+    let hail = f.hail.spawn_env(&["--poll-period", "1h"], &[notify.env()]);
+    f.wait_activations(1, RUN);
+    assert!(notify.wait_for_line("READY=1", RUN));
+    // Let the first poll (and its deploy) finish before publishing.
+    assert!(
+        wait_until(RUN, || notify.lines().iter().any(|l| l.contains("idle"))),
+        "{:?}",
+        notify.lines()
+    );
+
+    let (p2, _) = f.release("2");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        f.activations(),
+        [activated("1", &p1)],
+        "deployed without SIGHUP"
+    );
+    hail.signal(libc::SIGHUP);
+    let acts = f.wait_activations(2, RUN);
+    assert_eq!(
+        acts,
+        [activated("1", &p1), activated("2", &p2)],
+        "{}",
+        hail.output()
+    );
+}
+
+#[test]
+fn second_hail_on_the_same_profile_exits_4() {
+    let Some(f) = Fixture::new() else { return };
+    f.release("1");
+    let notify = NotifySocket::bind();
+    let mut first = f.hail.spawn_env(&["--poll-period", "1h"], &[notify.env()]);
+    assert!(notify.wait_for_line("READY=1", RUN), "{}", first.output());
+
+    let r = f.hail.oneshot(&[], RUN);
+    assert_eq!(r.code(), Some(4), "{}", r.output);
+    let r = f.hail.run(&["--poll-period", "1h"], RUN);
+    assert_eq!(r.code(), Some(4), "{}", r.output);
+    assert!(
+        first.try_status().is_none(),
+        "the first hail exited: {}",
+        first.output()
+    );
+}
+
+#[test]
+fn oneshot_usage_and_configuration_errors() {
+    let Some(f) = Fixture::new() else { return };
+    let profile = f.hail.profile.to_str().unwrap().to_string();
+    let job = f.hail.job_uri.clone();
+    for (args, want) in [
+        (
+            vec![
+                "--oneshot",
+                "--profile",
+                &profile,
+                "--job-uri",
+                &job,
+                "--bogus",
+            ],
+            2,
+        ),
+        (
+            vec![
+                "--oneshot",
+                "--profile",
+                &profile,
+                "--job-uri",
+                &job,
+                "--http-timeout",
+                "soon",
+            ],
+            2,
+        ),
+        (vec!["--oneshot", "--profile", &profile], 2),
+        (
+            vec![
+                "--oneshot",
+                "--profile",
+                &profile,
+                "--job-uri",
+                "ftp://example.org/job/a/b/c",
+            ],
+            3,
+        ),
+        (
+            vec!["--oneshot", "--profile", "../escape", "--job-uri", &job],
+            3,
+        ),
+        (
+            vec![
+                "--oneshot",
+                "--profile",
+                &profile,
+                "--job-uri",
+                &job,
+                "--netrc-file",
+                "/nonexistent/netrc",
+            ],
+            3,
+        ),
+    ] {
+        let r = f.hail.run_bare(&args, RUN);
+        assert_eq!(r.code(), Some(want), "{args:?}: {}", r.output);
+        assert!(!r.output.trim().is_empty(), "{args:?}: no message");
+    }
+    f.assert_untouched("");
+}
+
+fn fs_absent(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_err()
+}

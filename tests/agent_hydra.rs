@@ -1,0 +1,293 @@
+//! Every bad answer from Hydra makes `hail --oneshot` exit 5 with nothing changed on disk and
+//! nothing asked of the binary cache; a failing service does not poll back to back.
+//!
+//! Where it matters, the bad answer names a real, signed, published closure, so a hail that
+//! ignored the problem would deploy it and the test would fail.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Fixture, RUN, wait_until};
+use hail_testkit::hail::Finished;
+use hail_testkit::hydra::{BuildSpec, Override};
+
+/// Runs `hail --oneshot`, expects exit 5 and an untouched system.
+fn refused(f: &Fixture, extra: &[&str]) -> Finished {
+    let r = f.hail.oneshot(extra, RUN);
+    assert_eq!(r.code(), Some(5), "{}", r.output);
+    f.assert_untouched(&r.output);
+    r
+}
+
+/// Makes `/latest` redirect to build `id` whatever its state (Hydra itself only redirects to
+/// successful builds; a proxy, a cache or a Hydra bug might not).
+fn latest_points_at(f: &Fixture, id: u64) {
+    let location = format!("{}/build/{id}", f.hydra.url());
+    f.hydra.override_path(
+        &f.hydra.default_latest_path(),
+        Override::redirect(&location),
+    );
+}
+
+#[test]
+fn unfinished_build() {
+    let Some(f) = Fixture::new() else { return };
+    let p = f.publish("1");
+    let id = f.hydra.add_build(BuildSpec::queued(&p.out_path));
+    latest_points_at(&f, id);
+    refused(&f, &[]);
+}
+
+#[test]
+fn failed_build() {
+    let Some(f) = Fixture::new() else { return };
+    let p = f.publish("1");
+    let id = f.hydra.add_build(BuildSpec::failed(&p.out_path, 1));
+    latest_points_at(&f, id);
+    refused(&f, &[]);
+}
+
+#[test]
+fn null_out_path() {
+    let Some(f) = Fixture::new() else { return };
+    let p = f.publish("1");
+    f.hydra
+        .add_build(BuildSpec::succeeded(&p.out_path).outputs(&[("out", None)]));
+    refused(&f, &[]);
+}
+
+#[test]
+fn missing_out_output() {
+    let Some(f) = Fixture::new() else { return };
+    let p = f.publish("1");
+    f.hydra
+        .add_build(BuildSpec::succeeded(&p.out_path).outputs(&[("bin", Some(&p.out_path))]));
+    refused(&f, &[]);
+}
+
+#[test]
+fn paths_that_are_not_store_paths() {
+    let Some(f) = Fixture::new() else { return };
+    for bad in [
+        "/etc/passwd",
+        "/nix/store/../x",
+        "/nix/store/../../etc/passwd",
+        // 'e', 'o', 'u', 't' are not in Nix's base-32 alphabet.
+        "/nix/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-profile",
+        "/nix/store/L9R346P3D25VS4G5V37F3R3F28JS97KB-profile",
+        "/nix/store/l9r346p3d25vs4g5v37f3r3f28js97k-short",
+        "/nix/store/l9r346p3d25vs4g5v37f3r3f28js97kb-profile/bin/activate",
+        "nix/store/l9r346p3d25vs4g5v37f3r3f28js97kb-profile",
+        "",
+    ] {
+        f.hydra.add_build(BuildSpec::succeeded(bad));
+        let r = f.hail.oneshot(&[], RUN);
+        assert_eq!(r.code(), Some(5), "{bad:?}: {}", r.output);
+        f.assert_untouched(&r.output);
+    }
+}
+
+#[test]
+fn html_instead_of_json() {
+    let Some(f) = Fixture::new() else { return };
+    let (_, id) = f.release("1");
+    let html = "<!DOCTYPE html><html><body>Hydra</body></html>";
+    f.hydra.override_path(
+        &format!("/build/{id}"),
+        Override::respond(200, "text/html; charset=utf-8", html),
+    );
+    refused(&f, &[]);
+}
+
+#[test]
+fn json_that_is_not_a_build() {
+    let Some(f) = Fixture::new() else { return };
+    let (_, id) = f.release("1");
+    let path = format!("/build/{id}");
+    for body in [
+        r#"{"id": 1, "finished": 1, "buildstatus": 0, "buildoutputs": {"out": {"path": "#
+            .to_string(),
+        "[]".to_string(),
+        r#"{"id": "one", "finished": true}"#.to_string(),
+        String::new(),
+    ] {
+        f.hydra.override_path(
+            &path,
+            Override::respond(200, "application/json", body.clone()),
+        );
+        let r = f.hail.oneshot(&[], RUN);
+        assert_eq!(r.code(), Some(5), "{body:?}: {}", r.output);
+        f.assert_untouched(&r.output);
+    }
+}
+
+#[test]
+fn no_successful_build_404() {
+    let Some(f) = Fixture::new() else { return };
+    let p = f.publish("1");
+    f.hydra.add_build(BuildSpec::failed(&p.out_path, 1));
+    let r = refused(&f, &[]);
+    assert!(
+        r.output
+            .contains("There is no successful build to redirect to."),
+        "{}",
+        r.output
+    );
+}
+
+#[test]
+fn unknown_jobset_404() {
+    let Some(f) = Fixture::new() else { return };
+    f.release("1");
+    let mut f = f;
+    f.hail.job_uri = f.hydra.job_uri("hail", "no-such-jobset", "profile");
+    let r = f.hail.oneshot(&[], RUN);
+    assert_eq!(r.code(), Some(5), "{}", r.output);
+    f.assert_untouched(&r.output);
+}
+
+#[test]
+fn private_hydra_403() {
+    let Some(f) = Fixture::new() else { return };
+    f.release("1");
+    f.hydra.set_private(true);
+    let r = refused(&f, &[]);
+    assert!(
+        r.output.contains("This page requires you to sign in."),
+        "{}",
+        r.output
+    );
+}
+
+#[test]
+fn server_error_500() {
+    let Some(f) = Fixture::new() else { return };
+    f.release("1");
+    f.hydra.override_path(
+        &f.hydra.default_latest_path(),
+        Override::respond(500, "text/plain", "Internal Server Error"),
+    );
+    refused(&f, &[]);
+}
+
+#[test]
+fn connection_closed_without_answer() {
+    let Some(f) = Fixture::new() else { return };
+    f.release("1");
+    f.hydra
+        .override_path(&f.hydra.default_latest_path(), Override::close());
+    refused(&f, &[]);
+}
+
+#[test]
+fn unreachable_hydra() {
+    let Some(f) = Fixture::new() else { return };
+    // A port nobody listens on: bind one, note it, free it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut f = f;
+    f.hail.job_uri = format!("http://127.0.0.1:{port}/job/hail/test/profile");
+    let r = f.hail.oneshot(&[], RUN);
+    assert_eq!(r.code(), Some(5), "{}", r.output);
+    f.assert_untouched(&r.output);
+}
+
+#[test]
+fn slow_answer_times_out() {
+    let Some(f) = Fixture::new() else { return };
+    let (_, id) = f.release("1");
+    f.hydra.override_path(
+        &format!("/build/{id}"),
+        Override::delayed(Duration::from_secs(30)),
+    );
+    let start = Instant::now();
+    refused(&f, &["--http-timeout", "2s"]);
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn huge_body_is_refused() {
+    let Some(f) = Fixture::new() else { return };
+    let (_, id) = f.release("1");
+    // A valid build, padded to 64 MiB: only a size limit refuses it.
+    let build = f.hydra.build_json(id);
+    f.hydra.override_path(
+        &format!("/build/{id}"),
+        Override::huge_json(&build, 64 << 20),
+    );
+    refused(&f, &[]);
+}
+
+#[test]
+fn the_same_build_unpadded_is_deployed() {
+    // The counterpart of `huge_body_is_refused`: the override mechanism itself is not what
+    // makes hail refuse.
+    let Some(f) = Fixture::new() else { return };
+    let (p, id) = f.release("1");
+    let build = f.hydra.build_json(id);
+    f.hydra
+        .override_path(&format!("/build/{id}"), Override::huge_json(&build, 4096));
+    let r = f.hail.oneshot(&[], RUN);
+    assert_eq!(r.code(), Some(0), "{}", r.output);
+    assert_eq!(f.profile_target().as_deref(), Some(p.out_path.as_str()));
+}
+
+#[test]
+fn failing_polls_back_off() {
+    let Some(f) = Fixture::new() else { return };
+    f.hydra.override_path(
+        &f.hydra.default_latest_path(),
+        Override::respond(500, "text/plain", "down"),
+    );
+    let mut hail = f.hail.spawn(&["--poll-period", "2s"]);
+    assert!(wait_until(RUN, || f.latest_requests() >= 1));
+    std::thread::sleep(Duration::from_secs(8));
+    let n = f.latest_requests();
+    // One poll per period at most (plus the first); a busy loop would make hundreds.
+    assert!(
+        n <= 6,
+        "{n} requests in 8 s with --poll-period 2s:\n{}",
+        hail.output()
+    );
+    assert!(
+        hail.try_status().is_none(),
+        "hail exited on a poll failure: {}",
+        hail.output()
+    );
+    f.assert_untouched(&hail.output());
+
+    // Recovery: once Hydra answers again, the build is deployed.
+    f.hydra.clear_override(&f.hydra.default_latest_path());
+    f.release("1");
+    assert_eq!(f.wait_activations(1, RUN).len(), 1, "{}", hail.output());
+}
+
+#[test]
+fn failing_deploys_back_off() {
+    let Some(f) = Fixture::new() else { return };
+    let p = f.cache.publish_unsigned(&f.spec("1"));
+    f.hydra.add_build(BuildSpec::succeeded(&p.out_path));
+    let mut hail = f.hail.spawn(&["--poll-period", "2s"]);
+    assert!(wait_until(RUN, || f.latest_requests() >= 1));
+    std::thread::sleep(Duration::from_secs(8));
+    let n = f.latest_requests();
+    assert!(
+        n <= 6,
+        "{n} polls in 8 s with --poll-period 2s:\n{}",
+        hail.output()
+    );
+    assert!(
+        hail.try_status().is_none(),
+        "hail exited on a deploy failure: {}",
+        hail.output()
+    );
+    assert_eq!(f.activations(), Vec::<String>::new());
+}

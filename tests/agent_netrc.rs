@@ -1,0 +1,209 @@
+//! netrc credentials: sent as HTTP Basic auth to the job URI's host only, curl's netrc syntax
+//! (comments, quoted tokens) understood, an unparsable file refused, secrets never printed.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::{Fixture, RUN, wait_until};
+use hail_testkit::hydra::Override;
+
+const PASSWORD: &str = "s3cret-netrc-pw";
+
+fn write_netrc(f: &Fixture, text: &str) -> PathBuf {
+    let path = f.tmp.path().join("netrc");
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+fn basic(login: &str, password: &str) -> String {
+    format!("Basic {}", base64(format!("{login}:{password}").as_bytes()))
+}
+
+fn base64(data: &[u8]) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn assert_no_secret(output: &str, secrets: &[&str]) {
+    for s in secrets {
+        assert!(
+            !output.contains(s),
+            "hail printed a secret ({s:?}):\n{output}"
+        );
+    }
+}
+
+#[test]
+fn credentials_are_sent_to_the_job_uris_host() {
+    let Some(f) = Fixture::new() else { return };
+    let (p, _) = f.release("1");
+    let netrc = write_netrc(
+        &f,
+        &format!("machine 127.0.0.1 login alice password {PASSWORD}\n"),
+    );
+    let r = f
+        .hail
+        .oneshot(&["--netrc-file", netrc.to_str().unwrap()], RUN);
+    assert_eq!(r.code(), Some(0), "{}", r.output);
+    assert_eq!(f.profile_target().as_deref(), Some(p.out_path.as_str()));
+
+    let latest = f.hydra.requests_to(&f.hydra.default_latest_path());
+    assert_eq!(
+        latest[0].header("Authorization"),
+        Some(basic("alice", PASSWORD).as_str())
+    );
+    assert_no_secret(
+        &r.output,
+        &[PASSWORD, &base64(format!("alice:{PASSWORD}").as_bytes())],
+    );
+}
+
+#[test]
+fn credentials_are_not_sent_to_another_host_after_a_redirect() {
+    let Some(f) = Fixture::new() else { return };
+    let (p, id) = f.release("1");
+    // Same server, another host name: what a misconfigured proxy in front of Hydra produces.
+    let elsewhere = format!("http://localhost:{}/build/{id}", f.hydra.port());
+    f.hydra.override_path(
+        &f.hydra.default_latest_path(),
+        Override::redirect(&elsewhere),
+    );
+    let netrc = write_netrc(
+        &f,
+        &format!("machine 127.0.0.1 login alice password {PASSWORD}\n"),
+    );
+
+    let r = f
+        .hail
+        .oneshot(&["--netrc-file", netrc.to_str().unwrap()], RUN);
+    let latest = f.hydra.requests_to(&f.hydra.default_latest_path());
+    assert_eq!(
+        latest[0].header("Authorization"),
+        Some(basic("alice", PASSWORD).as_str())
+    );
+    let followed = f.hydra.requests_to(&format!("/build/{id}"));
+    assert!(
+        !followed.is_empty(),
+        "the redirect was not followed: {}",
+        r.output
+    );
+    for req in &followed {
+        assert_eq!(
+            req.header("Host"),
+            Some(format!("localhost:{}", f.hydra.port()).as_str())
+        );
+        assert_eq!(
+            req.header("Authorization"),
+            None,
+            "credentials sent to another host"
+        );
+    }
+    assert_eq!(r.code(), Some(0), "{}", r.output);
+    assert_eq!(f.profile_target().as_deref(), Some(p.out_path.as_str()));
+}
+
+#[test]
+fn netrc_with_comments_and_quoted_tokens() {
+    let Some(f) = Fixture::new() else { return };
+    f.release("1");
+    let netrc = write_netrc(
+        &f,
+        concat!(
+            "# credentials for the test Hydra\n",
+            "machine other.example login nobody password nothing\n",
+            "machine 127.0.0.1\n",
+            "  # the login has a space, the password a quote and a hash\n",
+            "  login \"al ice\"\n",
+            "  password \"p a\\\"ss#word\"\n",
+        ),
+    );
+    let r = f
+        .hail
+        .oneshot(&["--netrc-file", netrc.to_str().unwrap()], RUN);
+    assert_eq!(r.code(), Some(0), "{}", r.output);
+    let latest = f.hydra.requests_to(&f.hydra.default_latest_path());
+    assert_eq!(
+        latest[0].header("Authorization"),
+        Some(basic("al ice", "p a\"ss#word").as_str())
+    );
+}
+
+#[test]
+fn unparsable_netrc_is_a_configuration_error() {
+    let Some(f) = Fixture::new() else { return };
+    f.release("1");
+    for text in [
+        format!("machine 127.0.0.1 login alice password \"{PASSWORD}\n"),
+        format!("machine 127.0.0.1 login alice pasword {PASSWORD}\n"),
+    ] {
+        let netrc = write_netrc(&f, &text);
+        let r = f
+            .hail
+            .oneshot(&["--netrc-file", netrc.to_str().unwrap()], RUN);
+        assert_eq!(r.code(), Some(3), "{text:?}: {}", r.output);
+        assert!(
+            r.output.contains(netrc.to_str().unwrap()),
+            "the message does not name the file: {}",
+            r.output
+        );
+        assert_no_secret(&r.output, &[PASSWORD]);
+        f.assert_untouched(&r.output);
+    }
+    assert_eq!(
+        f.latest_requests(),
+        0,
+        "Hydra was polled despite the configuration error"
+    );
+}
+
+#[test]
+fn credentials_never_appear_in_the_output() {
+    let Some(f) = Fixture::new() else { return };
+    let netrc = write_netrc(
+        &f,
+        &format!("machine 127.0.0.1 login alice password {PASSWORD}\n"),
+    );
+    let b64 = base64(format!("alice:{PASSWORD}").as_bytes());
+    // Failing polls (private Hydra: 403), then a deploy, all at RUST_LOG=debug.
+    f.hydra.set_private(true);
+    let hail = f.hail.spawn(&[
+        "--netrc-file",
+        netrc.to_str().unwrap(),
+        "--poll-period",
+        "1s",
+    ]);
+    assert!(wait_until(RUN, || f.latest_requests() >= 1));
+    assert!(
+        hail.wait_for_output("sign in", Duration::from_secs(30)),
+        "{}",
+        hail.output()
+    );
+    f.hydra.set_private(false);
+    f.release("1");
+    f.wait_activations(1, RUN);
+    std::thread::sleep(Duration::from_secs(1));
+    hail.signal(libc::SIGTERM);
+    let r = hail.finish_within(Duration::from_secs(90));
+    assert_eq!(f.activations().len(), 1, "{}", r.output);
+    assert_no_secret(&r.output, &[PASSWORD, &b64]);
+}

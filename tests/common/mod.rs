@@ -1,0 +1,166 @@
+//! Shared set-up of the agent's integration tests: a Hydra-compatible server, a signed binary
+//! cache and the real hail binary, all private to one test.
+
+#![allow(dead_code)] // each test file uses its own part of this
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use hail_testkit::cache::{Cache, ProfileSpec, Published};
+use hail_testkit::hail::Hail;
+use hail_testkit::hydra::{BuildSpec, HydraServer};
+use tempfile::TempDir;
+
+pub const HAIL: &str = env!("CARGO_BIN_EXE_hail");
+
+/// Long enough for a realise and an activation on a busy 2-core CI machine.
+pub const RUN: Duration = Duration::from_secs(120);
+
+pub struct Fixture {
+    pub hydra: HydraServer,
+    pub cache: Cache,
+    pub hail: Hail,
+    pub tmp: TempDir,
+}
+
+impl Fixture {
+    /// `None` (after a printed reason) when root or Nix is missing and `CI` is not `true`.
+    pub fn new() -> Option<Fixture> {
+        if !hail_testkit::prereq::require_nix() {
+            return None;
+        }
+        let hydra = HydraServer::start();
+        let cache = Cache::start();
+        let hail = Hail::new(HAIL, &hydra.default_job_uri(), &cache.nix_config());
+        let tmp = tempfile::Builder::new()
+            .prefix("hail-test-")
+            .tempdir()
+            .unwrap();
+        Some(Fixture {
+            hydra,
+            cache,
+            hail,
+            tmp,
+        })
+    }
+
+    /// The file every test profile's `bin/activate` appends to.
+    pub fn marker(&self) -> PathBuf {
+        self.tmp.path().join("marker")
+    }
+
+    pub fn spec(&self, version: &str) -> ProfileSpec {
+        ProfileSpec::new(version, &self.marker())
+    }
+
+    /// Publishes a signed test profile; it is not in the local store afterwards.
+    pub fn publish(&self, version: &str) -> Published {
+        let p = self.cache.publish(&self.spec(version));
+        assert!(
+            !Path::new(&p.out_path).exists(),
+            "{} is still in the local store",
+            p.out_path
+        );
+        p
+    }
+
+    /// Publishes a signed test profile and makes it the job's latest successful build.
+    pub fn release(&self, version: &str) -> (Published, u64) {
+        let p = self.publish(version);
+        let id = self.hydra.add_build(BuildSpec::succeeded(&p.out_path));
+        (p, id)
+    }
+
+    /// The lines `bin/activate` wrote so far.
+    pub fn activations(&self) -> Vec<String> {
+        fs::read_to_string(self.marker())
+            .map(|s| s.lines().map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+
+    /// Waits until there are at least `n` activation lines.
+    pub fn wait_activations(&self, n: usize, timeout: Duration) -> Vec<String> {
+        wait_until(timeout, || self.activations().len() >= n);
+        self.activations()
+    }
+
+    /// Where the profile points (fully resolved), if it exists.
+    pub fn profile_target(&self) -> Option<String> {
+        fs::canonicalize(&self.hail.profile)
+            .ok()
+            .map(|p| p.display().to_string())
+    }
+
+    /// The generation links beside the profile (`<profile>-<N>-link`), sorted.
+    pub fn generations(&self) -> Vec<String> {
+        let dir = self.hail.profile.parent().unwrap();
+        let name = self.hail.profile.file_name().unwrap().to_str().unwrap();
+        let mut gens: Vec<String> = fs::read_dir(dir)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with(&format!("{name}-")) && n.ends_with("-link"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        gens.sort();
+        gens
+    }
+
+    /// Nothing was deployed: no profile, no generation, no activation, nothing fetched from the
+    /// cache.
+    pub fn assert_untouched(&self, output: &str) {
+        assert!(
+            fs::symlink_metadata(&self.hail.profile).is_err(),
+            "the profile was created; hail's output:\n{output}"
+        );
+        assert_eq!(
+            self.generations(),
+            Vec::<String>::new(),
+            "hail's output:\n{output}"
+        );
+        assert_eq!(
+            self.activations(),
+            Vec::<String>::new(),
+            "hail's output:\n{output}"
+        );
+        let fetched: Vec<String> = self
+            .cache
+            .requests()
+            .into_iter()
+            .filter(|r| r != "/nix-cache-info")
+            .collect();
+        assert_eq!(
+            fetched,
+            Vec::<String>::new(),
+            "the cache was asked; hail's output:\n{output}"
+        );
+    }
+
+    /// Requests hail made for the job's `/latest`.
+    pub fn latest_requests(&self) -> usize {
+        self.hydra
+            .requests_to(&self.hydra.default_latest_path())
+            .len()
+    }
+}
+
+/// `activated <version> <out path>`, as the test profile writes it.
+pub fn activated(version: &str, p: &Published) -> String {
+    format!("activated {version} {}", p.out_path)
+}
+
+/// Polls `cond` every 50 ms until it holds or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
