@@ -36,6 +36,16 @@ let
   # The path hail will use for a profile option: a bare name lives in /nix/var/nix/profiles.
   profilePath = p: if lib.hasPrefix "/" p then p else "/nix/var/nix/profiles/${p}";
 
+  # Whole seconds in a duration string (rounded up).
+  durationSeconds =
+    d:
+    let
+      parts = builtins.match "([0-9]+)(ms|s|m|h)" d;
+      n = lib.toIntBase10 (builtins.head parts);
+      unit = builtins.elemAt parts 1;
+    in
+    if unit == "ms" then (n + 999) / 1000 else n * { s = 1; m = 60; h = 3600; }.${unit};
+
   # One ExecStart word: a C-style quoted string, with systemd's `%` specifiers and `$` variable
   # expansion escaped, so an argument reaches hail exactly as written.
   escapeExecArg = arg: lib.replaceStrings [ "%" "$" ] [ "%%" "$$" ] (builtins.toJSON arg);
@@ -117,7 +127,8 @@ let
             starts and handed to hail as the systemd credential `netrc` (`LoadCredential=`), so only
             the service can read it. It must be outside the Nix store: the store is world-readable,
             so write the file by other means (a secrets manager, or by hand with mode 0600).
-            `null`: no credential; hail then reads `/etc/netrc` if it exists.
+            `null`: the template's own credential, `/etc/credstore/hail-<name>.netrc`, when it
+            exists, else `/etc/netrc` when it exists.
           '';
         };
 
@@ -127,7 +138,8 @@ let
           example = "30m";
           description = ''
             Longest time the profile's `bin/activate` may run before it is stopped, counted as
-            failed and rolled back. `null` keeps hail's default (`10m`).
+            failed and rolled back. `null` keeps hail's default (`10m`). The unit's start timeout
+            (`TimeoutStartSec`, which covers the start-up activation) follows it: one minute more.
           '';
         };
 
@@ -287,7 +299,12 @@ in
           ];
         }
         // lib.optionalAttrs (inst.netrcFile != null) {
+          # Replaces the template's credential of the same name.
           LoadCredential = [ "netrc:${inst.netrcFile}" ];
+        }
+        // lib.optionalAttrs (inst.activationTimeout != null) {
+          # READY=1 comes after the start-up activation, bounded by this timeout.
+          TimeoutStartSec = "${toString (durationSeconds inst.activationTimeout + 60)}s";
         };
       }
     ) enabled;

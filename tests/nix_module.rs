@@ -158,6 +158,8 @@ fn two_instances_with_overrides() {
         web["serviceConfig"],
         json!({
             "LoadCredential": ["netrc:/etc/hail/netrc"],
+            // Start-up activation (30m) plus a minute.
+            "TimeoutStartSec": "1860s",
             // Quoted words; systemd's % specifiers and $ expansion escaped.
             "ExecStart": ["", format!(r#""{HAIL}/bin/hail" "--flag" "100%%" "$$HOME" "say \"hi\"""#)],
         })
@@ -180,6 +182,11 @@ fn two_instances_with_overrides() {
         "no netrc, no credential"
     );
     assert_eq!(worker["restartIfChanged"], false);
+    assert_eq!(
+        worker["serviceConfig"].get("TimeoutStartSec"),
+        None,
+        "the template's default"
+    );
     assert_eq!(result["services"].as_object().unwrap().len(), 2);
 }
 
@@ -526,4 +533,21 @@ fn readme_option_table_is_up_to_date() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn start_timeout_follows_the_activation_timeout() {
+    let Some(lib) = nixpkgs_lib() else { return };
+    let result = eval_ok(
+        &lib,
+        r#"{
+          services.hail.a = { jobUri = "https://h/job/p/j/a"; activationTimeout = "1500ms"; };
+          services.hail.b = { jobUri = "https://h/job/p/j/b"; activationTimeout = "2h"; };
+          services.hail.c = { jobUri = "https://h/job/p/j/c"; activationTimeout = "090s"; };
+        }"#,
+    );
+    let timeout = |unit: &str| result["services"][unit]["serviceConfig"]["TimeoutStartSec"].clone();
+    assert_eq!(timeout("hail@a"), "62s");
+    assert_eq!(timeout("hail@b"), "7260s");
+    assert_eq!(timeout("hail@c"), "150s");
 }
