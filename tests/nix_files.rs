@@ -227,3 +227,21 @@ fn flake_lock_matches_flake_inputs() {
         );
     }
 }
+
+/// nix/package.nix replaces this path in the template; the NixOS module's default profile is the
+/// template's (tests/nix_module.rs checks the module side).
+#[test]
+fn template_names_the_paths_the_package_and_module_rely_on() {
+    let unit = std::fs::read_to_string(root().join("systemd/hail@.service"))
+        .expect("systemd/hail@.service");
+    let exec: Vec<_> = unit
+        .lines()
+        .filter(|l| l.starts_with("ExecStart="))
+        .collect();
+    assert_eq!(exec, ["ExecStart=/usr/local/bin/hail"]);
+    assert!(
+        unit.lines()
+            .any(|l| l == "Environment=HAIL_PROFILE=/nix/var/nix/profiles/hail/%i"),
+        "the template's default profile changed: change nixos/module.nix's `profile` default with it"
+    );
+}

@@ -91,6 +91,17 @@ fn one_instance_gets_a_drop_in_with_defaults() {
         json!(["hail-from-pkgs"]),
         "the template comes from the package"
     );
+    // The module's default profile is the template's, so both kinds of install agree.
+    let template = std::fs::read_to_string(root().join("systemd/hail@.service")).unwrap();
+    let template_profile = template
+        .lines()
+        .find_map(|l| l.strip_prefix("Environment=HAIL_PROFILE="))
+        .expect("the template sets HAIL_PROFILE")
+        .replace("%i", "web");
+    assert_eq!(
+        result["services"]["hail@web"]["environment"]["HAIL_PROFILE"],
+        template_profile
+    );
     assert_eq!(
         result["services"],
         json!({
