@@ -39,6 +39,61 @@ fn first_deploy_substitutes_switches_and_activates_once() {
 }
 
 #[test]
+fn oneshot_again_is_a_no_op() {
+    let Some(f) = Fixture::new() else { return };
+    let (p, _) = f.release("1");
+    assert_eq!(f.hail.oneshot(&[], RUN).code(), Some(0));
+    let fetched = f.cache.requests().len();
+
+    let r = f.hail.oneshot(&[], RUN);
+    assert_eq!(r.code(), Some(0), "{}", r.output);
+    assert_eq!(f.activations(), [activated("1", &p)], "{}", r.output);
+    assert_eq!(f.generations().len(), 1, "{:?}", f.generations());
+    assert_eq!(
+        f.cache.requests().len(),
+        fetched,
+        "the cache was asked again"
+    );
+}
+
+#[test]
+fn trailing_slash_and_environment_variables() {
+    let Some(f) = Fixture::new() else { return };
+    let (p, _) = f.release("1");
+    let job = format!("{}/", f.hail.job_uri);
+    let profile = f.hail.profile.to_str().unwrap().to_string();
+    let mut c = f.hail.bare_command(&[]);
+    c.env("HAIL_PROFILE", &profile)
+        .env("HAIL_JOB_URI", &job)
+        .env("HAIL_ONESHOT", "true");
+    let r = hail_testkit::hail::Running::start(c).finish_within(RUN);
+    assert_eq!(r.code(), Some(0), "{}", r.output);
+    assert_eq!(f.profile_target().as_deref(), Some(p.out_path.as_str()));
+    let paths: Vec<String> = f
+        .hydra
+        .requests()
+        .iter()
+        .map(|r| r.path().to_string())
+        .collect();
+    assert_eq!(paths[0], f.hydra.default_latest_path(), "{paths:?}");
+}
+
+#[test]
+fn output_is_plain_text_when_not_a_terminal() {
+    // stderr is a pipe here (as under a supervisor that is not journald, or `2> file`):
+    // the "readable lines" must not carry terminal colour codes.
+    let Some(f) = Fixture::new() else { return };
+    f.release("1");
+    let r = f.hail.oneshot(&[], RUN);
+    assert_eq!(r.code(), Some(0), "{}", r.output);
+    assert!(
+        !r.output.contains('\x1b'),
+        "escape sequences in the output:\n{:?}",
+        r.output
+    );
+}
+
+#[test]
 fn service_no_op_polls_then_deploys_the_next_build_once() {
     let Some(f) = Fixture::new() else { return };
     let (p1, _) = f.release("1");

@@ -284,6 +284,12 @@ fn failing_deploys_back_off() {
         "{n} polls in 8 s with --poll-period 2s:\n{}",
         hail.output()
     );
+    // The deploy was really tried (and refused by Nix), not skipped.
+    assert!(
+        f.cache.requests().iter().any(|r| r.ends_with(".narinfo")),
+        "{:?}",
+        f.cache.requests()
+    );
     assert!(
         hail.try_status().is_none(),
         "hail exited on a deploy failure: {}",
