@@ -35,7 +35,9 @@
 
       # services.hail.<name>; every instance defaults to hail built with the system's pkgs, so no
       # overlay is needed.
-      nixosModules.default = ./nixos;
+      nixosModules.default = {
+        imports = [ ./nixos ];
+      };
       nixosModules.hail = self.nixosModules.default;
 
       # Builds a manager profile: a profile of hail instances that a hail instance deploys.

@@ -448,7 +448,7 @@ fn flake_outputs() {
           packages = builtins.attrNames self.packages.x86_64-linux;
           checks = builtins.attrNames self.checks.aarch64-linux;
           overlay = (self.overlays.default final {{ }}).hail;
-          module = baseNameOf self.nixosModules.default;
+          module = map baseNameOf self.nixosModules.default.imports;
           sameModule = self.nixosModules.hail == self.nixosModules.default;
           lib = builtins.attrNames self.lib;
           managerFile = builtins.pathExists ./nix/manager.nix;
@@ -481,7 +481,7 @@ fn flake_outputs() {
         json!(["clippy", "fmt", "package", "unit", "vm-basic"])
     );
     assert_eq!(result["overlay"], "hail from package.nix");
-    assert_eq!(result["module"], "nixos");
+    assert_eq!(result["module"], json!(["nixos"]));
     assert_eq!(result["sameModule"], true);
     assert_eq!(result["lib"], json!(["mkManagerProfile"]));
     assert_eq!(
