@@ -31,7 +31,9 @@ let
 
   # Instance names end up in a unit name and in paths (`/etc/hail/%i.env`, the default profile):
   # keep them to characters that need no systemd escaping and make a valid profile name.
-  validName = name: builtins.match "[A-Za-z0-9_][A-Za-z0-9_.-]*" name != null;
+  # The same rule as the manager's instance sets (src/manager/set.rs).
+  validName =
+    name: builtins.match "[A-Za-z0-9][A-Za-z0-9_.-]*" name != null && lib.stringLength name <= 200;
 
   # The path hail will use for a profile option: a bare name lives in /nix/var/nix/profiles.
   profilePath = p: if lib.hasPrefix "/" p then p else "/nix/var/nix/profiles/${p}";
@@ -242,8 +244,9 @@ in
           {
             assertion = validName name;
             message = ''
-              ${opt}: "${name}" cannot name a hail instance: use letters, digits, '_', '.' and '-'
-              (not first), so that the unit hail@${name} needs no escaping.'';
+              ${opt}: "${name}" cannot name a hail instance: use letters, digits, '.', '_' and '-',
+              starting with a letter or digit, at most 200 characters, so that the unit
+              hail@${name} needs no escaping.'';
           }
           {
             assertion = inst.jobUri != "";

@@ -333,17 +333,25 @@ fn hail_variables_in_environment_are_refused() {
 #[test]
 fn instance_names_needing_escaping_are_refused() {
     let Some(lib) = nixpkgs_lib() else { return };
+    let too_long = "x".repeat(201);
+    let longest = "y".repeat(200);
     let failed = failed_assertions(
         &lib,
-        r#"{
-          services.hail."a b".jobUri = "https://h/job/p/j/a";
-          services.hail."x/y".jobUri = "https://h/job/p/j/b";
-          services.hail."-lead".jobUri = "https://h/job/p/j/c";
-          services.hail."web-1.prod_a".jobUri = "https://h/job/p/j/d";
-        }"#,
+        &format!(
+            r#"{{
+              services.hail."a b".jobUri = "https://h/job/p/j/a";
+              services.hail."x/y".jobUri = "https://h/job/p/j/b";
+              services.hail."-lead".jobUri = "https://h/job/p/j/c";
+              services.hail."_lead".jobUri = "https://h/job/p/j/d";
+              services.hail."{too_long}".jobUri = "https://h/job/p/j/e";
+              services.hail."{longest}".jobUri = "https://h/job/p/j/f";
+              services.hail."web-1.prod_a".jobUri = "https://h/job/p/j/g";
+              services.hail."0web".jobUri = "https://h/job/p/j/h";
+            }}"#
+        ),
     );
-    assert_eq!(failed.len(), 3, "{failed:#?}");
-    for name in ["-lead", "a b", "x/y"] {
+    assert_eq!(failed.len(), 5, "{failed:#?}");
+    for name in ["-lead", "_lead", "a b", "x/y", too_long.as_str()] {
         assert!(
             failed.iter().any(|m| m.starts_with(&format!(
                 "services.hail.{name}: \"{name}\" cannot name a hail instance"
