@@ -2,8 +2,9 @@
 //! converge the host to the set, in the order that keeps an interrupted run safe to repeat.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
-use super::set::InstanceSet;
+use super::set::{InstanceSet, PROFILES_DIR, profile_in_dropin};
 
 /// What the host looks like, as far as the plan cares.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -28,9 +29,10 @@ pub enum Step {
     /// The system configuration now owns an instance that has the manager's drop-in: delete
     /// that file only, so the two configurations do not mix (the unit is not stopped).
     Disown(String),
-    /// Gone from the set: stop it, run its profile's `bin/deactivate`, delete its profile,
-    /// then delete its drop-in (last, so an interrupted removal is found and finished next time).
-    Remove(String),
+    /// Gone from the set: stop it, run its profile's `bin/deactivate`, delete the profile if it
+    /// is the instance's own under the profiles directory, then delete its drop-in (last, so an
+    /// interrupted removal is found and finished next time).
+    Remove { name: String, profile: PathBuf },
     /// The caller is not in the set: it is left running as it is (it cannot remove itself).
     KeepCaller(String),
     /// Write (create or replace) an instance's drop-in.
@@ -61,14 +63,19 @@ pub fn plan(desired: &InstanceSet, observed: &Observed) -> Vec<Step> {
     }
     // Removals first: a renamed service must release what it holds (ports, files) before its
     // successor starts.
-    for name in observed.owned.keys() {
+    for (name, dropin) in &observed.owned {
         if desired.instances.contains_key(name) || observed.foreign.contains(name) {
             continue;
         }
         if Some(name.as_str()) == caller {
             steps.push(Step::KeepCaller(name.clone()));
         } else {
-            steps.push(Step::Remove(name.clone()));
+            let profile =
+                profile_in_dropin(dropin).unwrap_or_else(|| Path::new(PROFILES_DIR).join(name));
+            steps.push(Step::Remove {
+                name: name.clone(),
+                profile,
+            });
         }
     }
 
@@ -96,9 +103,12 @@ pub fn plan(desired: &InstanceSet, observed: &Observed) -> Vec<Step> {
         }
     }
 
-    let reload = steps
-        .iter()
-        .any(|s| matches!(s, Step::Write { .. } | Step::Disown(_) | Step::Remove(_)));
+    let reload = steps.iter().any(|s| {
+        matches!(
+            s,
+            Step::Write { .. } | Step::Disown(_) | Step::Remove { .. }
+        )
+    });
     if reload {
         steps.push(Step::DaemonReload);
     }
@@ -125,20 +135,34 @@ mod tests {
                 )
             })
             .collect();
-        InstanceSet::from_json(&format!(r#"{{"version": 1, "instances": {{{}}}}}"#, entries.join(",")))
-            .unwrap()
+        let json = format!(
+            r#"{{"version": 1, "instances": {{{}}}}}"#,
+            entries.join(",")
+        );
+        InstanceSet::parse(&json, Path::new("instances.json")).unwrap()
     }
 
     /// The host after a complete apply of `set`, every instance running.
     fn applied(set: &InstanceSet) -> Observed {
         Observed {
-            owned: set.instances.values().map(|i| (i.name.clone(), i.dropin.clone())).collect(),
+            owned: set
+                .instances
+                .values()
+                .map(|i| (i.name.clone(), i.dropin.clone()))
+                .collect(),
             running: set
                 .instances
                 .values()
                 .map(|i| (i.name.clone(), Some(i.config_id.clone())))
                 .collect(),
             ..Observed::default()
+        }
+    }
+
+    fn remove(name: &str) -> Step {
+        Step::Remove {
+            name: name.into(),
+            profile: Path::new(PROFILES_DIR).join(name),
         }
     }
 
@@ -159,7 +183,10 @@ mod tests {
         assert_eq!(writes(&steps), ["a", "b"]);
         assert_eq!(
             steps[2..],
-            [Step::DaemonReload, Step::Restart(vec!["a".into(), "b".into()])]
+            [
+                Step::DaemonReload,
+                Step::Restart(vec!["a".into(), "b".into()])
+            ]
         );
     }
 
@@ -174,13 +201,39 @@ mod tests {
         let old = desired(&[("a", "1m"), ("b", "1m")]);
         let new = desired(&[("a", "1m"), ("b", "2m"), ("c", "1m")]);
         let steps = plan(&new, &applied(&old));
-        // b removed? no: b changed, a unchanged, c new.
+        // a unchanged, b changed, c new.
         assert_eq!(writes(&steps), ["b", "c"]);
-        assert_eq!(steps.last(), Some(&Step::Restart(vec!["b".into(), "c".into()])));
+        assert_eq!(
+            steps.last(),
+            Some(&Step::Restart(vec!["b".into(), "c".into()]))
+        );
 
         let newer = desired(&[("b", "2m"), ("c", "1m")]);
         let steps = plan(&newer, &applied(&new));
-        assert_eq!(steps, [Step::Remove("a".into()), Step::DaemonReload]);
+        assert_eq!(steps, [remove("a"), Step::DaemonReload]);
+    }
+
+    #[test]
+    fn a_removal_names_the_profile_its_dropin_recorded() {
+        let json = r#"{"version": 1, "instances": {"a": {"environment": {"HAIL_JOB_URI": "http://h/j",
+            "HAIL_PROFILE": "/srv/profiles/a"}}}}"#;
+        let old = InstanceSet::parse(json, Path::new("instances.json")).unwrap();
+        let mut observed = applied(&old);
+        observed
+            .owned
+            .insert("b".into(), "# a drop-in from elsewhere\n".into());
+        let steps = plan(&desired(&[]), &observed);
+        assert_eq!(
+            steps,
+            [
+                Step::Remove {
+                    name: "a".into(),
+                    profile: PathBuf::from("/srv/profiles/a")
+                },
+                remove("b"),
+                Step::DaemonReload,
+            ]
+        );
     }
 
     #[test]
@@ -188,7 +241,7 @@ mod tests {
         let old = desired(&[("a", "1m")]);
         let new = desired(&[("b", "1m")]);
         let steps = plan(&new, &applied(&old));
-        assert_eq!(steps[0], Step::Remove("a".into()));
+        assert_eq!(steps[0], remove("a"));
         assert_eq!(steps.last(), Some(&Step::Restart(vec!["b".into()])));
     }
 
@@ -238,7 +291,10 @@ mod tests {
         observed.running.insert("manager".into(), None);
         let steps = plan(&set, &observed);
         assert_eq!(writes(&steps), ["manager"]);
-        assert_eq!(steps.last(), Some(&Step::RestartCallerNoBlock("manager".into())));
+        assert_eq!(
+            steps.last(),
+            Some(&Step::RestartCallerNoBlock("manager".into()))
+        );
         // Its restarted self finds everything in place.
         let mut after = applied(&set);
         after.caller = Some("manager".into());
@@ -270,10 +326,17 @@ mod tests {
         observed.foreign.insert("a".into());
         assert_eq!(
             plan(&set, &observed),
-            [Step::SkipForeign("a".into()), Step::Disown("a".into()), Step::DaemonReload]
+            [
+                Step::SkipForeign("a".into()),
+                Step::Disown("a".into()),
+                Step::DaemonReload
+            ]
         );
         // Same when the set no longer declares it: no stop, no deactivate.
         let empty = desired(&[]);
-        assert_eq!(plan(&empty, &observed), [Step::Disown("a".into()), Step::DaemonReload]);
+        assert_eq!(
+            plan(&empty, &observed),
+            [Step::Disown("a".into()), Step::DaemonReload]
+        );
     }
 }

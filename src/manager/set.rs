@@ -12,38 +12,45 @@ use crate::cli::Cli;
 /// The only format version this hail reads.
 pub const FORMAT_VERSION: u32 = 1;
 
-/// Where an instance's profile lives; the same as the template unit's `HAIL_PROFILE`, written
-/// explicitly in the drop-in so that removal cleans exactly the profile the instance used.
+/// Where instances' profiles live by default (the template unit's `HAIL_PROFILE`). Only a
+/// profile here, named after its instance, is deleted when the instance is removed.
 pub const PROFILES_DIR: &str = "/nix/var/nix/profiles/hail";
 
 /// Variable in a managed instance's environment naming the configuration it was started with:
 /// reading it from the running process tells whether a restart is still owed.
 pub const CONFIG_VAR: &str = "HAIL_MANAGER_CONFIG";
 
-/// Variables an instance may not set: the profile is fixed by the instance name (removal cleans
-/// it), a oneshot service would never poll again, and the configuration id is the manager's.
-const RESERVED_VARS: &[&str] = &["HAIL_PROFILE", "HAIL_ONESHOT", CONFIG_VAR];
+/// Variables an instance may not set: a oneshot service would never poll again, and the
+/// configuration id is the manager's.
+const RESERVED_VARS: &[&str] = &["HAIL_ONESHOT", CONFIG_VAR];
+
+/// The drop-in's line naming the instance's profile (read back when the instance is removed).
+const PROFILE_LINE: &str = "# Profile: ";
 
 /// `instances.json` as written by `nix/manager.nix`.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(deny_unknown_fields)]
 struct SetFile {
     version: u32,
-    /// The hail executable the instances run (`ExecStart=`); absent keeps the template's.
-    #[serde(default)]
-    exec_start: Option<String>,
     instances: BTreeMap<String, InstanceFile>,
 }
 
 /// One instance: the output of `nix/instance.nix`.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct InstanceFile {
     #[serde(default)]
     environment: BTreeMap<String, String>,
     /// systemd credential id → absolute path of the file (`LoadCredential=ID:PATH`).
     #[serde(default)]
     credentials: BTreeMap<String, String>,
+    /// The command line (`ExecStart=`): the hail executable and extra arguments; absent keeps
+    /// the template's.
+    #[serde(default)]
+    exec_start: Option<Vec<String>>,
+    /// `TimeoutStartSec=` in seconds (it covers the start-up activation).
+    #[serde(default)]
+    timeout_start_sec: Option<u64>,
 }
 
 /// A checked instance set.
@@ -56,6 +63,8 @@ pub struct InstanceSet {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Instance {
     pub name: String,
+    /// The profile hail will deploy to, as hail itself resolves it.
+    pub profile: PathBuf,
     /// Credential files that must exist before the instance can start.
     pub credential_files: Vec<PathBuf>,
     /// Identifies this configuration (a hash of the drop-in's settings).
@@ -78,11 +87,9 @@ pub enum SetError {
     },
     #[error(
         "the instance set is format version {0}, this hail reads version {FORMAT_VERSION}: \
-         deploy a hail that matches nix/manager.nix"
+         build the set with the nix/manager.nix of the hail that applies it"
     )]
     Version(u32),
-    #[error("execStart {0:?}: expected an absolute path without spaces, quotes or '%'")]
-    ExecStart(String),
     #[error(
         "instance name {0:?}: use letters, digits, '.', '_' and '-', starting with a letter or \
          digit, at most 200 characters"
@@ -90,6 +97,8 @@ pub enum SetError {
     Name(String),
     #[error("instance {instance}: {message}")]
     Instance { instance: String, message: String },
+    #[error("instances {0} and {1} both deploy to the profile {2}; give each its own")]
+    SharedProfile(String, String, PathBuf),
 }
 
 impl InstanceSet {
@@ -99,50 +108,46 @@ impl InstanceSet {
             path: path.to_path_buf(),
             source,
         })?;
-        let file: SetFile = serde_json::from_str(&text).map_err(|source| SetError::Parse {
+        InstanceSet::parse(&text, path)
+    }
+
+    /// Checks the set in `text` (read from `path`).
+    pub fn parse(text: &str, path: &Path) -> Result<InstanceSet, SetError> {
+        let file: SetFile = serde_json::from_str(text).map_err(|source| SetError::Parse {
             path: path.to_path_buf(),
             source,
         })?;
-        InstanceSet::check(file)
-    }
-
-    #[cfg(test)]
-    pub fn from_json(text: &str) -> Result<InstanceSet, SetError> {
-        let file: SetFile = serde_json::from_str(text).map_err(|source| SetError::Parse {
-            path: PathBuf::from("<test>"),
-            source,
-        })?;
-        InstanceSet::check(file)
-    }
-
-    fn check(file: SetFile) -> Result<InstanceSet, SetError> {
         if file.version != FORMAT_VERSION {
             return Err(SetError::Version(file.version));
         }
-        if let Some(exec) = &file.exec_start
-            && !(exec.starts_with('/') && is_plain(exec))
-        {
-            return Err(SetError::ExecStart(exec.clone()));
-        }
-        let mut instances = BTreeMap::new();
+        let mut instances: BTreeMap<String, Instance> = BTreeMap::new();
         for (name, spec) in file.instances {
             if !valid_name(&name) {
                 return Err(SetError::Name(name));
             }
-            let instance = check_instance(&name, spec, file.exec_start.as_deref())
-                .map_err(|message| SetError::Instance {
-                    instance: name.clone(),
-                    message,
-                })?;
+            let instance = check_instance(&name, spec).map_err(|message| SetError::Instance {
+                instance: name.clone(),
+                message,
+            })?;
+            if let Some(other) = instances.values().find(|i| i.profile == instance.profile) {
+                return Err(SetError::SharedProfile(
+                    other.name.clone(),
+                    name,
+                    instance.profile,
+                ));
+            }
             instances.insert(name, instance);
         }
         Ok(InstanceSet { instances })
     }
 }
 
-/// The profile of instance `name`.
-pub fn profile_of(name: &str) -> PathBuf {
-    Path::new(PROFILES_DIR).join(name)
+/// The profile an instance's drop-in names (`None` for a drop-in without that line).
+pub fn profile_in_dropin(dropin: &str) -> Option<PathBuf> {
+    dropin
+        .lines()
+        .find_map(|l| l.strip_prefix(PROFILE_LINE))
+        .map(PathBuf::from)
 }
 
 /// Instance names are used in unit names and profile paths: keep them to a safe alphabet
@@ -162,8 +167,7 @@ fn is_plain(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "/._+-=,@:".contains(c))
 }
 
-fn check_instance(name: &str, spec: InstanceFile, exec_start: Option<&str>) -> Result<Instance, String> {
-    let profile = profile_of(name);
+fn check_instance(name: &str, spec: InstanceFile) -> Result<Instance, String> {
     for (key, value) in &spec.environment {
         let key_ok = key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
             && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
@@ -174,14 +178,35 @@ fn check_instance(name: &str, spec: InstanceFile, exec_start: Option<&str>) -> R
             return Err(format!("{key} cannot be set for a managed instance"));
         }
         if value.chars().any(|c| c.is_control()) {
-            return Err(format!("{key}: the value contains a control character (newline?)"));
+            return Err(format!(
+                "{key}: the value contains a control character (newline?)"
+            ));
         }
     }
-    check_with_agent_parser(&profile, &spec.environment)?;
+    let extra_args: &[String] = match &spec.exec_start {
+        None => &[],
+        Some(argv) => {
+            let Some((program, args)) = argv.split_first() else {
+                return Err("execStart is empty".to_string());
+            };
+            if !(program.starts_with('/') && is_plain(program)) {
+                return Err(format!("execStart: {program:?} is not an absolute path"));
+            }
+            if argv.iter().any(|a| a.chars().any(|c| c.is_control())) {
+                return Err("execStart: an argument contains a control character".to_string());
+            }
+            args
+        }
+    };
+    let profile = check_with_agent_parser(name, &spec.environment, extra_args)?;
 
     let mut credential_files = Vec::new();
     for (id, path) in &spec.credentials {
-        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+        if id.is_empty()
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
             return Err(format!("credential name {id:?} is not valid"));
         }
         if !(path.starts_with('/') && is_plain(path)) {
@@ -198,15 +223,21 @@ fn check_instance(name: &str, spec: InstanceFile, exec_start: Option<&str>) -> R
         credential_files.push(PathBuf::from(path));
     }
 
-    let body = render_settings(&profile, exec_start, &spec);
-    let config_id = format!("{:016x}", fnv1a64(body.as_bytes()));
+    let body = render_settings(&spec);
+    let config_id = format!(
+        "{:016x}",
+        fnv1a64(format!("{}\n{body}", profile.display()).as_bytes())
+    );
     let dropin = format!(
         "# Configuration of hail@{name}.service, written by `hail apply-instances` from the\n\
          # manager's instance set. Do not edit: the manager's next activation replaces or removes it.\n\
-         [Service]\n{body}Environment=\"{CONFIG_VAR}={config_id}\"\n"
+         {PROFILE_LINE}{}\n\
+         [Service]\n{body}Environment=\"{CONFIG_VAR}={config_id}\"\n",
+        profile.display()
     );
     Ok(Instance {
         name: name.to_string(),
+        profile,
         credential_files,
         config_id,
         dropin,
@@ -214,67 +245,106 @@ fn check_instance(name: &str, spec: InstanceFile, exec_start: Option<&str>) -> R
 }
 
 /// The `[Service]` settings of a managed instance (without the configuration id).
-fn render_settings(profile: &Path, exec_start: Option<&str>, spec: &InstanceFile) -> String {
+fn render_settings(spec: &InstanceFile) -> String {
     let mut out = String::new();
-    if let Some(exec) = exec_start {
+    if let Some(argv) = &spec.exec_start {
         // An empty assignment clears the template's command first.
-        out.push_str(&format!("ExecStart=\nExecStart={}\n", exec.replace('%', "%%")));
+        let words: Vec<String> = argv.iter().map(|a| exec_word(a)).collect();
+        out.push_str(&format!("ExecStart=\nExecStart={}\n", words.join(" ")));
+    }
+    if let Some(secs) = spec.timeout_start_sec {
+        out.push_str(&format!("TimeoutStartSec={secs}s\n"));
     }
     // The set is the whole configuration: an /etc/hail/NAME.env left from a manual install
     // would otherwise override it (EnvironmentFile= wins over Environment=).
     out.push_str("EnvironmentFile=\n");
-    out.push_str(&env_line("HAIL_PROFILE", &profile.to_string_lossy()));
     for (key, value) in &spec.environment {
-        out.push_str(&env_line(key, value));
+        out.push_str(&format!(
+            "Environment={}\n",
+            quoted(&format!("{key}={value}"))
+        ));
     }
     for (id, path) in &spec.credentials {
-        out.push_str(&format!("LoadCredential={id}:{}\n", path.replace('%', "%%")));
+        out.push_str(&format!(
+            "LoadCredential={id}:{}\n",
+            path.replace('%', "%%")
+        ));
     }
     out
 }
 
-/// `Environment="KEY=value"` with systemd's quoting: backslash and double quote escaped, `%`
-/// doubled so it is not read as a specifier.
-fn env_line(key: &str, value: &str) -> String {
-    let escaped = value
+/// A double-quoted unit-file word: backslash and quote escaped, `%` doubled so it is not read
+/// as a specifier.
+fn quoted(s: &str) -> String {
+    let escaped = s
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('%', "%%");
-    format!("Environment=\"{key}={escaped}\"\n")
+    format!("\"{escaped}\"")
 }
 
-/// Checks an instance's `HAIL_*` variables with hail's own command-line parser, so the manager
-/// accepts exactly what the instance will accept at start-up. The parser's environment fallback
-/// is switched off: only the instance's own values count, not the caller's.
-fn check_with_agent_parser(profile: &Path, env: &BTreeMap<String, String>) -> Result<(), String> {
+/// One `ExecStart=` word: quoted, and `$` doubled so it is not expanded as a variable.
+fn exec_word(s: &str) -> String {
+    quoted(&s.replace('$', "$$"))
+}
+
+/// Checks an instance's settings with hail's own command-line parser, so the manager accepts
+/// exactly what the instance will accept at start-up, and returns its profile. The parser's
+/// environment fallback is switched off: only the instance's own values count, not the caller's.
+fn check_with_agent_parser(
+    name: &str,
+    env: &BTreeMap<String, String>,
+    extra_args: &[String],
+) -> Result<PathBuf, String> {
     let command = Cli::command().mut_args(|a| a.env(None::<&'static str>));
     let by_env: BTreeMap<String, String> = Cli::command()
         .get_arguments()
-        .filter_map(|a| Some((a.get_env()?.to_str()?.to_string(), a.get_long()?.to_string())))
+        .filter_map(|a| {
+            Some((
+                a.get_env()?.to_str()?.to_string(),
+                a.get_long()?.to_string(),
+            ))
+        })
         .collect();
+    // The template's default profile comes first; the instance's settings override it, as in
+    // the unit.
+    let default_profile = Path::new(PROFILES_DIR).join(name);
     let mut argv = vec![
         "hail".to_string(),
-        "--profile".to_string(),
-        profile.to_string_lossy().into_owned(),
+        format!("--profile={}", default_profile.display()),
     ];
     for (key, value) in env.iter().filter(|(k, _)| k.starts_with("HAIL_")) {
         let Some(long) = by_env.get(key) else {
             let known: Vec<&str> = by_env.keys().map(String::as_str).collect();
-            return Err(format!("unknown hail setting {key} (hail reads {})", known.join(", ")));
+            return Err(format!(
+                "unknown hail setting {key} (hail reads {})",
+                known.join(", ")
+            ));
         };
         argv.push(format!("--{long}={value}"));
     }
-    if !env.contains_key("HAIL_JOB_URI") {
+    if !env.contains_key("HAIL_JOB_URI") && !extra_args.iter().any(|a| a.starts_with("--job-uri")) {
         return Err("no job URI (HAIL_JOB_URI)".to_string());
     }
+    argv.extend(extra_args.iter().cloned());
+    // Options given twice (environment, then an extra argument): the argument wins, as in hail.
+    let command = command.args_override_self(true);
     let matches = command.try_get_matches_from(&argv).map_err(|e| {
         let text = e.to_string();
         let first = text.lines().next().unwrap_or_default();
         first.trim_start_matches("error: ").to_string()
     })?;
     let cli = Cli::from_arg_matches(&matches).map_err(|e| e.to_string())?;
-    cli.agent.into_config(None).map_err(|e| e.to_string())?;
-    Ok(())
+    if cli.command.is_some() {
+        return Err("execStart runs a subcommand, not the agent".to_string());
+    }
+    let config = cli.agent.into_config(None).map_err(|e| e.to_string())?;
+    if config.poll_period.is_none() {
+        return Err(
+            "a managed instance cannot be --oneshot (it would exit after one poll)".to_string(),
+        );
+    }
+    Ok(config.profile)
 }
 
 /// FNV-1a, 64 bits: a stable fingerprint of a drop-in (change detection, not security).
@@ -292,53 +362,90 @@ mod tests {
     use super::*;
 
     fn set(json: &str) -> Result<InstanceSet, SetError> {
-        InstanceSet::from_json(json)
+        InstanceSet::parse(json, Path::new("instances.json"))
     }
 
-    const WEB: &str = r#"{"version": 1, "execStart": "/nix/store/abc-hail/bin/hail", "instances": {
+    const WEB: &str = r#"{"version": 1, "instances": {
         "web": {"environment": {"HAIL_JOB_URI": "https://hydra.example.org/job/p/j/web",
                                 "HAIL_POLL_PERIOD": "30s", "RUST_LOG": "debug \"x\" 50%"},
-                "credentials": {"netrc": "/etc/hail/web.netrc"}}}}"#;
+                "credentials": {"netrc": "/etc/hail/web.netrc"},
+                "execStart": ["/nix/store/abc-hail/bin/hail", "--http-timeout", "2m", "--job-uri", "http://h/a$b"],
+                "timeoutStartSec": 660}}}"#;
 
     #[test]
     fn renders_a_complete_dropin() {
         let s = set(WEB).unwrap();
         let web = &s.instances["web"];
-        let expected_body = "ExecStart=\n\
-            ExecStart=/nix/store/abc-hail/bin/hail\n\
+        let expected = "# Profile: /nix/var/nix/profiles/hail/web\n\
+            [Service]\n\
+            ExecStart=\n\
+            ExecStart=\"/nix/store/abc-hail/bin/hail\" \"--http-timeout\" \"2m\" \"--job-uri\" \"http://h/a$$b\"\n\
+            TimeoutStartSec=660s\n\
             EnvironmentFile=\n\
-            Environment=\"HAIL_PROFILE=/nix/var/nix/profiles/hail/web\"\n\
             Environment=\"HAIL_JOB_URI=https://hydra.example.org/job/p/j/web\"\n\
             Environment=\"HAIL_POLL_PERIOD=30s\"\n\
             Environment=\"RUST_LOG=debug \\\"x\\\" 50%%\"\n\
             LoadCredential=netrc:/etc/hail/web.netrc\n";
-        assert!(web.dropin.contains(expected_body), "{}", web.dropin);
-        assert!(web.dropin.starts_with("# Configuration of hail@web.service"));
-        assert!(web.dropin.ends_with(&format!("Environment=\"HAIL_MANAGER_CONFIG={}\"\n", web.config_id)));
-        assert_eq!(web.credential_files, vec![PathBuf::from("/etc/hail/web.netrc")]);
+        assert!(web.dropin.contains(expected), "{}", web.dropin);
+        assert!(
+            web.dropin
+                .starts_with("# Configuration of hail@web.service")
+        );
+        assert!(web.dropin.ends_with(&format!(
+            "Environment=\"HAIL_MANAGER_CONFIG={}\"\n",
+            web.config_id
+        )));
+        assert_eq!(
+            web.credential_files,
+            vec![PathBuf::from("/etc/hail/web.netrc")]
+        );
+        assert_eq!(web.profile, PathBuf::from("/nix/var/nix/profiles/hail/web"));
+        assert_eq!(profile_in_dropin(&web.dropin), Some(web.profile.clone()));
+    }
+
+    #[test]
+    fn the_profile_is_resolved_as_hail_does() {
+        let named = one(r#""HAIL_JOB_URI": "http://h/job/a/b/c", "HAIL_PROFILE": "web""#);
+        assert_eq!(
+            set(&named).unwrap().instances["a"].profile,
+            PathBuf::from("/nix/var/nix/profiles/web")
+        );
+        let by_arg = r#"{"version": 1, "instances": {"a": {"environment": {"HAIL_JOB_URI": "http://h/j",
+            "HAIL_PROFILE": "/srv/env"}, "execStart": ["/bin/hail", "--profile", "/srv/arg"]}}}"#;
+        assert_eq!(
+            set(by_arg).unwrap().instances["a"].profile,
+            PathBuf::from("/srv/arg")
+        );
+        let shared = r#"{"version": 1, "instances": {
+            "a": {"environment": {"HAIL_JOB_URI": "http://h/j", "HAIL_PROFILE": "/srv/p"}},
+            "b": {"environment": {"HAIL_JOB_URI": "http://h/j", "HAIL_PROFILE": "/srv/p"}}}}"#;
+        assert!(matches!(set(shared), Err(SetError::SharedProfile(..))));
     }
 
     #[test]
     fn config_id_follows_the_settings_only() {
-        let a = set(WEB).unwrap().instances["web"].config_id.clone();
-        let again = set(WEB).unwrap().instances["web"].config_id.clone();
-        assert_eq!(a, again);
-        let changed = set(&WEB.replace("30s", "1m")).unwrap().instances["web"].config_id.clone();
-        assert_ne!(a, changed);
-        let new_hail = set(&WEB.replace("abc-hail", "def-hail")).unwrap().instances["web"].config_id.clone();
-        assert_ne!(a, new_hail);
+        let id = |json: &str| set(json).unwrap().instances["web"].config_id.clone();
+        let a = id(WEB);
+        assert_eq!(a, id(WEB));
+        assert_ne!(a, id(&WEB.replace("30s", "1m")));
+        assert_ne!(a, id(&WEB.replace("abc-hail", "def-hail")));
+        assert_ne!(a, id(&WEB.replace("660", "661")));
     }
 
     #[test]
     fn without_exec_start_the_template_command_stays() {
-        let s = set(r#"{"version": 1, "instances": {"a": {"environment": {"HAIL_JOB_URI": "http://h/job/p/j/a"}}}}"#)
-            .unwrap();
+        let s = set(&one(r#""HAIL_JOB_URI": "http://h/job/p/j/a""#)).unwrap();
         assert!(!s.instances["a"].dropin.contains("ExecStart"));
     }
 
     #[test]
     fn an_empty_set_is_valid() {
-        assert!(set(r#"{"version": 1, "instances": {}}"#).unwrap().instances.is_empty());
+        assert!(
+            set(r#"{"version": 1, "instances": {}}"#)
+                .unwrap()
+                .instances
+                .is_empty()
+        );
     }
 
     fn instance_error(json: &str) -> String {
@@ -352,33 +459,76 @@ mod tests {
         format!(r#"{{"version": 1, "instances": {{"a": {{"environment": {{{env}}}}}}}}}"#)
     }
 
+    fn with_args(args: &str) -> String {
+        format!(
+            r#"{{"version": 1, "instances": {{"a": {{"environment": {{"HAIL_JOB_URI": "http://h/j"}},
+               "execStart": ["/bin/hail", {args}]}}}}}}"#
+        )
+    }
+
     #[test]
     fn settings_are_checked_with_hails_own_rules() {
         assert!(instance_error(&one(r#""HAIL_JOB_URI": "ftp://h/x""#)).contains("--job-uri"));
-        assert!(
-            instance_error(&one(r#""HAIL_JOB_URI": "http://h/job/a/b/c", "HAIL_POLL_PERIOD": "5x""#))
-                .contains("poll-period")
-        );
-        assert!(
-            instance_error(&one(r#""HAIL_JOB_URI": "http://h/job/a/b/c", "HAIL_POLL_PERIOD": "0""#))
-                .contains("at least one second")
-        );
+        let e = instance_error(&one(
+            r#""HAIL_JOB_URI": "http://h/job/a/b/c", "HAIL_POLL_PERIOD": "5x""#,
+        ));
+        assert!(e.contains("poll-period"), "{e}");
+        let e = instance_error(&one(
+            r#""HAIL_JOB_URI": "http://h/job/a/b/c", "HAIL_POLL_PERIOD": "0""#,
+        ));
+        assert!(e.contains("at least one second"), "{e}");
         assert!(instance_error(&one(r#""HAIL_POLL_PERIOD": "5""#)).contains("no job URI"));
-        let typo = instance_error(&one(r#""HAIL_JOB_URI": "http://h/job/a/b/c", "HAIL_POL_PERIOD": "5""#));
-        assert!(typo.contains("unknown hail setting HAIL_POL_PERIOD"), "{typo}");
+        let typo = instance_error(&one(
+            r#""HAIL_JOB_URI": "http://h/job/a/b/c", "HAIL_POL_PERIOD": "5""#,
+        ));
+        assert!(
+            typo.contains("unknown hail setting HAIL_POL_PERIOD"),
+            "{typo}"
+        );
         assert!(typo.contains("HAIL_POLL_PERIOD"), "{typo}");
+        assert!(
+            instance_error(&one(
+                r#""HAIL_JOB_URI": "http://h/j", "HAIL_PROFILE": "../x""#
+            ))
+            .contains("profile")
+        );
         // Bare numbers are minutes, as everywhere in hail.
-        set(&one(r#""HAIL_JOB_URI": "http://h/job/a/b/c", "HAIL_POLL_PERIOD": "5""#)).unwrap();
+        set(&one(
+            r#""HAIL_JOB_URI": "http://h/job/a/b/c", "HAIL_POLL_PERIOD": "5""#,
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn extra_arguments_are_checked_too() {
+        set(&with_args(r#""--http-timeout", "2m""#)).unwrap();
+        assert!(instance_error(&with_args(r#""--http-timeout", "2x""#)).contains("http-timeout"));
+        assert!(instance_error(&with_args(r#""--bogus""#)).contains("--bogus"));
+        assert!(instance_error(&with_args(r#""--oneshot""#)).contains("oneshot"));
+        assert!(instance_error(&with_args(r#""apply-instances", "/x""#)).contains("subcommand"));
+        let e = instance_error(
+            r#"{"version": 1, "instances": {"a": {"environment": {"HAIL_JOB_URI": "http://h/j"},
+            "execStart": ["hail"]}}}"#,
+        );
+        assert!(e.contains("absolute"), "{e}");
     }
 
     #[test]
     fn reserved_and_malformed_variables_are_refused() {
-        for key in ["HAIL_PROFILE", "HAIL_ONESHOT", "HAIL_MANAGER_CONFIG"] {
-            let e = instance_error(&one(&format!(r#""HAIL_JOB_URI": "http://h/j", "{key}": "x""#)));
+        for key in ["HAIL_ONESHOT", "HAIL_MANAGER_CONFIG"] {
+            let e = instance_error(&one(&format!(
+                r#""HAIL_JOB_URI": "http://h/j", "{key}": "x""#
+            )));
             assert!(e.contains("cannot be set"), "{e}");
         }
-        assert!(instance_error(&one(r#""HAIL_JOB_URI": "http://h/j", "A B": "x""#)).contains("not valid"));
-        assert!(instance_error(&one(r#""HAIL_JOB_URI": "http://h/j", "A": "x\ny""#)).contains("control"));
+        assert!(
+            instance_error(&one(r#""HAIL_JOB_URI": "http://h/j", "A B": "x""#))
+                .contains("not valid")
+        );
+        assert!(
+            instance_error(&one(r#""HAIL_JOB_URI": "http://h/j", "A": "x\ny""#))
+                .contains("control")
+        );
     }
 
     #[test]
@@ -398,15 +548,26 @@ mod tests {
     #[test]
     fn names_version_and_unknown_fields() {
         for bad in ["", "-a", ".a", "a/b", "a@b", "a b", "a\\x2d"] {
-            let json = format!(r#"{{"version": 1, "instances": {{"{}": {{}}}}}}"#, bad.replace('\\', "\\\\"));
+            let json = format!(
+                r#"{{"version": 1, "instances": {{"{}": {{}}}}}}"#,
+                bad.replace('\\', "\\\\")
+            );
             assert!(matches!(set(&json), Err(SetError::Name(_))), "{bad:?}");
         }
         assert!(valid_name("web-2.prod_x"));
-        assert!(matches!(set(r#"{"version": 2, "instances": {}}"#), Err(SetError::Version(2))));
-        assert!(matches!(set(r#"{"version": 1, "instances": {}, "extra": 1}"#), Err(SetError::Parse { .. })));
         assert!(matches!(
-            set(r#"{"version": 1, "execStart": "hail", "instances": {}}"#),
-            Err(SetError::ExecStart(_))
+            set(r#"{"version": 2, "instances": {}}"#),
+            Err(SetError::Version(2))
+        ));
+        assert!(matches!(
+            set(r#"{"version": 1, "instances": {}, "extra": 1}"#),
+            Err(SetError::Parse { .. })
+        ));
+        assert!(matches!(
+            set(
+                r#"{"version": 1, "instances": {"a": {"environment": {"HAIL_JOB_URI": "http://h/j"}, "jobUri": "x"}}}"#
+            ),
+            Err(SetError::Parse { .. })
         ));
     }
 }

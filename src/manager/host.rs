@@ -1,0 +1,687 @@
+//! The side effects of an apply: reading the host's state, systemd commands (built as data),
+//! drop-in files, profiles, the apply lock.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::set::{CONFIG_VAR, valid_name};
+
+/// File name of the manager's drop-in in `hail@NAME.service.d/`.
+pub const DROPIN_NAME: &str = "hail-manager.conf";
+
+/// Where things are on this host (tests point these at temporary directories).
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// Runtime unit directory: the manager's drop-ins live here, so a NixOS switch (which owns
+    /// /etc) never removes them and a reboot starts from the boot configuration.
+    pub run_units: PathBuf,
+    /// The system configuration's unit directory (NixOS, the operator).
+    pub etc_units: PathBuf,
+    /// Directory of the instances' profiles.
+    pub profiles: PathBuf,
+    /// Serializes applies on this host.
+    pub lock_file: PathBuf,
+}
+
+impl Host {
+    pub fn system() -> Host {
+        Host {
+            run_units: PathBuf::from("/run/systemd/system"),
+            etc_units: PathBuf::from("/etc/systemd/system"),
+            profiles: PathBuf::from(super::set::PROFILES_DIR),
+            lock_file: PathBuf::from("/run/hail/apply-instances.lock"),
+        }
+    }
+
+    fn dropin_dir(&self, name: &str) -> PathBuf {
+        self.run_units.join(format!("{}.d", unit(name)))
+    }
+
+    /// Instances carrying the manager's drop-in, with its content.
+    pub fn owned_dropins(&self) -> Result<BTreeMap<String, String>, HostError> {
+        let mut owned = BTreeMap::new();
+        let entries = match std::fs::read_dir(&self.run_units) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(owned),
+            Err(e) => return Err(HostError::io(&self.run_units, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| HostError::io(&self.run_units, e))?;
+            let file_name = entry.file_name();
+            let Some(name) = file_name
+                .to_str()
+                .and_then(|n| n.strip_prefix("hail@"))
+                .and_then(|n| n.strip_suffix(".service.d"))
+            else {
+                continue;
+            };
+            if !valid_name(name) {
+                continue;
+            }
+            let path = entry.path().join(DROPIN_NAME);
+            match std::fs::read_to_string(&path) {
+                Ok(content) => {
+                    owned.insert(name.to_string(), content);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(HostError::io(&path, e)),
+            }
+        }
+        Ok(owned)
+    }
+
+    /// Whether the system configuration defines `hail@NAME`: its own unit file, or a drop-in,
+    /// under /etc (NixOS's `services.hail.NAME` is a drop-in there).
+    pub fn is_foreign(&self, name: &str) -> bool {
+        let unit_file = self.etc_units.join(unit(name));
+        if unit_file.symlink_metadata().is_ok() {
+            return true;
+        }
+        let dir = self.etc_units.join(format!("{}.d", unit(name)));
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .any(|e| e.file_name().to_string_lossy().ends_with(".conf"))
+            })
+            .unwrap_or(false)
+    }
+
+    /// Writes an instance's drop-in atomically (a reader sees the old or the new file).
+    pub fn write_dropin(&self, name: &str, content: &str) -> Result<(), HostError> {
+        let dir = self.dropin_dir(name);
+        std::fs::create_dir_all(&dir).map_err(|e| HostError::io(&dir, e))?;
+        let tmp = dir.join(format!(".{DROPIN_NAME}.tmp"));
+        std::fs::write(&tmp, content).map_err(|e| HostError::io(&tmp, e))?;
+        let path = dir.join(DROPIN_NAME);
+        std::fs::rename(&tmp, &path).map_err(|e| HostError::io(&path, e))
+    }
+
+    /// Deletes an instance's drop-in, and its directory when nothing else is in it.
+    pub fn remove_dropin(&self, name: &str) -> Result<(), HostError> {
+        let dir = self.dropin_dir(name);
+        let path = dir.join(DROPIN_NAME);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(HostError::io(&path, e)),
+        }
+        // Not empty (someone else's drop-in): keep it.
+        let _ = std::fs::remove_dir(&dir);
+        Ok(())
+    }
+
+    pub fn profile(&self, name: &str) -> PathBuf {
+        self.profiles.join(name)
+    }
+
+    /// Deletes an instance's profile: its link, its generation links and hail's lock file, so
+    /// what it deployed becomes garbage for `nix-collect-garbage`.
+    pub fn remove_profile(&self, name: &str) -> Result<Vec<PathBuf>, HostError> {
+        let mut removed = Vec::new();
+        let entries = match std::fs::read_dir(&self.profiles) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
+            Err(e) => return Err(HostError::io(&self.profiles, e)),
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let file_name = entry.file_name().to_string_lossy().into_owned();
+            if !is_profile_file(name, &file_name) {
+                continue;
+            }
+            let path = entry.path();
+            std::fs::remove_file(&path).map_err(|e| HostError::io(&path, e))?;
+            removed.push(path);
+        }
+        removed.sort();
+        Ok(removed)
+    }
+
+    /// Takes the apply lock, waiting up to `timeout` for another apply to finish.
+    pub fn lock(&self, timeout: Duration) -> Result<File, HostError> {
+        if let Some(dir) = self.lock_file.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| HostError::io(dir, e))?;
+        }
+        let file = File::create(&self.lock_file).map_err(|e| HostError::io(&self.lock_file, e))?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(file),
+                Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(HostError::LockTimeout {
+                        path: self.lock_file.clone(),
+                        timeout,
+                    });
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(HostError::io(&self.lock_file, e));
+                }
+            }
+        }
+    }
+}
+
+/// `NAME`, `NAME-<N>-link` and `NAME.hail.lock`; never another instance's `NAME-x…`.
+fn is_profile_file(name: &str, file_name: &str) -> bool {
+    if file_name == name || file_name == format!("{name}.hail.lock") {
+        return true;
+    }
+    file_name
+        .strip_prefix(name)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .and_then(|rest| rest.strip_suffix("-link"))
+        .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// The unit of instance `name`.
+pub fn unit(name: &str) -> String {
+    format!("hail@{name}.service")
+}
+
+/// The hail instance a process runs in, from its `/proc/PID/cgroup` text.
+pub fn instance_of_cgroup(cgroup: &str) -> Option<String> {
+    cgroup.lines().find_map(|line| {
+        let path = line.splitn(3, ':').nth(2)?;
+        let last = path.rsplit('/').next()?;
+        let name = last.strip_prefix("hail@")?.strip_suffix(".service")?;
+        valid_name(name).then(|| name.to_string())
+    })
+}
+
+/// A command line, as data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cmd {
+    pub program: String,
+    pub args: Vec<String>,
+}
+
+impl Cmd {
+    fn new<S: Into<String>>(program: &str, args: impl IntoIterator<Item = S>) -> Cmd {
+        Cmd {
+            program: program.to_string(),
+            args: args.into_iter().map(Into::into).collect(),
+        }
+    }
+
+    /// An executable run without arguments.
+    pub fn program(path: &Path) -> Cmd {
+        Cmd::new::<String>(&path.to_string_lossy(), [])
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new(&self.program);
+        command.args(&self.args).stdin(Stdio::null());
+        command
+    }
+
+    fn display(&self) -> String {
+        std::iter::once(self.program.as_str())
+            .chain(self.args.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+fn units(names: &[String]) -> Vec<String> {
+    names.iter().map(|n| unit(n)).collect()
+}
+
+pub fn show_cmd(names: &[String]) -> Cmd {
+    let mut args = vec![
+        "show".to_string(),
+        "--property=Id,ActiveState,SubState,MainPID".to_string(),
+        "--".into(),
+    ];
+    args.extend(units(names));
+    Cmd::new("systemctl", args)
+}
+
+pub fn daemon_reload_cmd() -> Cmd {
+    Cmd::new("systemctl", ["daemon-reload"])
+}
+
+pub fn restart_cmd(names: &[String]) -> Cmd {
+    let mut args = vec!["restart".to_string(), "--".into()];
+    args.extend(units(names));
+    Cmd::new("systemctl", args)
+}
+
+pub fn restart_no_block_cmd(name: &str) -> Cmd {
+    Cmd::new(
+        "systemctl",
+        [
+            "restart".to_string(),
+            "--no-block".into(),
+            "--".into(),
+            unit(name),
+        ],
+    )
+}
+
+pub fn stop_cmd(name: &str) -> Cmd {
+    Cmd::new("systemctl", ["stop".to_string(), "--".into(), unit(name)])
+}
+
+pub fn reset_failed_cmd(names: &[String]) -> Cmd {
+    let mut args = vec!["reset-failed".to_string(), "--".into()];
+    args.extend(units(names));
+    Cmd::new("systemctl", args)
+}
+
+/// The last lines an apply's transient unit logged.
+pub fn journal_cmd(unit: &str) -> Cmd {
+    Cmd::new(
+        "journalctl",
+        [
+            format!("--unit={unit}"),
+            "--output=cat".into(),
+            "--no-pager".into(),
+            "--lines=50".into(),
+        ],
+    )
+}
+
+/// What the apply's transient unit gets from the caller's environment: where the tools are,
+/// how Nix is configured, the log level.
+pub const PASSED_ENV: &[&str] = &["PATH", "NIX_CONFIG", "NIX_REMOTE", "RUST_LOG"];
+
+/// `systemd-run` starting `exe apply-instances --direct …` in its own transient unit and
+/// waiting for it: the unit is outside the caller's cgroup, so stopping the caller (the
+/// manager restarting itself) does not stop the apply. Its output goes to the journal; a
+/// pipe back to the caller would break when the caller goes.
+pub fn systemd_run_cmd(
+    unit_name: &str,
+    exe: &Path,
+    set_file: &Path,
+    caller: Option<&str>,
+    env: &[(String, String)],
+) -> Cmd {
+    let mut args = vec![
+        format!("--unit={unit_name}"),
+        format!(
+            "--description=hail: apply the instance set {}",
+            set_file.display()
+        ),
+        "--service-type=exec".into(),
+        "--wait".into(),
+        "--quiet".into(),
+    ];
+    args.extend(env.iter().map(|(k, v)| format!("--setenv={k}={v}")));
+    args.push("--".into());
+    args.push(exe.to_string_lossy().into_owned());
+    args.push("apply-instances".into());
+    args.push("--direct".into());
+    if let Some(caller) = caller {
+        args.push(format!("--caller={caller}"));
+    }
+    args.push(set_file.to_string_lossy().into_owned());
+    Cmd::new("systemd-run", args)
+}
+
+/// Parses `systemctl show` output for several units: instance → (ActiveState, MainPID).
+pub fn parse_show(text: &str) -> BTreeMap<String, (String, u32)> {
+    let mut out = BTreeMap::new();
+    for block in text.split("\n\n") {
+        let mut id = None;
+        let mut state = String::new();
+        let mut pid = 0;
+        for line in block.lines() {
+            match line.split_once('=') {
+                Some(("Id", v)) => {
+                    id = v
+                        .strip_prefix("hail@")
+                        .and_then(|v| v.strip_suffix(".service"))
+                }
+                Some(("ActiveState", v)) => state = v.to_string(),
+                Some(("MainPID", v)) => pid = v.parse().unwrap_or(0),
+                _ => {}
+            }
+        }
+        if let Some(id) = id {
+            out.insert(id.to_string(), (state, pid));
+        }
+    }
+    out
+}
+
+/// The configuration id in a process's environment (`/proc/PID/environ` text).
+pub fn config_id_in_environ(environ: &[u8]) -> Option<String> {
+    let prefix = format!("{CONFIG_VAR}=");
+    environ
+        .split(|b| *b == 0)
+        .filter_map(|kv| std::str::from_utf8(kv).ok())
+        .find_map(|kv| kv.strip_prefix(&prefix).map(str::to_string))
+}
+
+/// The running instances among `names`, with the configuration id of each main process.
+pub fn running(
+    names: &[String],
+    timeout: Duration,
+) -> Result<BTreeMap<String, Option<String>>, HostError> {
+    if names.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let out = run_captured(&show_cmd(names), timeout)?;
+    let mut running = BTreeMap::new();
+    for (name, (state, pid)) in parse_show(&out) {
+        // auto-restart counts as "activating" but has no process: not running.
+        if matches!(state.as_str(), "active" | "activating" | "reloading") && pid > 0 {
+            let id = std::fs::read(format!("/proc/{pid}/environ"))
+                .ok()
+                .and_then(|env| config_id_in_environ(&env));
+            running.insert(name, id);
+        }
+    }
+    Ok(running)
+}
+
+/// Runs `cmd` with its output captured; an error carries its stderr.
+pub fn run_captured(cmd: &Cmd, timeout: Duration) -> Result<String, HostError> {
+    let mut command = cmd.command();
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = command.spawn().map_err(|source| HostError::Spawn {
+        program: cmd.program.clone(),
+        source,
+    })?;
+    let stdout = reader(child.stdout.take());
+    let stderr = reader(child.stderr.take());
+    let status = wait_bounded(cmd, &mut child, timeout)?;
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    if status.success() {
+        Ok(stdout)
+    } else {
+        Err(HostError::Failed {
+            command: cmd.display(),
+            status: status.to_string(),
+            stderr: stderr.trim().to_string(),
+        })
+    }
+}
+
+/// Runs `cmd` with the apply's own stdout/stderr (the journal), extra environment added.
+pub fn run_inherited(cmd: &Cmd, env: &[(&str, &Path)], timeout: Duration) -> Result<(), HostError> {
+    let mut command = cmd.command();
+    command.envs(env.iter().map(|(k, v)| (*k, *v)));
+    let mut child = command.spawn().map_err(|source| HostError::Spawn {
+        program: cmd.program.clone(),
+        source,
+    })?;
+    let status = wait_bounded(cmd, &mut child, timeout)?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(HostError::Failed {
+            command: cmd.display(),
+            status: status.to_string(),
+            stderr: String::new(),
+        })
+    }
+}
+
+fn reader<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_string(&mut text);
+        }
+        text
+    })
+}
+
+fn wait_bounded(
+    cmd: &Cmd,
+    child: &mut Child,
+    timeout: Duration,
+) -> Result<std::process::ExitStatus, HostError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(HostError::Timeout {
+                    command: cmd.display(),
+                    timeout,
+                });
+            }
+            Err(e) => {
+                return Err(HostError::Spawn {
+                    program: cmd.program.clone(),
+                    source: e,
+                });
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("`{command}` failed ({status}){}", if stderr.is_empty() { String::new() } else { format!(": {stderr}") })]
+    Failed {
+        command: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("`{command}` did not finish within {timeout:?} and was stopped")]
+    Timeout { command: String, timeout: Duration },
+    #[error(
+        "another apply holds {path} for more than {timeout:?}; is one stuck? (systemctl list-units 'hail-apply-*')"
+    )]
+    LockTimeout { path: PathBuf, timeout: Duration },
+}
+
+impl HostError {
+    fn io(path: &Path, source: std::io::Error) -> HostError {
+        HostError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(root: &Path) -> Host {
+        Host {
+            run_units: root.join("run"),
+            etc_units: root.join("etc"),
+            profiles: root.join("profiles"),
+            lock_file: root.join("lock/apply.lock"),
+        }
+    }
+
+    #[test]
+    fn dropins_round_trip_and_only_ours_count() {
+        let tmp = tempfile::tempdir().unwrap();
+        let h = host(tmp.path());
+        assert!(h.owned_dropins().unwrap().is_empty());
+        h.write_dropin("a", "one").unwrap();
+        h.write_dropin("a", "two").unwrap();
+        h.write_dropin("b", "x").unwrap();
+        // Somebody else's drop-in and unit in the runtime directory.
+        std::fs::create_dir_all(tmp.path().join("run/hail@c.service.d")).unwrap();
+        std::fs::write(tmp.path().join("run/hail@c.service.d/other.conf"), "").unwrap();
+        std::fs::create_dir_all(tmp.path().join("run/foo.service.d")).unwrap();
+        let owned = h.owned_dropins().unwrap();
+        assert_eq!(
+            owned.into_iter().collect::<Vec<_>>(),
+            [("a".into(), "two".into()), ("b".into(), "x".into())]
+        );
+
+        h.remove_dropin("a").unwrap();
+        h.remove_dropin("a").unwrap();
+        assert!(!tmp.path().join("run/hail@a.service.d").exists());
+        std::fs::write(tmp.path().join("run/hail@b.service.d/other.conf"), "").unwrap();
+        h.remove_dropin("b").unwrap();
+        assert!(tmp.path().join("run/hail@b.service.d/other.conf").exists());
+        assert_eq!(h.owned_dropins().unwrap().len(), 0);
+    }
+
+    #[test]
+    fn foreign_means_configured_under_etc() {
+        let tmp = tempfile::tempdir().unwrap();
+        let h = host(tmp.path());
+        let etc = tmp.path().join("etc");
+        std::fs::create_dir_all(etc.join("hail@nixos.service.d")).unwrap();
+        std::fs::write(etc.join("hail@nixos.service.d/overrides.conf"), "").unwrap();
+        std::fs::write(etc.join("hail@full.service"), "").unwrap();
+        std::fs::create_dir_all(etc.join("hail@empty.service.d")).unwrap();
+        std::fs::write(etc.join("hail@.service"), "").unwrap();
+        assert!(h.is_foreign("nixos"));
+        assert!(h.is_foreign("full"));
+        assert!(!h.is_foreign("empty"));
+        assert!(!h.is_foreign("other"));
+    }
+
+    #[test]
+    fn profile_removal_takes_only_that_instances_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let h = host(tmp.path());
+        let p = tmp.path().join("profiles");
+        std::fs::create_dir_all(&p).unwrap();
+        for f in [
+            "web",
+            "web-1-link",
+            "web-12-link",
+            "web.hail.lock",
+            "web-2",
+            "web-2-1-link",
+            "web-x-link",
+            "webb",
+        ] {
+            std::os::unix::fs::symlink("/nowhere", p.join(f)).unwrap();
+        }
+        let removed = h.remove_profile("web").unwrap();
+        let names: Vec<_> = removed
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["web", "web-1-link", "web-12-link", "web.hail.lock"]);
+        let mut left: Vec<_> = std::fs::read_dir(&p)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["web-2", "web-2-1-link", "web-x-link", "webb"]);
+        assert!(h.remove_profile("gone").unwrap().is_empty());
+    }
+
+    #[test]
+    fn lock_excludes_a_second_apply() {
+        let tmp = tempfile::tempdir().unwrap();
+        let h = host(tmp.path());
+        let held = h.lock(Duration::from_secs(1)).unwrap();
+        assert!(matches!(
+            h.lock(Duration::from_millis(300)),
+            Err(HostError::LockTimeout { .. })
+        ));
+        drop(held);
+        h.lock(Duration::from_secs(1)).unwrap();
+    }
+
+    #[test]
+    fn caller_from_cgroup() {
+        assert_eq!(
+            instance_of_cgroup("0::/system.slice/system-hail.slice/hail@manager.service\n"),
+            Some("manager".into())
+        );
+        assert_eq!(
+            instance_of_cgroup(
+                "12:pids:/x\n1:name=systemd:/system.slice/system-hail.slice/hail@m-1.service\n"
+            ),
+            Some("m-1".into())
+        );
+        assert_eq!(
+            instance_of_cgroup("0::/user.slice/user-0.slice/session-1.scope\n"),
+            None
+        );
+        assert_eq!(
+            instance_of_cgroup("0::/system.slice/hail-apply-x.service\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn command_lines() {
+        let names = vec!["a".to_string(), "b".to_string()];
+        assert_eq!(
+            restart_cmd(&names).display(),
+            "systemctl restart -- hail@a.service hail@b.service"
+        );
+        assert_eq!(
+            restart_no_block_cmd("m").display(),
+            "systemctl restart --no-block -- hail@m.service"
+        );
+        assert_eq!(stop_cmd("a").display(), "systemctl stop -- hail@a.service");
+        assert_eq!(
+            show_cmd(&names).display(),
+            "systemctl show --property=Id,ActiveState,SubState,MainPID -- hail@a.service hail@b.service"
+        );
+        let run = systemd_run_cmd(
+            "hail-apply-m-1-2",
+            Path::new("/nix/store/x-hail/bin/hail"),
+            Path::new("/nix/store/y-set/instances.json"),
+            Some("m"),
+            &[("PATH".into(), "/usr/bin:/bin".into())],
+        );
+        assert_eq!(
+            run.display(),
+            "systemd-run --unit=hail-apply-m-1-2 --description=hail: apply the instance set \
+             /nix/store/y-set/instances.json --service-type=exec --wait --quiet \
+             --setenv=PATH=/usr/bin:/bin -- /nix/store/x-hail/bin/hail apply-instances --direct \
+             --caller=m /nix/store/y-set/instances.json"
+        );
+    }
+
+    #[test]
+    fn show_output_and_environ() {
+        let text = "Id=hail@a.service\nActiveState=active\nSubState=running\nMainPID=42\n\n\
+                    Id=hail@b.service\nActiveState=inactive\nSubState=dead\nMainPID=0\n";
+        let parsed = parse_show(text);
+        assert_eq!(parsed["a"], ("active".to_string(), 42));
+        assert_eq!(parsed["b"], ("inactive".to_string(), 0));
+        let environ = b"PATH=/bin\0HAIL_MANAGER_CONFIG=00ff\0X=1\0";
+        assert_eq!(config_id_in_environ(environ), Some("00ff".into()));
+        assert_eq!(config_id_in_environ(b"PATH=/bin\0"), None);
+    }
+
+    #[test]
+    fn commands_are_bounded_and_report_failure() {
+        let slow = Cmd::new("sleep", ["5"]);
+        assert!(matches!(
+            run_captured(&slow, Duration::from_millis(200)),
+            Err(HostError::Timeout { .. })
+        ));
+        let failing = Cmd::new("sh", ["-c", "echo oops >&2; exit 3"]);
+        let e = run_captured(&failing, Duration::from_secs(5))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("oops") && e.contains("3"), "{e}");
+        assert_eq!(
+            run_captured(&Cmd::new("echo", ["hi"]), Duration::from_secs(5)).unwrap(),
+            "hi\n"
+        );
+    }
+}
