@@ -81,6 +81,7 @@ let
         };
 
         package = lib.mkPackageOption pkgs "hail" {
+          example = "hail.packages.\${pkgs.stdenv.hostPlatform.system}.default";
           extraDescription = ''
             The flake's `nixosModules.default` (the repository's `nixos/` directory) makes it hail
             built from that repository with the system's nixpkgs; `nixos/module.nix` alone expects

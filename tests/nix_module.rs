@@ -570,3 +570,29 @@ fn start_timeout_follows_the_activation_timeout() {
     assert_eq!(timeout("hail@b"), "7260s");
     assert_eq!(timeout("hail@c"), "150s");
 }
+
+#[test]
+fn every_option_has_a_description_and_an_example() {
+    let Some(lib) = nixpkgs_lib() else { return };
+    let expr = format!(
+        r#"
+        let
+          lib = import {lib};
+          evaluated = lib.evalModules {{
+            modules = [ ./nixos/module.nix {{ _module.args.pkgs = {{ }}; _module.check = false; }} ];
+          }};
+          docs = lib.filter (o: o.visible && !o.internal && lib.hasPrefix "services.hail" o.name) (lib.optionAttrSetToDocList evaluated.options);
+        in {{
+          names = map (o: o.name) docs;
+          undocumented = map (o: o.name) (lib.filter (o: o.description or null == null || !(o ? example)) docs);
+        }}"#,
+        lib = lib.display()
+    );
+    let result = nix_eval(&["-E", &expr]).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        result["names"].as_array().unwrap().len() > 10,
+        "{}",
+        result["names"]
+    );
+    assert_eq!(result["undocumented"], json!([]));
+}
