@@ -2,7 +2,9 @@
 #
 # The unit's settings live in one place, the template `hail@.service` that the package installs
 # (`systemd.packages`). Each instance only adds a drop-in with its job, profile, credentials and
-# environment, so the NixOS unit and the distro-agnostic unit cannot drift apart.
+# environment, so the NixOS unit and the distro-agnostic unit cannot drift apart. What an
+# instance's settings mean for its unit (variables, credential, command line, start timeout, and
+# what is wrong with them) is nix/instance.nix, which the manager's instance sets use too.
 {
   config,
   lib,
@@ -29,41 +31,31 @@ let
     description = "duration string (30s, 10m, 1h)";
   };
 
-  # Instance names end up in a unit name and in paths (`/etc/hail/%i.env`, the default profile):
-  # keep them to characters that need no systemd escaping and make a valid profile name.
-  # The same rule as the manager's instance sets (src/manager/set.rs).
-  validName =
-    name: builtins.match "[A-Za-z0-9][A-Za-z0-9_.-]*" name != null && lib.stringLength name <= 200;
-
   # The path hail will use for a profile option: a bare name lives in /nix/var/nix/profiles.
   profilePath = p: if lib.hasPrefix "/" p then p else "/nix/var/nix/profiles/${p}";
-
-  # Whole seconds in a duration string (rounded up).
-  durationSeconds =
-    d:
-    let
-      parts = builtins.match "([0-9]+)(ms|s|m|h)" d;
-      n = lib.toIntBase10 (builtins.head parts);
-      unit = builtins.elemAt parts 1;
-    in
-    if unit == "ms" then (n + 999) / 1000 else n * { s = 1; m = 60; h = 3600; }.${unit};
 
   # One ExecStart word: a C-style quoted string, with systemd's `%` specifiers and `$` variable
   # expansion escaped, so an argument reaches hail exactly as written.
   escapeExecArg = arg: lib.replaceStrings [ "%" "$" ] [ "%%" "$$" ] (builtins.toJSON arg);
 
-  inStore = p: lib.isStorePath p || lib.hasPrefix "${builtins.storeDir}/" p;
-
-  # The HAIL_* variables an instance's options set (null = not set, hail's default applies).
-  hailEnvironment =
-    inst:
-    lib.filterAttrs (_: v: v != null) {
-      HAIL_JOB_URI = inst.jobUri;
-      HAIL_PROFILE = inst.profile;
-      HAIL_POLL_PERIOD = if inst.pollPeriod == null then null else toString inst.pollPeriod;
-      HAIL_ACTIVATION_TIMEOUT = inst.activationTimeout;
-      HAIL_REALISE_TIMEOUT = inst.realiseTimeout;
-      HAIL_HTTP_TIMEOUT = inst.httpTimeout;
+  # The instance's unit settings and problems, shared with the manager (see the top).
+  render =
+    name: inst:
+    import ../nix/instance.nix {
+      inherit name;
+      inherit (inst)
+        jobUri
+        enable
+        package
+        profile
+        pollPeriod
+        netrcFile
+        activationTimeout
+        realiseTimeout
+        httpTimeout
+        extraArgs
+        environment
+        ;
     };
 
   instanceOptions =
@@ -239,23 +231,14 @@ in
           sharing = lib.attrNames (
             lib.filterAttrs (other: o: other != name && profilePath o.profile == ownProfile) enabled
           );
-          hailVars = lib.filter (lib.hasPrefix "HAIL_") (lib.attrNames inst.environment);
+          # Each problem starts with the setting's name ("name: …" is about the instance itself).
+          problems = lib.filter (p: !(inst.jobUri == "" && lib.hasPrefix "jobUri" p)) (render name inst).problems;
+          qualify = p: if lib.hasPrefix "name: " p then "${opt}: ${lib.removePrefix "name: " p}" else "${opt}.${p}";
         in
         [
           {
-            assertion = validName name;
-            message = ''
-              ${opt}: "${name}" cannot name a hail instance: use letters, digits, '.', '_' and '-',
-              starting with a letter or digit, at most 200 characters, so that the unit
-              hail@${name} needs no escaping.'';
-          }
-          {
             assertion = inst.jobUri != "";
             message = "${opt}.jobUri must not be empty.";
-          }
-          {
-            assertion = inst.jobUri == "" || builtins.match "https?://[^[:space:]]+" inst.jobUri != null;
-            message = ''${opt}.jobUri = "${inst.jobUri}": expected an http:// or https:// Hydra job URL.'';
           }
           {
             assertion = sharing == [ ];
@@ -264,17 +247,11 @@ in
                 lib.concatMapStringsSep ", " (o: "services.hail.${o}") sharing
               }; two hail instances cannot deploy to one profile (the second would refuse to start).'';
           }
-          {
-            assertion = inst.netrcFile == null || !(inStore inst.netrcFile);
-            message = ''
-              ${opt}.netrcFile = "${toString inst.netrcFile}" is in the Nix store, which every user
-              can read: keep the netrc file outside the store (for example /etc/hail/netrc, mode 0600).'';
-          }
-          {
-            assertion = hailVars == [ ];
-            message = "${opt}.environment: ${lib.concatStringsSep ", " hailVars} are set by the options of ${opt}; use those options instead.";
-          }
         ]
+        ++ map (p: {
+          assertion = false;
+          message = qualify p;
+        }) problems
       ) enabled
     );
 
@@ -283,6 +260,9 @@ in
 
     systemd.services = lib.mapAttrs' (
       name: inst:
+      let
+        unit = render name inst;
+      in
       lib.nameValuePair "hail@${name}" {
         # A drop-in for the template's instance, not a full unit.
         overrideStrategy = "asDropin";
@@ -291,7 +271,7 @@ in
         # if restarting is chosen, do it after activation rather than stopping hail before it.
         inherit (inst) restartIfChanged;
         stopIfChanged = false;
-        environment = inst.environment // hailEnvironment inst;
+        inherit (unit) environment;
         # nix-store, nix-env for realising and switching, the same Nix as the system's daemon.
         path = [ config.nix.package ];
         serviceConfig = {
@@ -299,16 +279,16 @@ in
           # arguments; the empty entry resets the template's ExecStart.
           ExecStart = [
             ""
-            (lib.concatMapStringsSep " " escapeExecArg ([ "${inst.package}/bin/hail" ] ++ inst.extraArgs))
+            (lib.concatMapStringsSep " " escapeExecArg unit.execStart)
           ];
         }
-        // lib.optionalAttrs (inst.netrcFile != null) {
+        // lib.optionalAttrs (unit.credentials != { }) {
           # Replaces the template's credential of the same name.
-          LoadCredential = [ "netrc:${inst.netrcFile}" ];
+          LoadCredential = lib.mapAttrsToList (id: file: "${id}:${file}") unit.credentials;
         }
-        // lib.optionalAttrs (inst.activationTimeout != null) {
-          # READY=1 comes after the start-up activation, bounded by this timeout.
-          TimeoutStartSec = "${toString (durationSeconds inst.activationTimeout + 60)}s";
+        // lib.optionalAttrs (unit.timeoutStartSec != null) {
+          # READY=1 comes after the start-up activation, bounded by the activation timeout.
+          TimeoutStartSec = "${toString unit.timeoutStartSec}s";
         };
       }
     ) enabled;

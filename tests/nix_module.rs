@@ -313,6 +313,29 @@ fn netrc_in_the_store_is_refused() {
 }
 
 #[test]
+fn profiles_must_be_names_or_absolute_paths() {
+    let Some(lib) = nixpkgs_lib() else { return };
+    let failed = failed_assertions(
+        &lib,
+        r#"{
+          services.hail.up = { jobUri = "https://h/job/p/j/a"; profile = "../etc"; };
+          services.hail.rel = { jobUri = "https://h/job/p/j/b"; profile = "a/b"; };
+          services.hail.name = { jobUri = "https://h/job/p/j/c"; profile = "web.prod"; };
+          services.hail.abs = { jobUri = "https://h/job/p/j/d"; profile = "/srv/profiles/d"; };
+        }"#,
+    );
+    assert_eq!(failed.len(), 2, "{failed:#?}");
+    for (name, profile) in [("rel", "a/b"), ("up", "../etc")] {
+        assert!(
+            failed.contains(&format!(
+                "services.hail.{name}.profile = \"{profile}\": expected a profile name or an absolute path."
+            )),
+            "{name}: {failed:#?}"
+        );
+    }
+}
+
+#[test]
 fn hail_variables_in_environment_are_refused() {
     let Some(lib) = nixpkgs_lib() else { return };
     let failed = failed_assertions(
@@ -325,7 +348,7 @@ fn hail_variables_in_environment_are_refused() {
     assert_eq!(
         failed,
         [
-            "services.hail.web.environment: HAIL_JOB_URI, HAIL_ONESHOT are set by the options of services.hail.web; use those options instead."
+            "services.hail.web.environment: HAIL_JOB_URI, HAIL_ONESHOT are set by the instance's own settings; use those instead."
         ]
     );
 }
