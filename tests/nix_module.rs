@@ -483,6 +483,7 @@ fn flake_outputs() {
           sameModule = self.nixosModules.hail == self.nixosModules.default;
           lib = builtins.attrNames self.lib;
           managerFile = builtins.pathExists ./nix/manager.nix;
+          managerIsFunction = builtins.pathExists ./nix/manager.nix && builtins.isFunction self.lib.mkManagerProfile;
         }}"#,
         lib = lib.display()
     );
@@ -518,6 +519,10 @@ fn flake_outputs() {
     assert_eq!(
         result["managerFile"], true,
         "flake.nix exposes lib.mkManagerProfile from nix/manager.nix, which is missing"
+    );
+    assert_eq!(
+        result["managerIsFunction"], true,
+        "lib.mkManagerProfile is not a function"
     );
 }
 
