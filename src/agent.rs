@@ -77,7 +77,13 @@ pub fn main(args: AgentArgs) -> u8 {
     match result {
         Ok(()) => 0,
         Err(e) => {
-            error!(hail.event = "exit", hail.error = %e, "{e}");
+            // Poll and deployment failures were logged with their fields where they happened.
+            if !matches!(
+                e,
+                AgentError::Poll(_) | AgentError::Deploy(_) | AgentError::KnownBad { .. }
+            ) {
+                error!(hail.event = "exit", hail.error = %e, "{e}");
+            }
             systemd::status(&format!("failed: {e}"));
             e.exit_code()
         }

@@ -1,6 +1,8 @@
 //! Logging: native journal entries (with `HAIL_*` fields and `MESSAGE_ID`s) when stderr goes to
 //! the journal, readable lines on stderr otherwise. `RUST_LOG` sets the verbosity.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::prelude::*;
 
@@ -21,10 +23,21 @@ pub fn init() {
             .init();
         return;
     }
+    // The journal gets every field; a terminal or a log file gets the message, which already
+    // names the build, path, generation and error.
+    let message_only = tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+        if field.name() == "message" {
+            write!(w, "{value:?}")
+        } else {
+            Ok(())
+        }
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
+        .fmt_fields(message_only)
         .init();
 }
 

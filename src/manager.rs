@@ -49,6 +49,10 @@ pub struct ApplyArgs {
     #[arg(long)]
     pub direct: bool,
 
+    /// Only check the set and print each instance's drop-in; change nothing (no systemd needed).
+    #[arg(long, conflicts_with = "direct")]
+    pub check: bool,
+
     /// The hail instance whose activation runs this apply; if the set changes it, it is
     /// restarted last and without waiting [default: the hail@ unit this process runs in].
     #[arg(long, value_name = "NAME", requires = "direct")]
@@ -85,6 +89,13 @@ pub enum ManagerError {
 pub fn apply(args: &ApplyArgs) -> Result<(), ManagerError> {
     // Check the set before anything else: a bad one fails here, in the caller's own output.
     let set = InstanceSet::load(&args.instances)?;
+    if args.check {
+        for instance in set.instances.values() {
+            println!("# {}.d/{}", host::unit(&instance.name), host::DROPIN_NAME);
+            println!("{}", instance.dropin);
+        }
+        return Ok(());
+    }
     if !Path::new("/run/systemd/system").is_dir() {
         return Err(ManagerError::NoSystemd);
     }

@@ -23,7 +23,16 @@ impl NixCommand {
         }
     }
 
-    /// For logs and error messages.
+    /// The program and its first argument (`nix-store --realise`): enough to name the step in
+    /// a one-line error, which names the path already.
+    pub fn summary(&self) -> String {
+        match self.args.first() {
+            Some(a) => format!("{} {}", self.program, a.to_string_lossy()),
+            None => self.program.to_owned(),
+        }
+    }
+
+    /// The whole command line, for debug logs and tests.
     pub fn display(&self) -> String {
         let mut s = self.program.to_owned();
         for a in &self.args {
@@ -109,7 +118,8 @@ pub async fn run(
     timeout: Duration,
     watchdog: &Watchdog,
 ) -> Result<Output, NixError> {
-    let command = cmd.display();
+    let command = cmd.summary();
+    tracing::debug!("running {}", cmd.display());
     let mut c = tokio::process::Command::new(cmd.program);
     c.args(&cmd.args)
         .stdin(Stdio::null())
@@ -182,7 +192,7 @@ pub fn check_realised(cmd: &NixCommand, gc_root: &Path, path: &StorePath) -> Res
         Ok(())
     } else {
         Err(NixError::UnexpectedOutput {
-            command: cmd.display(),
+            command: cmd.summary(),
             output: format!("{} -> {:?}", gc_root.display(), target),
             expected: format!("a root pointing at {path}"),
         })

@@ -1,0 +1,205 @@
+//! The demo: a real deployment with real Nix, on this machine, in about a minute.
+//!
+//! It builds versions of a small profile with Nix, publishes them to a signed binary cache and
+//! a Hydra-compatible server on 127.0.0.1, and lets the real `hail` binary deploy them:
+//! a first deployment, a new build picked up by the running service, a build whose activation
+//! fails (hail puts the previous generation back), and an unsigned build (Nix refuses it).
+//!
+//! Usage: hail-demo PATH-TO-HAIL
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hail_testkit::cache::{Cache, ProfileSpec};
+use hail_testkit::hydra::{BuildSpec, HydraServer};
+
+fn main() {
+    let hail = std::env::args_os()
+        .nth(1)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            eprintln!("usage: hail-demo PATH-TO-HAIL");
+            std::process::exit(2);
+        });
+    if !hail_testkit::prereq::require_nix() {
+        std::process::exit(1);
+    }
+    let work = tempfile::Builder::new()
+        .prefix("hail-demo-")
+        .tempdir()
+        .expect("temp dir");
+    let marker = work.path().join("activations.log");
+    let profile = work.path().join("profiles/demo");
+    let home = work.path().join("home");
+
+    step(
+        "1. Build two versions of a demo profile with Nix and publish them to a signed binary cache",
+    );
+    let cache = Cache::start();
+    let v1 = cache.publish(&ProfileSpec::new("1", &marker));
+    let v2 = cache.publish(&ProfileSpec::new("2", &marker));
+    say(&format!(
+        "cache  {}  (key {})",
+        cache.url(),
+        cache.public_key()
+    ));
+    say(&format!("v1     {}", v1.out_path));
+    say(&format!("v2     {}", v2.out_path));
+    say("both were removed from the local store: hail's Nix has to substitute them from the cache");
+
+    step("2. Start a Hydra-compatible server whose job has one successful build (v1)");
+    let hydra = HydraServer::start();
+    let job = hydra.default_job_uri();
+    let b1 = hydra.add_build(BuildSpec::succeeded(&v1.out_path));
+    say(&format!("job    {job}  (latest = build {b1})"));
+
+    let nix_config = cache.nix_config();
+    let run = |extra: &[&str]| -> Command {
+        let mut c = Command::new(&hail);
+        c.arg("--profile")
+            .arg(&profile)
+            .arg("--job-uri")
+            .arg(&job)
+            .args(extra);
+        c.env("NIX_CONFIG", &nix_config)
+            .env("HOME", &home)
+            .env("XDG_CACHE_HOME", home.join("cache"))
+            .env("RUST_LOG", "info")
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null());
+        c
+    };
+
+    step("3. hail --oneshot: poll, realise from the cache, switch the profile, activate");
+    show_command(&profile, &job, "--oneshot");
+    let code = run(&["--oneshot"]).status().expect("run hail").code();
+    say(&format!("exit code {code:?}; {}", describe(&profile)));
+    say(&format!("activation wrote: {}", last_line(&marker)));
+    assert_eq!(code, Some(0), "the first deployment failed");
+
+    step("4. hail as a service (poll every 2s); Hydra finishes build v2");
+    show_command(&profile, &job, "--poll-period 2s");
+    let mut service = run(&["--poll-period", "2s"]).spawn().expect("start hail");
+    wait_for(
+        || activations(&marker) >= 2,
+        "the start-up activation",
+        &mut service,
+    );
+    let b2 = hydra.add_build(BuildSpec::succeeded(&v2.out_path));
+    say(&format!("Hydra: build {b2} succeeded"));
+    wait_for(
+        || current(&profile) == v2.out_path,
+        "build v2 to be deployed",
+        &mut service,
+    );
+    wait_for(
+        || last_line(&marker).contains(&v2.out_path),
+        "v2's activation",
+        &mut service,
+    );
+    say(&describe(&profile));
+
+    step("5. A build whose activation fails: hail switches back to the previous generation");
+    let v3 = cache.publish(&ProfileSpec::new("3-broken", &marker).exit_code(1));
+    let b3 = hydra.add_build(BuildSpec::succeeded(&v3.out_path));
+    say(&format!("Hydra: build {b3} succeeded ({})", v3.out_path));
+    let before = activations(&marker);
+    wait_for(
+        || activations(&marker) >= before + 2 && current(&profile) == v2.out_path,
+        "the failed activation and the switch back",
+        &mut service,
+    );
+    say(&describe(&profile));
+
+    step("6. An unsigned build: Nix refuses it, the profile stays where it is");
+    let v4 = cache.publish_unsigned(&ProfileSpec::new("4-unsigned", &marker));
+    let b4 = hydra.add_build(BuildSpec::succeeded(&v4.out_path));
+    say(&format!(
+        "Hydra: build {b4} succeeded ({}), not signed",
+        v4.out_path
+    ));
+    let polls = hydra.requests().len();
+    wait_for(
+        || hydra.requests().len() >= polls + 2,
+        "hail to try build 4",
+        &mut service,
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    say(&describe(&profile));
+    assert_eq!(
+        current(&profile),
+        v2.out_path,
+        "the unsigned build was deployed"
+    );
+
+    step("7. SIGTERM: hail stops cleanly");
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(service.id() as i32, libc::SIGTERM) };
+    let status = service.wait().expect("wait for hail");
+    say(&format!("hail exited with {status}"));
+
+    step("Done");
+    say(&format!(
+        "activations, in order (from {}):",
+        marker.display()
+    ));
+    for line in std::fs::read_to_string(&marker).unwrap_or_default().lines() {
+        say(&format!("  {line}"));
+    }
+}
+
+fn step(title: &str) {
+    println!("\n\x1b[1m== {title}\x1b[0m");
+}
+
+fn say(text: &str) {
+    println!("   {text}");
+}
+
+fn show_command(profile: &Path, job: &str, extra: &str) {
+    say(&format!(
+        "$ hail --profile {} --job-uri {job} {extra}",
+        profile.display()
+    ));
+}
+
+fn current(profile: &Path) -> String {
+    std::fs::canonicalize(profile)
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
+}
+
+fn describe(profile: &Path) -> String {
+    let link = std::fs::read_link(profile)
+        .map(|l| l.display().to_string())
+        .unwrap_or_default();
+    format!("profile -> {link} -> {}", current(profile))
+}
+
+fn activations(marker: &Path) -> usize {
+    std::fs::read_to_string(marker)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+fn last_line(marker: &Path) -> String {
+    std::fs::read_to_string(marker)
+        .ok()
+        .and_then(|s| s.lines().last().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn wait_for(done: impl Fn() -> bool, what: &str, service: &mut Child) {
+    let start = Instant::now();
+    while !done() {
+        if let Ok(Some(status)) = service.try_wait() {
+            panic!("hail exited ({status}) while waiting for {what}");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
