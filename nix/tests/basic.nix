@@ -93,10 +93,8 @@ in
 
     profile = "/nix/var/nix/profiles/hail/svc"
 
-    def deployed_entries(build_id):
-        out = agent.succeed(
-            f"journalctl -u hail@svc -o json HAIL_EVENT=deployed HAIL_BUILD_ID={build_id}"
-        )
+    def journal_entries(*matches):
+        out = agent.succeed("journalctl -u hail@svc -o json " + " ".join(matches))
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
     start_all()
@@ -126,13 +124,14 @@ in
         status = agent.succeed("systemctl show -P StatusText hail@svc")
         assert "deployed build 1" in status, status
 
-    with subtest("the journal entry carries hail's fields"):
-        entry = deployed_entries(1)[-1]
-        assert entry["HAIL_STORE_PATH"] == "${release1}", entry
-        assert entry["HAIL_PROFILE"] == profile, entry
-        assert entry["HAIL_JOB"] == "http://server:3000/job/demo/main/svc", entry
-        assert entry["MESSAGE_ID"] == "35afcec8bcfb4db0ab3acb30a8cead66", entry
-        assert "HAIL_GENERATION" in entry, entry
+    with subtest("the journal entries carry hail's fields"):
+        started = [e for e in journal_entries("HAIL_EVENT=started") if "HAIL_JOB" in e][-1]
+        assert started["HAIL_JOB"] == "http://server:3000/job/demo/main/svc", started
+        assert started["HAIL_PROFILE"] == profile, started
+        deployed = journal_entries("HAIL_EVENT=deployed", "HAIL_BUILD_ID=1")[-1]
+        assert deployed["HAIL_STORE_PATH"] == "${release1}", deployed
+        assert deployed["MESSAGE_ID"] == "35afcec8bcfb4db0ab3acb30a8cead66", deployed
+        assert "HAIL_GENERATION" in deployed, deployed
 
     with subtest("a new build is deployed after systemctl reload"):
         server.succeed("echo 2 > /var/lib/fake-hydra/current")
