@@ -2,7 +2,7 @@
 //! systemd's own behaviour (`Type=notify`, the watchdog, restarts, credentials, the journal).
 //!
 //! - The tree is made once by `debootstrap` (about a minute) and kept under the workspace's
-//!   target directory (`target/hail-testkit/rootfs-bookworm`). It is built under a temporary name
+//!   target directory (`target/hail-testkit/rootfs-bookworm-N`). It is built under a temporary name
 //!   and renamed when complete, with a lock, so parallel tests never race and an interrupted run
 //!   is never used.
 //! - Every boot is pristine (`--volatile=overlay`: writes go to a tmpfs over the read-only tree),
@@ -38,8 +38,13 @@ use tempfile::TempDir;
 pub const RELEASE: &str = "bookworm";
 
 /// Packages on top of debootstrap's `minbase`: systemd as PID 1, D-Bus for `systemctl`, Nix
-/// (`libdbi-perl` is needed or `nix-bin`'s dependencies do not resolve).
-const PACKAGES: &str = "systemd,systemd-sysv,dbus,nix-bin,libdbi-perl";
+/// (`libdbi-perl` is needed or `nix-bin`'s dependencies do not resolve), and the CA certificates
+/// every real host has (hail's HTTP client wants a root store even for `http://`).
+const PACKAGES: &str = "systemd,systemd-sysv,dbus,nix-bin,libdbi-perl,ca-certificates";
+
+/// The tree's directory name under [`cache_dir`]; bump the number whenever [`PACKAGES`] or
+/// [`prepare_tree`] change, so that kept trees are not reused.
+const TREE: &str = "rootfs-bookworm-2";
 
 /// `PATH` of commands run inside (systemd's default for services).
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -73,19 +78,19 @@ pub fn unit_file() -> PathBuf {
 /// The Debian tree, made by `debootstrap` on first use (under a lock; parallel callers wait).
 pub fn rootfs() -> PathBuf {
     let dir = cache_dir();
-    let tree = dir.join(format!("rootfs-{RELEASE}"));
+    let tree = dir.join(TREE);
     // The tree only ever appears by a rename of a complete one.
     if tree.is_dir() {
         return tree;
     }
     fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
-    let _lock = lock(&dir.join(format!("rootfs-{RELEASE}.lock")));
+    let _lock = lock(&dir.join(format!("{TREE}.lock")));
     if tree.is_dir() {
         return tree;
     }
     remove_stale_trees(&dir);
-    let tmp = dir.join(format!("rootfs-{RELEASE}.tmp-{}", std::process::id()));
-    let log = dir.join(format!("rootfs-{RELEASE}.log"));
+    let tmp = dir.join(format!("{TREE}.tmp-{}", std::process::id()));
+    let log = dir.join(format!("{TREE}.log"));
     eprintln!(
         "making the container tree {} with debootstrap (about a minute, once)",
         tree.display()
@@ -128,9 +133,9 @@ fn prepare_tree(tree: &Path) {
     }
 }
 
-/// Leftovers of interrupted debootstrap runs (`rootfs-*.tmp-*`). debootstrap mounts `/proc` and
-/// `/sys` inside its target, and an interrupted run can leave them mounted: never recurse into a
-/// tree that still has mounts.
+/// Trees of earlier [`TREE`] versions and leftovers of interrupted debootstrap runs
+/// (`rootfs-*.tmp-*`). debootstrap mounts `/proc` and `/sys` inside its target, and an
+/// interrupted run can leave them mounted: never recurse into a tree that still has mounts.
 fn remove_stale_trees(dir: &Path) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
@@ -138,7 +143,7 @@ fn remove_stale_trees(dir: &Path) {
     for entry in entries.flatten() {
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !(name.starts_with("rootfs-") && name.contains(".tmp-")) {
+        if !name.starts_with("rootfs-") || name == TREE || !path.is_dir() {
             continue;
         }
         for m in mounts_under(&path).iter().rev() {

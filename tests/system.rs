@@ -1,0 +1,535 @@
+//! System tests: the real hail binary under a real systemd (a booted Debian 12 container), run as
+//! the shipped `hail@.service`, deploying from a Hydra-compatible server and a signed binary cache
+//! on the host's 127.0.0.1 into the container's own, empty Nix store. Everything is checked through
+//! systemd's own tools: `systemctl start/reload/stop/show`, `journalctl`.
+//!
+//! Each test boots one container (about a second); the Debian tree is made once by debootstrap
+//! (see `hail_testkit::container`). Root, Nix, debootstrap and systemd-nspawn are required: without
+//! them a test is skipped with a printed reason, or fails when `CI=true`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use hail_testkit::cache::{Cache, Published};
+use hail_testkit::container::{self, Container};
+use hail_testkit::hydra::{BuildSpec, HydraServer};
+use serde_json::Value;
+
+const HAIL: &str = env!("CARGO_BIN_EXE_hail");
+
+/// Generous bound for one deployment (substitute, switch, activate) on a busy 2-core machine.
+const DEPLOY: Duration = Duration::from_secs(60);
+
+const MSG_DEPLOYED: &str = "35afcec8bcfb4db0ab3acb30a8cead66";
+const MSG_ACTIVATION_FAILED: &str = "5be39f6dd3a846e28ede5e841d6f7288";
+const MSG_POLL_FAILED: &str = "ec2149355bc34fe19a8fc00de4588794";
+/// systemd's "a unit's process exited" (`EXIT_CODE=`, `EXIT_STATUS=`).
+const MSG_PROCESS_EXIT: &str = "98e322203f7a4ed290d09fe03c09fe15";
+
+/// A booted container with hail installed, and the host-side Hydra and cache it deploys from.
+struct Rig {
+    c: Container,
+    cache: Cache,
+    hydra: HydraServer,
+    nonce: String,
+}
+
+impl Rig {
+    /// `None` (after a printed reason) when a prerequisite is missing and `CI` is not `true`.
+    fn new(label: &str) -> Option<Rig> {
+        if !container::require() || !hail_testkit::prereq::require_nix() {
+            return None;
+        }
+        let cache = Cache::start();
+        let hydra = HydraServer::start();
+        let c = Container::boot(label);
+        c.install_hail(Path::new(HAIL));
+        // The container's Nix substitutes from the host's test cache, trusting its key only.
+        c.configure_nix(&cache.nix_config());
+        let nonce = format!("{}-{}-{:?}", label, std::process::id(), Instant::now());
+        Some(Rig {
+            c,
+            cache,
+            hydra,
+            nonce,
+        })
+    }
+
+    /// Builds `testkit/nix/service-profile.nix` at `version` and publishes it to the cache.
+    fn publish(&self, version: &str, activate_exit: i32) -> Published {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("testkit/nix/service-profile.nix");
+        let exit = activate_exit.to_string();
+        self.cache.publish_nix(
+            &file,
+            &[
+                "--argstr",
+                "version",
+                version,
+                "--argstr",
+                "nonce",
+                &self.nonce,
+                "--argstr",
+                "activateExit",
+                &exit,
+            ],
+        )
+    }
+
+    /// Publishes a profile and makes it the job's latest successful build; returns its build id.
+    fn release(&self, version: &str, activate_exit: i32) -> (Published, u64) {
+        let p = self.publish(version, activate_exit);
+        let id = self.hydra.add_build(BuildSpec::succeeded(&p.out_path));
+        (p, id)
+    }
+
+    /// `/etc/hail/NAME.env`: the job, a poll period long enough that only a reload polls, and
+    /// `extra` lines.
+    fn configure(&self, instance: &str, extra: &str) {
+        let env = format!(
+            "HAIL_JOB_URI={}\nHAIL_POLL_PERIOD=1h\nRUST_LOG=info\n{extra}",
+            self.hydra.default_job_uri()
+        );
+        self.c.write_file(&format!("/etc/hail/{instance}.env"), env);
+    }
+
+    fn show(&self, unit: &str, property: &str) -> String {
+        self.c.show(unit, property)
+    }
+
+    /// Waits until the unit's `StatusText` contains `needle`; returns it.
+    fn wait_status(&self, unit: &str, needle: &str, timeout: Duration) -> String {
+        self.c.wait_for(
+            &format!("StatusText of {unit} to contain {needle:?}"),
+            unit,
+            timeout,
+            |c| {
+                let s = c.show(unit, "StatusText");
+                s.contains(needle).then_some(s)
+            },
+        )
+    }
+
+    /// Waits for journal entries matching `matches` (journalctl `FIELD=value` arguments).
+    fn wait_journal(&self, unit: &str, matches: &[&str], count: usize) -> Vec<Value> {
+        self.c.wait_for(
+            &format!("{count} journal entries {matches:?}"),
+            unit,
+            DEPLOY,
+            |c| {
+                let entries = c.journal(matches);
+                (entries.len() >= count).then_some(entries)
+            },
+        )
+    }
+
+    /// Where a profile points, inside the container.
+    fn profile_target(&self, profile: &str) -> String {
+        self.c.exec(&["readlink", "-f", profile]).trim().to_string()
+    }
+
+    /// The lines the profiles' `bin/activate` wrote so far.
+    fn activations(&self) -> Vec<String> {
+        let text = self
+            .c
+            .read_file("/var/lib/hail-demo/activations")
+            .unwrap_or_default();
+        text.lines().map(str::to_string).collect()
+    }
+
+    /// The deployed demo service must be running the given version.
+    fn assert_demo(&self, version: &str) {
+        assert_eq!(
+            self.show("hail-demo.service", "ActiveState"),
+            "active",
+            "{}",
+            self.c.unit_log("hail-demo.service")
+        );
+        assert_eq!(
+            self.show("hail-demo.service", "StatusText"),
+            format!("hail-demo version {version}")
+        );
+    }
+}
+
+/// A journal field as a string (journalctl prints repeated fields as arrays, binary ones as
+/// byte arrays; hail's fields are neither).
+fn field<'a>(entry: &'a Value, name: &str) -> Option<&'a str> {
+    entry.get(name).and_then(Value::as_str)
+}
+
+/// The `<what>` of a `deployed <what>; <activity>` status line.
+fn deployed_part(status: &str) -> &str {
+    let what = status.split(';').next().unwrap_or_default();
+    assert!(
+        what.starts_with("deployed "),
+        "not a hail status line: {status}"
+    );
+    what
+}
+
+/// Whether a status part names that profile (with or without its build id) and generation.
+fn names(what: &str, profile_name: &str, generation: &str) -> bool {
+    what.contains(profile_name) && what.ends_with(generation)
+}
+
+const SVC: &str = "hail@svc.service";
+const SVC_PROFILE: &str = "/nix/var/nix/profiles/hail/svc";
+
+/// The unit's settings as systemd reads them, then one instance's life: start (READY after the
+/// start-up activation), a first deployment, a reload that polls at once, structured journal
+/// entries, a failing activation, an unreachable Hydra, a clean stop. The instance has no netrc.
+#[test]
+fn service_deploys_reloads_reports_and_stops() {
+    let Some(rig) = Rig::new("svc") else { return };
+    let c = &rig.c;
+
+    // The template as systemd 252 understands it.
+    let verify = c.try_exec(&[
+        "systemd-analyze",
+        "verify",
+        "/usr/lib/systemd/system/hail@.service",
+    ]);
+    assert!(
+        verify.success(),
+        "systemd-analyze verify: {}{}",
+        verify.stdout,
+        verify.stderr
+    );
+    for (property, value) in [
+        ("Type", "notify"),
+        ("NotifyAccess", "main"),
+        ("Restart", "on-failure"),
+        ("KillMode", "mixed"),
+        ("TimeoutStopUSec", "1min 30s"),
+        ("ExecMainPID", "0"),
+    ] {
+        assert_eq!(rig.show(SVC, property), value, "{property}");
+    }
+    assert!(
+        rig.show(SVC, "Environment")
+            .contains(&format!("HAIL_PROFILE={SVC_PROFILE}"))
+    );
+    assert!(
+        rig.show(SVC, "EnvironmentFiles")
+            .contains("/etc/hail/svc.env (ignore_errors=yes)")
+    );
+
+    let (v1, b1) = rig.release("1", 0);
+    rig.configure("svc", "");
+
+    // `systemctl start` returns once hail said READY=1: the unit is active right away.
+    let start = c.systemctl(&["start", SVC]);
+    assert!(
+        start.success(),
+        "start failed: {}\n{}",
+        start.stderr,
+        c.unit_log(SVC)
+    );
+    assert_eq!(rig.show(SVC, "ActiveState"), "active");
+    assert_eq!(rig.show(SVC, "SubState"), "running");
+    assert!(
+        !rig.show(SVC, "StatusText").is_empty(),
+        "no STATUS= with READY=1"
+    );
+    // systemd reports the watchdog period of a started service.
+    assert_eq!(rig.show(SVC, "WatchdogUSec"), "1min");
+    // The hardening is in force on the running agent, and it did not get in the deployment's way.
+    let main_pid = rig.show(SVC, "MainPID");
+    assert!(
+        c.sh(&format!("grep '^Seccomp:' /proc/{main_pid}/status"))
+            .contains('2')
+    );
+
+    // The first poll happens at start: build 1 is substituted into the empty store, the profile
+    // switched, and its activation installs and starts the demo service.
+    let status = rig.wait_status(SVC, &format!("deployed build {b1} ("), DEPLOY);
+    assert!(status.contains("generation 1"), "{status}");
+    assert_eq!(rig.profile_target(SVC_PROFILE), v1.out_path);
+    rig.assert_demo("1");
+    assert_eq!(rig.activations(), [format!("activated 1 {}", v1.out_path)]);
+
+    // READY=1 comes after the start-up activation: when `systemctl restart` returns, the
+    // deployed generation has already been activated again.
+    let restart = c.systemctl(&["restart", SVC]);
+    assert!(restart.success(), "restart failed: {}", restart.stderr);
+    assert_eq!(rig.activations().len(), 2, "{:?}", rig.activations());
+    rig.assert_demo("1");
+    rig.wait_status(SVC, &format!("deployed build {b1} ("), DEPLOY);
+
+    // A new build is not seen before the next poll (in an hour) unless hail is told to poll.
+    let (v2, b2) = rig.release("2", 0);
+    let reloaded = Instant::now();
+    let reload = c.systemctl(&["reload", SVC]);
+    assert!(reload.success(), "reload failed: {}", reload.stderr);
+    let status = rig.wait_status(SVC, &format!("deployed build {b2} ("), DEPLOY);
+    eprintln!("deployed after reload in {:?}", reloaded.elapsed());
+    assert!(status.contains("generation 2"), "{status}");
+    assert_eq!(rig.profile_target(SVC_PROFILE), v2.out_path);
+    rig.assert_demo("2");
+
+    // Structured entries, found by field.
+    let deployed = rig.wait_journal(SVC, &["-u", SVC, "HAIL_EVENT=deployed"], 2);
+    assert_eq!(deployed.len(), 2, "{deployed:#?}");
+    for (entry, (id, path, generation)) in deployed
+        .iter()
+        .zip([(b1, &v1.out_path, "1"), (b2, &v2.out_path, "2")])
+    {
+        assert_eq!(field(entry, "MESSAGE_ID"), Some(MSG_DEPLOYED), "{entry:#}");
+        assert_eq!(field(entry, "SYSLOG_IDENTIFIER"), Some("hail"), "{entry:#}");
+        assert_eq!(
+            field(entry, "HAIL_BUILD_ID"),
+            Some(id.to_string().as_str()),
+            "{entry:#}"
+        );
+        assert_eq!(
+            field(entry, "HAIL_STORE_PATH"),
+            Some(path.as_str()),
+            "{entry:#}"
+        );
+        assert_eq!(
+            field(entry, "HAIL_GENERATION"),
+            Some(generation),
+            "{entry:#}"
+        );
+    }
+    // The job and the profile are named when the agent starts.
+    let started = c.journal(&["-u", SVC, "HAIL_EVENT=started"]);
+    assert_eq!(started.len(), 2, "{started:#?}");
+    assert_eq!(
+        field(&started[0], "HAIL_PROFILE"),
+        Some(SVC_PROFILE),
+        "{:#}",
+        started[0]
+    );
+    let job = rig.hydra.default_job_uri();
+    assert_eq!(
+        field(&started[0], "HAIL_JOB"),
+        Some(job.as_str()),
+        "{:#}",
+        started[0]
+    );
+    let by_id = c.journal(&[
+        &format!("MESSAGE_ID={MSG_DEPLOYED}"),
+        "SYSLOG_IDENTIFIER=hail",
+    ]);
+    assert_eq!(by_id.len(), 2, "{by_id:#?}");
+    // Every step of a deployment, found by the store path (journalctl ANDs different fields).
+    let path_match = format!("HAIL_STORE_PATH={}", v2.out_path);
+    let steps: Vec<_> = c
+        .journal(&["-u", SVC, &path_match])
+        .iter()
+        .filter_map(|e| field(e, "HAIL_EVENT").map(str::to_string))
+        .collect();
+    for step in ["deploying", "realised", "switched", "deployed"] {
+        assert!(steps.iter().any(|s| s == step), "no {step} in {steps:?}");
+    }
+
+    // A release whose activation fails: it changes the demo service, fails, and hail switches
+    // back to generation 2 and re-runs its activation. hail itself stays up and says so.
+    let (v3, b3) = rig.release("3", 1);
+    assert!(c.systemctl(&["reload", SVC]).success());
+    let failed = rig.wait_journal(
+        SVC,
+        &["-u", SVC, &format!("MESSAGE_ID={MSG_ACTIVATION_FAILED}")],
+        1,
+    );
+    assert_eq!(
+        field(&failed[0], "HAIL_BUILD_ID"),
+        Some(b3.to_string().as_str()),
+        "{:#}",
+        failed[0]
+    );
+    rig.wait_journal(SVC, &["-u", SVC, "HAIL_EVENT=rolled-back"], 1);
+    let status = rig.wait_status(SVC, "-hail-demo-profile-3 failed", DEPLOY);
+    assert!(
+        names(
+            deployed_part(&status),
+            "-hail-demo-profile-2",
+            "generation 2"
+        ),
+        "{status}"
+    );
+    assert_eq!(rig.show(SVC, "ActiveState"), "active");
+    assert_eq!(rig.profile_target(SVC_PROFILE), v2.out_path);
+    let activations = rig.activations();
+    assert_eq!(
+        activations[activations.len() - 2..],
+        [
+            format!("activated 3 {}", v3.out_path),
+            format!("activated 2 {}", v2.out_path)
+        ],
+        "{activations:#?}"
+    );
+    rig.assert_demo("2");
+
+    // Hydra unreachable (nothing listens on its port any more): reported, nothing changes.
+    let Rig {
+        c,
+        hydra,
+        cache: _cache,
+        ..
+    } = rig;
+    let job = hydra.default_job_uri();
+    drop(hydra);
+    assert!(c.systemctl(&["reload", SVC]).success());
+    let failed = c.wait_for("a poll-failed entry", SVC, DEPLOY, |c| {
+        let e = c.journal(&["-u", SVC, &format!("MESSAGE_ID={MSG_POLL_FAILED}")]);
+        (!e.is_empty()).then_some(e)
+    });
+    assert_eq!(
+        field(&failed[0], "HAIL_EVENT"),
+        Some("poll-failed"),
+        "{:#}",
+        failed[0]
+    );
+    assert_eq!(
+        field(&failed[0], "HAIL_JOB"),
+        Some(job.as_str()),
+        "{:#}",
+        failed[0]
+    );
+    assert!(
+        field(&failed[0], "HAIL_ERROR").is_some_and(|e| !e.is_empty()),
+        "{:#}",
+        failed[0]
+    );
+    let status = c.wait_for("StatusText to report the failed poll", SVC, DEPLOY, |c| {
+        let s = c.show(SVC, "StatusText");
+        s.contains("poll failed").then_some(s)
+    });
+    assert!(
+        names(
+            deployed_part(&status),
+            "-hail-demo-profile-2",
+            "generation 2"
+        ),
+        "{status}"
+    );
+    assert_eq!(c.show(SVC, "ActiveState"), "active");
+    assert_eq!(c.exec(&["readlink", "-f", SVC_PROFILE]).trim(), v2.out_path);
+
+    // A clean stop: hail says STOPPING=1 and exits 0 by itself (not by the signal), quickly.
+    // systemd logs notifications and successful exits at debug level only; a stopped instance
+    // is unloaded at once, so its properties cannot tell.
+    c.exec(&["systemd-analyze", "log-level", "debug"]);
+    let stopping = Instant::now();
+    let stop = c.systemctl(&["stop", SVC]);
+    assert!(stop.success(), "stop failed: {}", stop.stderr);
+    assert!(
+        stopping.elapsed() < Duration::from_secs(30),
+        "stop took {:?}",
+        stopping.elapsed()
+    );
+    c.exec(&["systemd-analyze", "log-level", "info"]);
+    assert_eq!(c.show(SVC, "ActiveState"), "inactive");
+    let log = c.unit_log(SVC);
+    assert!(
+        log.contains("STOPPING=1") && log.contains("Deactivated successfully."),
+        "{log}"
+    );
+    let exits = c.journal(&[
+        &format!("MESSAGE_ID={MSG_PROCESS_EXIT}"),
+        &format!("UNIT={SVC}"),
+    ]);
+    let exit = exits
+        .last()
+        .unwrap_or_else(|| panic!("no process exit entry:\n{log}"));
+    assert_eq!(field(exit, "EXIT_CODE"), Some("exited"), "{exit:#}");
+    assert_eq!(field(exit, "EXIT_STATUS"), Some("0"), "{exit:#}");
+    // One for the restart above, one now.
+    assert_eq!(
+        c.journal(&["-u", SVC, "HAIL_EVENT=stopping"]).len(),
+        2,
+        "{log}"
+    );
+    // What was deployed stays deployed.
+    assert_eq!(c.exec(&["readlink", "-f", SVC_PROFILE]).trim(), v2.out_path);
+    assert_eq!(c.show("hail-demo.service", "ActiveState"), "active");
+}
+
+/// The watchdog: a stopped agent (SIGSTOP) is aborted by systemd and restarted, and the deployed
+/// generation survives. The same instance gets its Hydra credentials as a systemd credential and
+/// its profile from its environment file.
+#[test]
+fn watchdog_restarts_a_stuck_agent() {
+    let Some(rig) = Rig::new("watchdog") else {
+        return;
+    };
+    let c = &rig.c;
+    let unit = "hail@wd.service";
+    let profile = "/nix/var/nix/profiles/hail-wd-custom";
+
+    // A short watchdog for the test, as an administrator would set it: a drop-in.
+    c.write_file(
+        "/etc/systemd/system/hail@wd.service.d/watchdog.conf",
+        "[Service]\nWatchdogSec=3s\nRestartSec=1s\n",
+    );
+    // Credentials for the job's host, picked up from the credential store by the template.
+    c.write_file_mode(
+        "/etc/credstore/hail-wd.netrc",
+        "machine 127.0.0.1 login deploy password s3cret\n",
+        0o600,
+    );
+    c.daemon_reload();
+
+    let (v1, b1) = rig.release("1", 0);
+    rig.configure("wd", &format!("HAIL_PROFILE={profile}\n"));
+    let start = c.systemctl(&["start", unit]);
+    assert!(
+        start.success(),
+        "start failed: {}\n{}",
+        start.stderr,
+        c.unit_log(unit)
+    );
+    rig.wait_status(unit, &format!("deployed build {b1} ("), DEPLOY);
+    assert_eq!(rig.show(unit, "WatchdogUSec"), "3s");
+    assert_eq!(rig.profile_target(profile), v1.out_path);
+    rig.assert_demo("1");
+
+    // The netrc reached hail as $CREDENTIALS_DIRECTORY/netrc: Basic auth to the job's host.
+    let latest = rig.hydra.requests_to(&rig.hydra.default_latest_path());
+    assert!(!latest.is_empty());
+    // base64("deploy:s3cret")
+    assert!(
+        latest
+            .iter()
+            .all(|r| r.header("Authorization") == Some("Basic ZGVwbG95OnMzY3JldA==")),
+        "{latest:#?}"
+    );
+
+    // Idle with a 3 s watchdog for longer than that: the pings keep it alive.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(rig.show(unit, "NRestarts"), "0", "{}", c.unit_log(unit));
+
+    let stuck = rig.show(unit, "MainPID");
+    c.sh(&format!("kill -STOP {stuck}"));
+    let restarted = c.wait_for("the watchdog restart", unit, Duration::from_secs(30), |c| {
+        let (pid, restarts) = (c.show(unit, "MainPID"), c.show(unit, "NRestarts"));
+        (restarts == "1" && pid != "0" && pid != stuck && c.show(unit, "ActiveState") == "active")
+            .then_some(pid)
+    });
+    let log = c.unit_log(unit);
+    assert!(log.contains("Watchdog timeout (limit 3s)!"), "{log}");
+    assert!(log.contains("Failed with result 'watchdog'."), "{log}");
+    assert!(
+        !c.try_sh(&format!("kill -0 {stuck}")).success(),
+        "the stuck process still exists"
+    );
+
+    // The new process found the deployed generation intact: no new generation, same path, the
+    // start-up activation ran it again.
+    let status = rig.wait_status(unit, &format!("deployed build {b1} ("), DEPLOY);
+    assert!(status.contains("generation 1"), "{status}");
+    assert_eq!(rig.profile_target(profile), v1.out_path);
+    let generations = c.exec(&["nix-env", "--profile", profile, "--list-generations"]);
+    assert_eq!(generations.lines().count(), 1, "{generations}");
+    assert_eq!(
+        rig.activations(),
+        [
+            format!("activated 1 {}", v1.out_path),
+            format!("activated 1 {}", v1.out_path)
+        ]
+    );
+    rig.assert_demo("1");
+    assert_eq!(rig.show(unit, "MainPID"), restarted);
+}
