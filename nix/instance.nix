@@ -1,0 +1,131 @@
+# One hail instance's settings -> what its unit hail@<name> needs: environment variables, systemd
+# credentials, the command line and the start timeout. The manager (nix/manager.nix) builds its
+# instance set with it; the settings are those of the NixOS module's services.hail.<name>.
+# No nixpkgs: builtins only.
+#
+#   import ./instance.nix { name = "web"; jobUri = "https://hydra.example.org/job/p/j/web"; }
+#   => { enable = true; problems = [ ];
+#        environment = { HAIL_JOB_URI = "…"; HAIL_PROFILE = "/nix/var/nix/profiles/hail/web"; };
+#        credentials = { }; execStart = null; timeoutStartSec = null; }
+#
+# `problems` lists what is wrong with the settings (empty when they are fine), each message
+# starting with the setting's name; the caller turns them into errors or assertions.
+{
+  name,
+  # The Hydra job, https://HYDRA/job/PROJECT/JOBSET/JOB.
+  jobUri,
+  enable ? true,
+  # The hail package whose bin/hail runs the instance; null keeps the unit's own ExecStart.
+  package ? null,
+  # A bare name means /nix/var/nix/profiles/<name>; an absolute path is used as is.
+  profile ? "/nix/var/nix/profiles/hail/${name}",
+  # Minutes (a number), or a string with a unit: "30s", "5m", "1h". null: hail's default.
+  pollPeriod ? null,
+  # Absolute path of a netrc file outside the store, handed over as the systemd credential
+  # "netrc" (read by hail from $CREDENTIALS_DIRECTORY/netrc).
+  netrcFile ? null,
+  # Durations with a unit ("30s", "10m", "1h"); null: hail's defaults (10m, 1h, 60s).
+  activationTimeout ? null,
+  realiseTimeout ? null,
+  httpTimeout ? null,
+  # Extra hail arguments (needs package).
+  extraArgs ? [ ],
+  # Extra environment (NIX_CONFIG, RUST_LOG, PATH, …); HAIL_* come from the settings above.
+  environment ? { },
+}:
+let
+  storePrefix = "${builtins.storeDir}/";
+  hasPrefix = prefix: s: builtins.substring 0 (builtins.stringLength prefix) s == prefix;
+  matches = re: s: builtins.isString s && builtins.match re s != null;
+  toInt = s: builtins.fromJSON (builtins.head (builtins.match "0*([0-9]+)" s));
+
+  durationRe = "[0-9]+(ms|s|m|h)";
+  # Whole seconds in a duration (rounded up).
+  durationSeconds =
+    d:
+    let
+      parts = builtins.match "([0-9]+)(ms|s|m|h)" d;
+      n = toInt (builtins.head parts);
+      unit = builtins.elemAt parts 1;
+    in
+    if unit == "ms" then (n + 999) / 1000 else n * { s = 1; m = 60; h = 3600; }.${unit};
+
+  netrcPath = if netrcFile == null then null else toString netrcFile;
+  hailVars = builtins.filter (hasPrefix "HAIL_") (builtins.attrNames environment);
+  nonStrings = builtins.filter (k: !builtins.isString environment.${k}) (builtins.attrNames environment);
+
+  checks = [
+    {
+      ok = matches "[A-Za-z0-9][A-Za-z0-9_.-]{0,199}" name;
+      message = ''name: "${name}" cannot name a hail instance: use letters, digits, '_', '.' and '-' (not first), at most 200 characters.'';
+    }
+    {
+      ok = matches "https?://[^[:space:]]+" jobUri;
+      message = ''jobUri = "${toString jobUri}": expected an http:// or https:// Hydra job URL.'';
+    }
+    {
+      ok = matches "(/.+|[A-Za-z0-9_][A-Za-z0-9._-]*)" profile;
+      message = ''profile = "${toString profile}": expected a profile name or an absolute path.'';
+    }
+    {
+      ok = pollPeriod == null || (builtins.isInt pollPeriod && pollPeriod > 0) || matches "0*[1-9][0-9]*[smh]?" pollPeriod;
+      message = "pollPeriod: expected a number of minutes or a period such as \"30s\", \"5m\", \"1h\".";
+    }
+    {
+      ok = netrcPath == null || hasPrefix "/" netrcPath;
+      message = ''netrcFile = "${toString netrcPath}": expected an absolute path.'';
+    }
+    {
+      ok = netrcPath == null || !(hasPrefix storePrefix netrcPath);
+      message = ''netrcFile = "${toString netrcPath}" is in the Nix store, which every user can read: keep the netrc file outside the store (for example /etc/hail/netrc, mode 0600) and give its path as a string.'';
+    }
+    {
+      ok = activationTimeout == null || matches durationRe activationTimeout;
+      message = "activationTimeout: expected a duration such as \"30s\", \"10m\", \"1h\".";
+    }
+    {
+      ok = realiseTimeout == null || matches durationRe realiseTimeout;
+      message = "realiseTimeout: expected a duration such as \"30s\", \"10m\", \"1h\".";
+    }
+    {
+      ok = httpTimeout == null || matches durationRe httpTimeout;
+      message = "httpTimeout: expected a duration such as \"30s\", \"10m\", \"1h\".";
+    }
+    {
+      ok = hailVars == [ ];
+      message = "environment: ${builtins.concatStringsSep ", " hailVars} are set by the instance's own settings; use those instead.";
+    }
+    {
+      ok = nonStrings == [ ];
+      message = "environment: ${builtins.concatStringsSep ", " nonStrings} must be strings.";
+    }
+    {
+      ok = extraArgs == [ ] || package != null;
+      message = "extraArgs needs package (the command they are added to).";
+    }
+  ];
+
+  # Only set what was given: hail's own defaults apply otherwise.
+  setVars = builtins.removeAttrs vars (builtins.filter (k: vars.${k} == null) (builtins.attrNames vars));
+  vars = {
+    HAIL_JOB_URI = jobUri;
+    HAIL_PROFILE = profile;
+    HAIL_POLL_PERIOD = if pollPeriod == null then null else toString pollPeriod;
+    HAIL_ACTIVATION_TIMEOUT = activationTimeout;
+    HAIL_REALISE_TIMEOUT = realiseTimeout;
+    HAIL_HTTP_TIMEOUT = httpTimeout;
+  };
+in
+{
+  inherit enable;
+  problems = map (c: c.message) (builtins.filter (c: !c.ok) checks);
+  environment = environment // setVars;
+  credentials = if netrcPath == null then { } else { netrc = netrcPath; };
+  execStart = if package == null then null else [ "${package}/bin/hail" ] ++ extraArgs;
+  # READY=1 comes after the start-up activation, which hail bounds by the activation timeout.
+  timeoutStartSec =
+    if activationTimeout == null || !(matches durationRe activationTimeout) then
+      null
+    else
+      durationSeconds activationTimeout + 60;
+}

@@ -1,0 +1,96 @@
+# A manager profile: the profile a "manager" hail instance deploys to run a set of hail instances.
+# Build it in a Hydra jobset; the manager (itself an ordinary hail instance) polls that job, and
+# each new build's bin/activate converges the host's hail@ instances to the set:
+#   $out/instances.json  the set, as data (format version 1, read by `hail apply-instances`)
+#   $out/bin/activate    runs `hail apply-instances $out/instances.json`
+# No nixpkgs: the builder's shell and the hail package are arguments. The flake exposes this
+# function as `lib.mkManagerProfile`; without flakes: `import ./nix/manager.nix { … }`.
+#
+#   mkManagerProfile {
+#     hail = hail.packages.x86_64-linux.default;   # runs the instances and applies the set
+#     shell = "${pkgs.bash}/bin/sh";                # builder, and bin/activate's interpreter
+#     coreutils = pkgs.coreutils;                   # mkdir, cp, chmod for the builder
+#     instances = {
+#       manager = { jobUri = "https://hydra.example.org/job/infra/hosts/manager-web1"; pollPeriod = "1m"; };
+#       web = { jobUri = "https://hydra.example.org/job/infra/production/web"; netrcFile = "/etc/hail/netrc"; };
+#       worker = "https://hydra.example.org/job/infra/production/worker";   # just the job
+#     };
+#   }
+#
+# Each instance takes the settings of nix/instance.nix (those of services.hail.<name>: jobUri,
+# pollPeriod, netrcFile, profile, activationTimeout, realiseTimeout, httpTimeout, environment,
+# extraArgs, package, enable); `package` defaults to `hail`, so deploying a new hail through the
+# manager updates every instance. An instance with `enable = false` is removed like a deleted one.
+{
+  hail,
+  shell,
+  instances,
+  # null: mkdir, cp and chmod from the build host's /usr/bin:/bin (a build without sandbox).
+  coreutils ? null,
+  system ? if builtins.isAttrs hail && hail ? system then hail.system else builtins.currentSystem,
+  name ? "hail-manager-profile",
+}:
+let
+  settingsOf =
+    instanceName: value:
+    if builtins.isString value then
+      { jobUri = value; }
+    else if builtins.isAttrs value && !(value ? name) then
+      value
+    else
+      throw "hail manager profile: instances.${instanceName} must be a job URI or a set of instance settings (without `name`: the attribute name is the instance's name).";
+
+  all = builtins.mapAttrs (
+    instanceName: value:
+    import ./instance.nix ({ package = hail; } // settingsOf instanceName value // { name = instanceName; })
+  ) instances;
+
+  enabled = builtins.removeAttrs all (builtins.filter (n: !all.${n}.enable) (builtins.attrNames all));
+
+  problems = builtins.concatLists (
+    builtins.attrValues (builtins.mapAttrs (n: i: map (p: "instances.${n}.${p}") i.problems) all)
+  );
+
+  # Two instances cannot deploy to one profile (the second would refuse to start).
+  profilePath = p: if builtins.substring 0 1 p == "/" then p else "/nix/var/nix/profiles/${p}";
+  profiles = builtins.attrValues (
+    builtins.mapAttrs (n: i: { inherit n; p = profilePath i.environment.HAIL_PROFILE; }) enabled
+  );
+  shared = builtins.filter (a: builtins.length (builtins.filter (b: b.p == a.p) profiles) > 1) profiles;
+  sharedProblems = map (a: "instances.${a.n}.profile: ${a.p} is also another instance's profile.") shared;
+
+  withoutNulls = s: builtins.removeAttrs s (builtins.filter (k: s.${k} == null) (builtins.attrNames s));
+
+  set = {
+    version = 1;
+    instances = builtins.mapAttrs (
+      _: i:
+      withoutNulls {
+        inherit (i) environment credentials execStart timeoutStartSec;
+      }
+    ) enabled;
+  };
+
+  allProblems = problems ++ sharedProblems;
+in
+if allProblems != [ ] then
+  throw "hail manager profile:\n  ${builtins.concatStringsSep "\n  " allProblems}"
+else
+  builtins.derivation {
+    inherit name system shell;
+    builder = shell;
+    PATH = if coreutils == null then "/usr/bin:/bin" else "${coreutils}/bin";
+    hailExe = "${hail}/bin/hail";
+    instancesJson = builtins.toJSON set;
+    passAsFile = [ "instancesJson" ];
+    args = [
+      "-c"
+      ''
+        set -e
+        mkdir -p "$out/bin"
+        cp "$instancesJsonPath" "$out/instances.json"
+        printf '#!%s\nexec %s apply-instances %s\n' "$shell" "$hailExe" "$out/instances.json" > "$out/bin/activate"
+        chmod 0555 "$out/bin/activate"
+      ''
+    ];
+  }
