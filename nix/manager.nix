@@ -31,18 +31,29 @@
   name ? "hail-manager-profile",
 }:
 let
+  instanceFunction = import ./instance.nix;
+  # The settings instance.nix takes (`name` is the attribute's name).
+  known = builtins.removeAttrs (builtins.functionArgs instanceFunction) [ "name" ];
+
   settingsOf =
     instanceName: value:
+    let
+      unknown = builtins.filter (n: !(known ? ${n})) (builtins.attrNames value);
+    in
     if builtins.isString value then
       { jobUri = value; }
-    else if builtins.isAttrs value && !(value ? name) then
-      value
+    else if !(builtins.isAttrs value) then
+      throw "hail manager profile: instances.${instanceName} must be a job URI or a set of instance settings."
+    else if unknown != [ ] then
+      throw "hail manager profile: instances.${instanceName}: unknown setting ${builtins.concatStringsSep ", " unknown} (known: ${builtins.concatStringsSep ", " (builtins.attrNames known)})."
+    else if !(value ? jobUri) then
+      throw "hail manager profile: instances.${instanceName}.jobUri is missing."
     else
-      throw "hail manager profile: instances.${instanceName} must be a job URI or a set of instance settings (without `name`: the attribute name is the instance's name).";
+      value;
 
   all = builtins.mapAttrs (
     instanceName: value:
-    import ./instance.nix ({ package = hail; } // settingsOf instanceName value // { name = instanceName; })
+    instanceFunction ({ package = hail; } // settingsOf instanceName value // { name = instanceName; })
   ) instances;
 
   enabled = builtins.removeAttrs all (builtins.filter (n: !all.${n}.enable) (builtins.attrNames all));
