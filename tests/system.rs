@@ -55,29 +55,24 @@ impl Rig {
         })
     }
 
-    /// Builds `testkit/nix/service-profile.nix` at `version` and publishes it to the cache.
-    fn publish(&self, version: &str, activate_exit: i32) -> Published {
+    /// Builds `testkit/nix/service-profile.nix` at `version` and publishes it to the cache; its
+    /// `bin/activate` sleeps `activate_sleep` seconds and exits with `activate_exit`.
+    fn publish(&self, version: &str, activate_exit: i32, activate_sleep: u32) -> Published {
         let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("testkit/nix/service-profile.nix");
-        let exit = activate_exit.to_string();
-        self.cache.publish_nix(
-            &file,
-            &[
-                "--argstr",
-                "version",
-                version,
-                "--argstr",
-                "nonce",
-                &self.nonce,
-                "--argstr",
-                "activateExit",
-                &exit,
-            ],
-        )
+        let (exit, sleep) = (activate_exit.to_string(), activate_sleep.to_string());
+        #[rustfmt::skip]
+        let args = [
+            "--argstr", "version", version,
+            "--argstr", "nonce", &self.nonce,
+            "--argstr", "activateExit", &exit,
+            "--argstr", "activateSleep", &sleep,
+        ];
+        self.cache.publish_nix(&file, &args)
     }
 
     /// Publishes a profile and makes it the job's latest successful build; returns its build id.
-    fn release(&self, version: &str, activate_exit: i32) -> (Published, u64) {
-        let p = self.publish(version, activate_exit);
+    fn release(&self, version: &str, activate_exit: i32, activate_sleep: u32) -> (Published, u64) {
+        let p = self.publish(version, activate_exit, activate_sleep);
         let id = self.hydra.add_build(BuildSpec::succeeded(&p.out_path));
         (p, id)
     }
@@ -172,6 +167,44 @@ fn names(what: &str, profile_name: &str, generation: &str) -> bool {
     what.contains(profile_name) && what.ends_with(generation)
 }
 
+/// How many seccomp filters a process inside runs under (`Seccomp_filters:`). nspawn filters the
+/// whole container, so compare with PID 1.
+fn seccomp_filters(c: &Container, pid: &str) -> u32 {
+    let status = c.exec(&["cat", &format!("/proc/{pid}/status")]);
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Seccomp_filters:"));
+    line.and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no Seccomp_filters in /proc/{pid}/status:\n{status}"))
+}
+
+/// Stops a unit and checks that hail said STOPPING=1 and exited 0 by itself (not by the
+/// signal); returns how long the stop took. systemd logs notifications and successful exits at
+/// debug level only, and a stopped instance is unloaded at once, so its properties cannot tell.
+fn stop_cleanly(c: &Container, unit: &str) -> Duration {
+    c.exec(&["systemd-analyze", "log-level", "debug"]);
+    let stopping = Instant::now();
+    let stop = c.systemctl(&["stop", unit]);
+    let took = stopping.elapsed();
+    c.exec(&["systemd-analyze", "log-level", "info"]);
+    let log = c.unit_log(unit);
+    assert!(stop.success(), "stop failed: {}\n{log}", stop.stderr);
+    assert_eq!(c.show(unit, "ActiveState"), "inactive", "{log}");
+    let tail = &log[log.rfind("Stopping ").unwrap_or(0)..];
+    assert!(tail.contains("STOPPING=1"), "{tail}");
+    assert!(tail.contains("Deactivated successfully."), "{tail}");
+    let exits = c.journal(&[
+        &format!("MESSAGE_ID={MSG_PROCESS_EXIT}"),
+        &format!("UNIT={unit}"),
+    ]);
+    let exit = exits
+        .last()
+        .unwrap_or_else(|| panic!("no process exit entry:\n{log}"));
+    assert_eq!(field(exit, "EXIT_CODE"), Some("exited"), "{exit:#}");
+    assert_eq!(field(exit, "EXIT_STATUS"), Some("0"), "{exit:#}");
+    took
+}
+
 const SVC: &str = "hail@svc.service";
 const SVC_PROFILE: &str = "/nix/var/nix/profiles/hail/svc";
 
@@ -214,7 +247,14 @@ fn service_deploys_reloads_reports_and_stops() {
             .contains("/etc/hail/svc.env (ignore_errors=yes)")
     );
 
-    let (v1, b1) = rig.release("1", 0);
+    // Without a job URI hail exits 2 (usage): that is not retried (RestartPreventExitStatus).
+    let unconfigured = "hail@unconfigured.service";
+    assert!(!c.systemctl(&["start", unconfigured]).success());
+    assert_eq!(rig.show(unconfigured, "SubState"), "failed");
+    assert_eq!(rig.show(unconfigured, "ExecMainStatus"), "2");
+    assert_eq!(rig.show(unconfigured, "NRestarts"), "0");
+
+    let (v1, b1) = rig.release("1", 0, 0);
     rig.configure("svc", "");
 
     // `systemctl start` returns once hail said READY=1: the unit is active right away.
@@ -234,11 +274,7 @@ fn service_deploys_reloads_reports_and_stops() {
     // systemd reports the watchdog period of a started service.
     assert_eq!(rig.show(SVC, "WatchdogUSec"), "1min");
     // The hardening is in force on the running agent, and it did not get in the deployment's way.
-    let main_pid = rig.show(SVC, "MainPID");
-    assert!(
-        c.sh(&format!("grep '^Seccomp:' /proc/{main_pid}/status"))
-            .contains('2')
-    );
+    assert!(seccomp_filters(c, &rig.show(SVC, "MainPID")) > seccomp_filters(c, "1"));
 
     // The first poll happens at start: build 1 is substituted into the empty store, the profile
     // switched, and its activation installs and starts the demo service.
@@ -257,7 +293,7 @@ fn service_deploys_reloads_reports_and_stops() {
     rig.wait_status(SVC, &format!("deployed build {b1} ("), DEPLOY);
 
     // A new build is not seen before the next poll (in an hour) unless hail is told to poll.
-    let (v2, b2) = rig.release("2", 0);
+    let (v2, b2) = rig.release("2", 0, 0);
     let reloaded = Instant::now();
     let reload = c.systemctl(&["reload", SVC]);
     assert!(reload.success(), "reload failed: {}", reload.stderr);
@@ -326,7 +362,7 @@ fn service_deploys_reloads_reports_and_stops() {
 
     // A release whose activation fails: it changes the demo service, fails, and hail switches
     // back to generation 2 and re-runs its activation. hail itself stays up and says so.
-    let (v3, b3) = rig.release("3", 1);
+    let (v3, b3) = rig.release("3", 1, 0);
     assert!(c.systemctl(&["reload", SVC]).success());
     let failed = rig.wait_journal(
         SVC,
@@ -408,34 +444,10 @@ fn service_deploys_reloads_reports_and_stops() {
     assert_eq!(c.show(SVC, "ActiveState"), "active");
     assert_eq!(c.exec(&["readlink", "-f", SVC_PROFILE]).trim(), v2.out_path);
 
-    // A clean stop: hail says STOPPING=1 and exits 0 by itself (not by the signal), quickly.
-    // systemd logs notifications and successful exits at debug level only; a stopped instance
-    // is unloaded at once, so its properties cannot tell.
-    c.exec(&["systemd-analyze", "log-level", "debug"]);
-    let stopping = Instant::now();
-    let stop = c.systemctl(&["stop", SVC]);
-    assert!(stop.success(), "stop failed: {}", stop.stderr);
-    assert!(
-        stopping.elapsed() < Duration::from_secs(30),
-        "stop took {:?}",
-        stopping.elapsed()
-    );
-    c.exec(&["systemd-analyze", "log-level", "info"]);
-    assert_eq!(c.show(SVC, "ActiveState"), "inactive");
+    // A clean stop, quickly.
+    let took = stop_cleanly(&c, SVC);
+    assert!(took < Duration::from_secs(30), "stop took {took:?}");
     let log = c.unit_log(SVC);
-    assert!(
-        log.contains("STOPPING=1") && log.contains("Deactivated successfully."),
-        "{log}"
-    );
-    let exits = c.journal(&[
-        &format!("MESSAGE_ID={MSG_PROCESS_EXIT}"),
-        &format!("UNIT={SVC}"),
-    ]);
-    let exit = exits
-        .last()
-        .unwrap_or_else(|| panic!("no process exit entry:\n{log}"));
-    assert_eq!(field(exit, "EXIT_CODE"), Some("exited"), "{exit:#}");
-    assert_eq!(field(exit, "EXIT_STATUS"), Some("0"), "{exit:#}");
     // One for the restart above, one now.
     assert_eq!(
         c.journal(&["-u", SVC, "HAIL_EVENT=stopping"]).len(),
@@ -464,6 +476,11 @@ fn watchdog_restarts_a_stuck_agent() {
         "/etc/systemd/system/hail@wd.service.d/watchdog.conf",
         "[Service]\nWatchdogSec=3s\nRestartSec=1s\n",
     );
+    // The README's drop-in that lifts the hardening.
+    c.write_file(
+        "/etc/systemd/system/hail@wd.service.d/relax.conf",
+        "[Service]\nSystemCallFilter=\nSystemCallArchitectures=\nLockPersonality=no\nRestrictRealtime=no\n",
+    );
     // Credentials for the job's host, picked up from the credential store by the template.
     c.write_file_mode(
         "/etc/credstore/hail-wd.netrc",
@@ -472,7 +489,7 @@ fn watchdog_restarts_a_stuck_agent() {
     );
     c.daemon_reload();
 
-    let (v1, b1) = rig.release("1", 0);
+    let (v1, b1) = rig.release("1", 0, 0);
     rig.configure("wd", &format!("HAIL_PROFILE={profile}\n"));
     let start = c.systemctl(&["start", unit]);
     assert!(
@@ -483,6 +500,10 @@ fn watchdog_restarts_a_stuck_agent() {
     );
     rig.wait_status(unit, &format!("deployed build {b1} ("), DEPLOY);
     assert_eq!(rig.show(unit, "WatchdogUSec"), "3s");
+    assert_eq!(
+        seccomp_filters(c, &rig.show(unit, "MainPID")),
+        seccomp_filters(c, "1")
+    );
     assert_eq!(rig.profile_target(profile), v1.out_path);
     rig.assert_demo("1");
 
@@ -532,4 +553,22 @@ fn watchdog_restarts_a_stuck_agent() {
     );
     rig.assert_demo("1");
     assert_eq!(rig.show(unit, "MainPID"), restarted);
+
+    // Stopped in the middle of an activation: only hail gets SIGTERM (KillMode=mixed), lets the
+    // activation finish and then exits cleanly; the new release is deployed, not cut short.
+    let (v2, _) = rig.release("2", 0, 3);
+    assert!(c.systemctl(&["reload", unit]).success());
+    let switched = format!("HAIL_STORE_PATH={}", v2.out_path);
+    rig.wait_journal(unit, &["-u", unit, "HAIL_EVENT=switched", &switched], 1);
+    let took = stop_cleanly(c, unit);
+    assert!(
+        took > Duration::from_secs(1),
+        "the stop did not wait for the activation: {took:?}"
+    );
+    assert_eq!(
+        rig.activations().last(),
+        Some(&format!("activated 2 {}", v2.out_path))
+    );
+    assert_eq!(rig.profile_target(profile), v2.out_path);
+    rig.assert_demo("2");
 }
