@@ -83,8 +83,8 @@ pub async fn run(
             status = child.wait() => {
                 break status.map_err(|source| ActivationError::Spawn { script: name.clone(), source })?;
             }
-            Some(line) = next_line(&mut out) => on_line(&line),
-            Some(line) = next_line(&mut err) => on_line(&line),
+            line = next_line(&mut out), if out.is_some() => line.iter().for_each(|l| on_line(l)),
+            line = next_line(&mut err), if err.is_some() => line.iter().for_each(|l| on_line(l)),
             _ = tokio::time::sleep_until(deadline) => {
                 kill_group(pgid, &mut child).await;
                 return Err(if stopping {
@@ -103,12 +103,11 @@ pub async fn run(
         }
     };
     let drain_until = Instant::now() + DRAIN;
-    loop {
+    while out.is_some() || err.is_some() {
         tokio::select! {
-            Some(line) = next_line(&mut out) => on_line(&line),
-            Some(line) = next_line(&mut err) => on_line(&line),
+            line = next_line(&mut out), if out.is_some() => line.iter().for_each(|l| on_line(l)),
+            line = next_line(&mut err), if err.is_some() => line.iter().for_each(|l| on_line(l)),
             _ = tokio::time::sleep_until(drain_until) => break,
-            else => break,
         }
     }
     if status.success() {

@@ -1,0 +1,310 @@
+//! Benchmarks of the real hail binary against the Hydra-compatible server and a signed cache on
+//! 127.0.0.1, printing figures (no pass/fail):
+//! - idle RSS of a running agent (and its peak),
+//! - CPU time per no-op poll (polls triggered with SIGHUP, CPU read from /proc),
+//! - wall time of a no-op `--oneshot`,
+//! - the time hail adds to a deployment beyond the nix commands and the activation themselves
+//!   (nix-store and nix-env are timed by wrappers placed first on PATH).
+//!
+//! Usage: hail-bench PATH-TO-HAIL [ROUNDS]   (build both with --release)
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hail_testkit::cache::{Cache, ProfileSpec};
+use hail_testkit::hydra::{BuildSpec, HydraServer};
+
+fn main() {
+    let mut args = std::env::args_os().skip(1);
+    let hail = args.next().map(PathBuf::from).unwrap_or_else(|| {
+        eprintln!("usage: hail-bench PATH-TO-HAIL [ROUNDS]");
+        std::process::exit(2);
+    });
+    let rounds: usize = args
+        .next()
+        .and_then(|a| a.to_str()?.parse().ok())
+        .unwrap_or(200);
+    if !hail_testkit::prereq::require_nix() {
+        std::process::exit(1);
+    }
+    let work = tempfile::Builder::new()
+        .prefix("hail-bench-")
+        .tempdir()
+        .expect("temp dir");
+    let marker = work.path().join("activations.log");
+    let cache = Cache::start();
+    let hydra = HydraServer::start();
+    let job = hydra.default_job_uri();
+    let bench = Bench {
+        hail,
+        work: work.path().to_path_buf(),
+        job,
+        nix_config: cache.nix_config(),
+    };
+
+    // One deployment so that every later poll is a no-op.
+    let first = cache.publish(&ProfileSpec::new("bench-0", &marker));
+    hydra.add_build(BuildSpec::succeeded(&first.out_path));
+    let profile = bench.work.join("profiles/noop");
+    let status = bench
+        .command(&profile, &["--oneshot"])
+        .status()
+        .expect("run hail");
+    assert!(status.success(), "the first deployment failed: {status}");
+
+    println!("hail {}", bench.hail.display());
+    println!("binary size: {:.1} MiB", file_mib(&bench.hail));
+
+    // Idle RSS and CPU per poll of a running agent.
+    let mut agent = bench
+        .command(&profile, &["--poll-period", "1h"])
+        .spawn()
+        .expect("start hail");
+    let pid = agent.id();
+    wait_until(
+        || count_latest(&hydra) >= 2,
+        "the agent's first poll",
+        &mut agent,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let idle = proc_status_kib(pid, "VmRSS");
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let field = |key: &str| -> f64 {
+        rollup
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    let (pss, anon) = (field("Pss:"), field("Anonymous:"));
+    let cpu_before = cpu_ns(pid);
+    let polls_before = count_latest(&hydra);
+    for i in 1..=rounds {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(pid as i32, libc::SIGHUP) };
+        wait_until(
+            || count_builds(&hydra) >= polls_before + i,
+            "a poll",
+            &mut agent,
+        );
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let cpu = cpu_ns(pid) - cpu_before;
+    let after = proc_status_kib(pid, "VmRSS");
+    let peak = proc_status_kib(pid, "VmHWM");
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let _ = agent.wait();
+    println!(
+        "idle RSS of a running agent: {:.2} MiB (after {rounds} polls: {:.2} MiB, peak {:.2} MiB)",
+        idle as f64 / 1024.0,
+        after as f64 / 1024.0,
+        peak as f64 / 1024.0
+    );
+    println!(
+        "  of which private anonymous memory {anon:.2} MiB; PSS {pss:.2} MiB (the rest is code shared with other processes)"
+    );
+    println!(
+        "CPU time per no-op poll: {:.3} ms (over {rounds} polls)",
+        cpu as f64 / 1e6 / rounds as f64
+    );
+
+    // Wall time of a no-op --oneshot.
+    let mut walls = Vec::new();
+    for _ in 0..rounds.min(100) {
+        let t = Instant::now();
+        let s = bench
+            .command(&profile, &["--oneshot"])
+            .status()
+            .expect("run hail");
+        walls.push(t.elapsed());
+        assert!(s.success());
+    }
+    println!("no-op --oneshot wall time: {}", summary(&mut walls));
+
+    // hail's own time per deployment.
+    let wrappers = bench.work.join("wrappers");
+    let timings = bench.work.join("nix-timings");
+    write_wrappers(&wrappers, &timings);
+    let deploy_profile = bench.work.join("profiles/deploy");
+    let mut overheads = Vec::new();
+    let mut totals = Vec::new();
+    for i in 0..10 {
+        let p = cache.publish(&ProfileSpec::new(&format!("bench-{}", i + 1), &marker));
+        hydra.add_build(BuildSpec::succeeded(&p.out_path));
+        let _ = std::fs::remove_file(&timings);
+        let mut c = bench.command(&deploy_profile, &["--oneshot"]);
+        if let Some(dir) = std::env::var_os("HAIL_BENCH_LOGS") {
+            let f = std::fs::File::create(Path::new(&dir).join(format!("deploy-{i}.log"))).unwrap();
+            c.stderr(f).env("RUST_LOG", "debug");
+        }
+        let path = format!(
+            "{}:{}",
+            wrappers.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        c.env("PATH", path).env("HAIL_BENCH_TIMINGS", &timings);
+        let t = Instant::now();
+        let s = c.status().expect("run hail");
+        let total = t.elapsed();
+        assert!(s.success(), "deployment {i} failed");
+        let nix: Duration = std::fs::read_to_string(&timings)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse::<u64>().ok())
+            .map(Duration::from_nanos)
+            .sum();
+        let activation = time_activation(&deploy_profile);
+        totals.push(total);
+        overheads.push(total.saturating_sub(nix + activation));
+    }
+    println!(
+        "deployment wall time (realise from cache + switch + activate): {}",
+        summary(&mut totals)
+    );
+    println!(
+        "hail's own time per deployment (beyond nix commands and activation): {}",
+        summary(&mut overheads)
+    );
+}
+
+struct Bench {
+    hail: PathBuf,
+    work: PathBuf,
+    job: String,
+    nix_config: String,
+}
+
+impl Bench {
+    fn command(&self, profile: &Path, extra: &[&str]) -> Command {
+        let home = self.work.join("home");
+        let mut c = Command::new(&self.hail);
+        c.arg("--profile")
+            .arg(profile)
+            .arg("--job-uri")
+            .arg(&self.job)
+            .args(extra);
+        c.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &home)
+            .env("XDG_CACHE_HOME", home.join("cache"))
+            .env("NIX_CONFIG", &self.nix_config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        c
+    }
+}
+
+/// The activation alone: the deployed profile's bin/activate, run directly, median of 5.
+fn time_activation(profile: &Path) -> Duration {
+    let mut runs: Vec<Duration> = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            Command::new(profile.join("bin/activate"))
+                .stdout(Stdio::null())
+                .status()
+                .expect("activate");
+            t.elapsed()
+        })
+        .collect();
+    runs.sort();
+    runs[2]
+}
+
+/// `nix-store` and `nix-env` wrappers that add their run time (ns) to $HAIL_BENCH_TIMINGS.
+fn write_wrappers(dir: &Path, _timings: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).unwrap();
+    for prog in ["nix-store", "nix-env"] {
+        let real = which(prog);
+        let script = format!(
+            "#!/bin/sh\nstart=$(date +%s%N)\n{real} \"$@\"\nrc=$?\necho $(( $(date +%s%N) - start )) >> \"$HAIL_BENCH_TIMINGS\"\nexit $rc\n"
+        );
+        let path = dir.join(prog);
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
+
+fn which(prog: &str) -> String {
+    std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .map(|d| Path::new(d).join(prog))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{prog} is not on PATH"))
+        .display()
+        .to_string()
+}
+
+fn count_latest(hydra: &HydraServer) -> usize {
+    hydra
+        .requests()
+        .iter()
+        .filter(|r| r.path().ends_with("/latest"))
+        .count()
+}
+
+fn count_builds(hydra: &HydraServer) -> usize {
+    hydra
+        .requests()
+        .iter()
+        .filter(|r| r.path().starts_with("/build/"))
+        .count()
+}
+
+fn proc_status_kib(pid: u32, key: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// CPU time of every thread of `pid`, in ns (from schedstat: finer than clock ticks).
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| t.ok())
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+fn file_mib(p: &Path) -> f64 {
+    std::fs::metadata(p)
+        .map(|m| m.len() as f64 / (1024.0 * 1024.0))
+        .unwrap_or(0.0)
+}
+
+fn summary(d: &mut [Duration]) -> String {
+    d.sort();
+    let ms = |x: Duration| x.as_secs_f64() * 1e3;
+    let mean = d.iter().map(|x| ms(*x)).sum::<f64>() / d.len() as f64;
+    format!(
+        "median {:.2} ms, mean {:.2} ms, min {:.2} ms, max {:.2} ms (n={})",
+        ms(d[d.len() / 2]),
+        mean,
+        ms(d[0]),
+        ms(d[d.len() - 1]),
+        d.len()
+    )
+}
+
+fn wait_until(done: impl Fn() -> bool, what: &str, child: &mut Child) {
+    let start = Instant::now();
+    while !done() {
+        if let Ok(Some(s)) = child.try_wait() {
+            panic!("hail exited ({s}) while waiting for {what}");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
