@@ -505,9 +505,16 @@ impl Container {
         out.strip_suffix('\n').unwrap_or(&out).to_string()
     }
 
+    /// `journalctl --sync`: whatever was logged before this call is in the journal files
+    /// afterwards (journald reads its sockets asynchronously).
+    pub fn sync_journal(&self) {
+        self.exec(&["journalctl", "--sync"]);
+    }
+
     /// Journal entries, `journalctl -o json ARGS…` (ARGS are options and `FIELD=value` matches),
-    /// one JSON object each.
+    /// one JSON object each; everything logged before the call is included.
     pub fn journal(&self, args: &[&str]) -> Vec<Value> {
+        self.sync_journal();
         let mut argv = vec!["journalctl", "--no-pager", "-o", "json"];
         argv.extend_from_slice(args);
         let out = self.try_exec(&argv);
@@ -523,8 +530,9 @@ impl Container {
             .collect()
     }
 
-    /// The plain journal text of a unit (`journalctl -u UNIT`), for failure messages.
+    /// The plain journal text of a unit (`journalctl -u UNIT`), everything logged before the call.
     pub fn unit_log(&self, unit: &str) -> String {
+        self.sync_journal();
         self.try_exec(&[
             "journalctl",
             "--no-pager",
