@@ -321,6 +321,7 @@ impl Agent {
         // Whatever happened, report what the profile points at now.
         self.state = self.profile.state().unwrap_or_else(|_| self.state.clone());
         match result {
+            Err(DeployError::Stopped { .. }) => Err(AgentError::Stopping),
             Ok(state) => {
                 self.state = state;
                 self.deployed_build = Some(build.id);

@@ -28,6 +28,8 @@ pub enum DeployError {
     Switch { path: StorePath, source: NixError },
     #[error(transparent)]
     Profile(#[from] ProfileError),
+    #[error("hail is stopping; realising {path} was cancelled (the profile is untouched)")]
+    Stopped { path: StorePath },
     #[error("activation of {path} failed: {source}; {rollback}")]
     Activation {
         path: StorePath,
@@ -96,8 +98,16 @@ pub async fn deploy(
     let realised = async {
         nix::run(&realise, limits.realise, watchdog).await?;
         nix::check_realised(&realise, &root, path)
-    }
-    .await;
+    };
+    // Nothing has changed yet, so a stop request may cut a long download short (the child is
+    // killed when its future is dropped).
+    let realised = tokio::select! {
+        r = realised => r,
+        _ = stop.wait_for(|s| *s) => {
+            let _ = std::fs::remove_file(&root);
+            return Err(DeployError::Stopped { path: path.clone() });
+        }
+    };
     if let Err(source) = realised {
         let _ = std::fs::remove_file(&root);
         return Err(DeployError::Realise {
