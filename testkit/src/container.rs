@@ -588,9 +588,12 @@ impl Container {
             "{} did not halt within {HALT_TIMEOUT:?}; killing it",
             self.name
         );
-        // Killing the container's PID 1 ends its whole PID namespace.
-        // SAFETY: kill(2) has no memory-safety preconditions.
-        unsafe { libc::kill(self.leader as libc::pid_t, libc::SIGKILL) };
+        // Killing the container's PID 1 ends its whole PID namespace. (0 = not found yet; kill(0)
+        // would signal our own process group.)
+        if self.leader != 0 {
+            // SAFETY: kill(2) has no memory-safety preconditions.
+            unsafe { libc::kill(self.leader as libc::pid_t, libc::SIGKILL) };
+        }
         let _ = self.nspawn.kill();
         let _ = self.nspawn.wait();
     }
