@@ -265,7 +265,7 @@ fn service_deploys_reloads_reports_and_stops() {
         start.stderr,
         c.unit_log(SVC)
     );
-    assert_eq!(rig.show(SVC, "ActiveState"), "active");
+    assert_eq!(c.systemctl(&["is-active", SVC]).stdout.trim(), "active");
     assert_eq!(rig.show(SVC, "SubState"), "running");
     assert!(
         !rig.show(SVC, "StatusText").is_empty(),
@@ -280,6 +280,9 @@ fn service_deploys_reloads_reports_and_stops() {
     // switched, and its activation installs and starts the demo service.
     let status = rig.wait_status(SVC, &format!("deployed build {b1} ("), DEPLOY);
     assert!(status.contains("generation 1"), "{status}");
+    // `systemctl status` shows it under the unit.
+    let shown = c.systemctl(&["status", "--no-pager", "--full", SVC]).stdout;
+    assert!(shown.contains(&format!("Status: \"{status}\"")), "{shown}");
     assert_eq!(rig.profile_target(SVC_PROFILE), v1.out_path);
     rig.assert_demo("1");
     assert_eq!(rig.activations(), [format!("activated 1 {}", v1.out_path)]);
