@@ -146,8 +146,6 @@ impl Agent {
         };
         info!(
             hail.event = "started",
-            hail.job = %agent.job,
-            hail.profile = %agent.profile.path().display(),
             "hail {} deploying {} to {}",
             env!("CARGO_PKG_VERSION"),
             agent.job,
@@ -248,7 +246,6 @@ impl Agent {
                 error!(
                     hail.event = "poll-failed",
                     message_id = MSG_POLL_FAILED,
-                    hail.job = %self.job,
                     hail.error = %e,
                     "{e}"
                 );

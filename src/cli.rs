@@ -132,6 +132,23 @@ impl AgentArgs {
     }
 }
 
+impl AgentArgs {
+    /// Fields every journal entry of this agent carries, so that `journalctl HAIL_PROFILE=…` or
+    /// `HAIL_JOB=…` finds all of them (the job without credentials).
+    pub fn journal_fields(&self) -> Vec<(&'static str, String)> {
+        let profile = self.profile.as_deref().and_then(profile_path);
+        let job = self.job_uri.as_deref().and_then(crate::hydra::job_display);
+        let mut fields = Vec::new();
+        if let Some(job) = job {
+            fields.push(("HAIL_JOB", job));
+        }
+        if let Some(p) = profile {
+            fields.push(("HAIL_PROFILE", p.display().to_string()));
+        }
+        fields
+    }
+}
+
 /// systemd's credential first, then the conventional system-wide file, each only when it exists.
 fn default_netrc(credentials_dir: Option<&Path>) -> Option<PathBuf> {
     let candidates = credentials_dir

@@ -67,6 +67,12 @@ pub fn latest_url(job_uri: &str) -> Result<Url, url::ParseError> {
     Url::parse(&format!("{}/latest", job_uri.trim_end_matches('/')))
 }
 
+/// The job URI as logs show it: normalised, without any `user:password@`.
+pub fn job_display(job_uri: &str) -> Option<String> {
+    let latest = latest_url(job_uri).ok()?;
+    Some(redact(&latest).trim_end_matches("/latest").to_owned())
+}
+
 /// A URL for messages and logs: any `user:password@` is removed.
 pub fn redact(url: &Url) -> String {
     let mut u = url.clone();

@@ -8,7 +8,8 @@ use tracing_subscriber::prelude::*;
 
 /// Events carry fields named `hail.*` (→ `HAIL_*` in the journal) and `message_id`
 /// (→ `MESSAGE_ID`), so the journal layer adds no prefix of its own.
-pub fn init() {
+/// `fields` go into every journal entry (not into stderr lines, whose messages name them).
+pub fn init(fields: &[(&'static str, String)]) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     if let Some(layer) = stderr_is_journal()
         .then(tracing_journald::layer)
@@ -16,7 +17,8 @@ pub fn init() {
     {
         let layer = layer
             .with_field_prefix(None)
-            .with_syslog_identifier("hail".into());
+            .with_syslog_identifier("hail".into())
+            .with_custom_fields(fields.iter().map(|(k, v)| (*k, v.as_str())));
         tracing_subscriber::registry()
             .with(filter)
             .with(layer)

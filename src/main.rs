@@ -5,7 +5,7 @@ use hail::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    hail::logging::init();
+    hail::logging::init(&cli.agent.journal_fields());
     let code = match cli.command {
         None => hail::agent::main(cli.agent),
         Some(Command::ApplyInstances(args)) => match hail::manager::apply(&args) {
