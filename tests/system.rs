@@ -521,8 +521,58 @@ fn watchdog_restarts_a_stuck_agent() {
         "{latest:#?}"
     );
 
-    // Idle with a 3 s watchdog for longer than that: the pings keep it alive.
-    std::thread::sleep(Duration::from_secs(4));
+    // Meanwhile hail@wd idles with a 3 s watchdog for longer than that.
+    let idle = Instant::now();
+
+    // A credential named by a drop-in replaces the template's. A job without builds makes
+    // hail@abs only poll (and fail), leaving the deployed demo service alone.
+    let other_job = rig.hydra.job_uri("hail", "test", "other");
+    let env = format!("HAIL_JOB_URI={other_job}\nHAIL_POLL_PERIOD=1h\n");
+    c.write_file("/etc/hail/abs.env", &env);
+    c.write_file_mode(
+        "/etc/hail/abs.netrc",
+        "machine 127.0.0.1 login abs password dropin\n",
+        0o600,
+    );
+    c.write_file_mode(
+        "/etc/credstore/hail-abs.netrc",
+        "machine 127.0.0.1 login no password no\n",
+        0o600,
+    );
+    let netrc_conf = "[Service]\nLoadCredential=netrc:/etc/hail/abs.netrc\n";
+    c.write_file(
+        "/etc/systemd/system/hail@abs.service.d/netrc.conf",
+        netrc_conf,
+    );
+    // systemd 252 does not start a unit whose absolute credential source is missing.
+    c.write_file("/etc/hail/missing.env", &env);
+    let missing_conf = "[Service]\nLoadCredential=netrc:/etc/hail/missing.netrc\n";
+    c.write_file(
+        "/etc/systemd/system/hail@missing.service.d/netrc.conf",
+        missing_conf,
+    );
+    c.daemon_reload();
+    assert!(
+        c.systemctl(&["start", "hail@abs.service"]).success(),
+        "{}",
+        c.unit_log("hail@abs.service")
+    );
+    let other_latest = "/job/hail/test/other/latest";
+    let polled = c.wait_for("hail@abs to poll", "hail@abs.service", DEPLOY, |_| {
+        let r = rig.hydra.requests_to(other_latest);
+        (!r.is_empty()).then_some(r)
+    });
+    // base64("abs:dropin")
+    assert_eq!(
+        polled[0].header("Authorization"),
+        Some("Basic YWJzOmRyb3Bpbg=="),
+        "{polled:#?}"
+    );
+    assert!(!c.systemctl(&["start", "hail@missing.service"]).success());
+    assert_eq!(rig.show("hail@missing.service", "ExecMainStatus"), "243"); // EXIT_CREDENTIALS
+    assert!(c.systemctl(&["stop", "hail@abs.service"]).success());
+
+    std::thread::sleep(Duration::from_secs(4).saturating_sub(idle.elapsed()));
     assert_eq!(rig.show(unit, "NRestarts"), "0", "{}", c.unit_log(unit));
 
     let stuck = rig.show(unit, "MainPID");
