@@ -462,9 +462,11 @@ fn service_deploys_reloads_reports_and_stops() {
     assert_eq!(c.show("hail-demo.service", "ActiveState"), "active");
 }
 
-/// The watchdog: a stopped agent (SIGSTOP) is aborted by systemd and restarted, and the deployed
-/// generation survives. The same instance gets its Hydra credentials as a systemd credential and
-/// its profile from its environment file.
+/// What an administrator adds, and the watchdog: drop-ins (a short watchdog, the hardening
+/// lifted, a credential from another path), Hydra credentials from the credential store, the
+/// profile from the environment file; a stopped agent (SIGSTOP) is aborted by the watchdog and
+/// restarted with the deployed generation intact; a stop in the middle of an activation lets it
+/// finish.
 #[test]
 fn watchdog_restarts_a_stuck_agent() {
     let Some(rig) = Rig::new("watchdog") else {
