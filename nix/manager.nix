@@ -27,6 +27,10 @@
   instances,
   # null: mkdir, cp and chmod from the build host's /usr/bin:/bin (a build without sandbox).
   coreutils ? null,
+  # Packages (or directories) whose bin/ go first on every instance's PATH, for `nix-store`,
+  # `nix-env` and what activations call: systemd's own default PATH has no Nix on NixOS, e.g.
+  # `path = [ pkgs.nix pkgs.systemd ];`. An instance's `environment.PATH` wins over it.
+  path ? [ ],
   system ? if builtins.isAttrs hail && hail ? system then hail.system else builtins.currentSystem,
   name ? "hail-manager-profile",
 }:
@@ -51,9 +55,30 @@ let
     else
       value;
 
+  # FHS directories last: systemd's default PATH, which the path replaces.
+  defaultEnvironment =
+    if path == [ ] then
+      { }
+    else
+      {
+        PATH = builtins.concatStringsSep ":" (
+          map (p: "${p}/bin") path ++ [ "/usr/local/sbin" "/usr/local/bin" "/usr/sbin" "/usr/bin" "/sbin" "/bin" ]
+        );
+      };
+
   all = builtins.mapAttrs (
     instanceName: value:
-    instanceFunction ({ package = hail; } // settingsOf instanceName value // { name = instanceName; })
+    let
+      settings = settingsOf instanceName value;
+    in
+    instanceFunction (
+      { package = hail; }
+      // settings
+      // {
+        name = instanceName;
+        environment = defaultEnvironment // (settings.environment or { });
+      }
+    )
   ) instances;
 
   enabled = builtins.removeAttrs all (builtins.filter (n: !all.${n}.enable) (builtins.attrNames all));

@@ -265,6 +265,30 @@ fn bad_settings_fail_the_evaluation_naming_the_setting() {
 }
 
 #[test]
+fn path_puts_packages_first_on_every_instances_path() {
+    let Some(tmp) = tmp() else { return };
+    let expr = format!(
+        "(import {}/nix/manager.nix {{ hail = \"/nix/store/00000000000000000000000000000000-hail\"; \
+         shell = \"/bin/sh\"; system = \"x86_64-linux\"; path = [ \"/opt/nix\" ]; instances = {{ \
+         a = \"http://h/job/p/j/a\"; b = {{ jobUri = \"http://h/job/p/j/b\"; environment.PATH = \"/own\"; }}; }}; }}).instancesJson",
+        root().display()
+    );
+    let out = output({
+        let mut c = nix(tmp.path(), "nix-instantiate");
+        c.args(["--eval", "--strict", "--json", "-E", &expr]);
+        c
+    });
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json: String = serde_json::from_slice(&out.stdout).unwrap();
+    let set: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        set["instances"]["a"]["environment"]["PATH"],
+        "/opt/nix/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    );
+    assert_eq!(set["instances"]["b"]["environment"]["PATH"], "/own");
+}
+
+#[test]
 fn instance_settings_map_to_unit_settings() {
     let Some(tmp) = tmp() else { return };
     let expr = format!(
