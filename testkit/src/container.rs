@@ -183,6 +183,19 @@ fn mounts() -> Vec<(PathBuf, String)> {
         .collect()
 }
 
+/// The file system type holding `path`: that of the last-mounted of the deepest mount points
+/// above it.
+fn fs_type(path: &Path) -> Option<String> {
+    let mut best: Option<(usize, String)> = None;
+    for (point, fstype) in mounts() {
+        let depth = point.components().count();
+        if path.starts_with(&point) && best.as_ref().is_none_or(|(d, _)| depth >= *d) {
+            best = Some((depth, fstype));
+        }
+    }
+    best.map(|(_, t)| t)
+}
+
 /// mountinfo writes space, tab, newline and backslash as `\ooo`.
 fn unescape_mount_path(s: &str) -> String {
     let mut out = Vec::with_capacity(s.len());
@@ -222,11 +235,12 @@ fn tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// nspawn only cleans up below `/run/systemd/nspawn` when that is a tmpfs; on a host whose PID 1
-/// is not systemd nothing mounts one there.
+/// nspawn only cleans up below `/run/systemd/nspawn` when that lies on a tmpfs. A host whose
+/// PID 1 is systemd has `/run` on a tmpfs; elsewhere `/run` can be a plain directory, and then a
+/// tmpfs is mounted there (once: the check and the mount happen under a lock).
 fn ensure_nspawn_tmpfs() {
     let point = Path::new("/run/systemd/nspawn");
-    let is_tmpfs = || mounts().iter().any(|(p, t)| p == point && t == "tmpfs");
+    let is_tmpfs = || fs_type(point).as_deref() == Some("tmpfs");
     if is_tmpfs() {
         return;
     }
@@ -627,6 +641,12 @@ fn children(parent: u32) -> Vec<(u32, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_system_types_come_from_the_deepest_mount() {
+        assert!(fs_type(Path::new("/")).is_some());
+        assert_eq!(fs_type(Path::new("/proc/self")).as_deref(), Some("proc"));
+    }
 
     #[test]
     fn mount_paths_are_unescaped() {
