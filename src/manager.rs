@@ -85,6 +85,20 @@ pub enum ManagerError {
     Incomplete(Vec<String>),
 }
 
+impl ManagerError {
+    /// The process exit code, as in hail's table: 3 when the set or the host's configuration is
+    /// wrong (fix it and retry), 1 when applying it failed.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ManagerError::Set(_)
+            | ManagerError::NoSystemd
+            | ManagerError::BadCaller(_)
+            | ManagerError::MissingCredential { .. } => 3,
+            _ => 1,
+        }
+    }
+}
+
 /// Converges systemd to the set in `args.instances`.
 pub fn apply(args: &ApplyArgs) -> Result<(), ManagerError> {
     // Check the set before anything else: a bad one fails here, in the caller's own output.
