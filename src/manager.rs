@@ -380,7 +380,7 @@ fn restart(
             };
             error!(hail.instance = %name, "hail@{name} did not start: {why}");
             failures.push(format!(
-                "hail@{name} did not start ({why}; systemctl status hail@{name})"
+                "hail@{name} did not start (systemctl status hail@{name})"
             ));
         }
     }

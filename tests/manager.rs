@@ -565,3 +565,50 @@ fn interrupted_apply_converges_at_the_next_start() {
         "{links:?}"
     );
 }
+
+/// A set with an instance that cannot start: the apply reports it and fails, the manager's hail
+/// rolls its profile back, and the previous set is applied again (the new instance removed, the
+/// changed one back to its old settings).
+#[test]
+fn a_set_that_cannot_start_is_rolled_back() {
+    let Some(rig) = Rig::new("mgr-bad") else {
+        return;
+    };
+    let c = &rig.c;
+    rig.release_instance("a", "1");
+    let set1 = json!({
+        "manager": rig.instance("manager", json!({})),
+        "a": rig.instance("a", json!({})),
+    });
+    let m1 = rig.release_manager(&set1);
+    rig.start_manager();
+    rig.wait_converged(&["a", "manager"]);
+
+    // "bad" runs a hail that is not there: its start fails (status 203/EXEC).
+    let set2 = json!({
+        "manager": rig.instance("manager", json!({})),
+        "a": rig.instance("a", json!({"pollPeriod": "2h"})),
+        "bad": rig.instance("bad", json!({"package": "/nix/store/00000000000000000000000000000000-missing"})),
+    });
+    rig.release_manager(&set2);
+    rig.poll_manager();
+
+    let failed = format!("MESSAGE_ID={MSG_ACTIVATION_FAILED}");
+    c.wait_for("the activation to fail", MANAGER, CONVERGE, |c| {
+        (!c.journal(&["-u", MANAGER, &failed]).is_empty()).then_some(())
+    });
+    rig.wait_converged(&["a", "manager"]);
+    assert_eq!(
+        c.exec(&["readlink", "-f", "/nix/var/nix/profiles/hail/manager"])
+            .trim(),
+        m1
+    );
+    assert!(rig.show("a", "Environment").contains("HAIL_POLL_PERIOD=1h"));
+    assert_eq!(rig.dropin("bad"), None);
+    // The manager's journal says why (the apply's own lines, repeated), the failed apply unit
+    // stays listed for the operator.
+    let log = c.unit_log(MANAGER);
+    assert!(log.contains("hail@bad did not start"), "{log}");
+    let failed_units = c.sh("systemctl list-units --plain --no-legend --failed 'hail-apply-*'");
+    assert_eq!(failed_units.lines().count(), 1, "{failed_units}");
+}
