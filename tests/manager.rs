@@ -612,3 +612,43 @@ fn a_set_that_cannot_start_is_rolled_back() {
     let failed_units = c.sh("systemctl list-units --plain --no-legend --failed 'hail-apply-*'");
     assert_eq!(failed_units.lines().count(), 1, "{failed_units}");
 }
+
+/// After a reboot /run is empty: only the manager starts (from /etc/hail/manager.env), its
+/// start-up activation writes every drop-in again, starts every instance, and restarts the
+/// manager once with the set's settings.
+#[test]
+fn after_a_reboot_the_managers_start_restores_the_set() {
+    let Some(rig) = Rig::new("mgr-boot") else {
+        return;
+    };
+    let c = &rig.c;
+    rig.release_instance("a", "1");
+    rig.release_instance("b", "1");
+    let set = json!({
+        "manager": rig.instance("manager", json!({"pollPeriod": "2h"})),
+        "a": rig.instance("a", json!({})),
+        "b": rig.instance("b", json!({})),
+    });
+    rig.release_manager(&set);
+    rig.start_manager();
+    rig.wait_converged(&["a", "b", "manager"]);
+
+    // What a reboot leaves: the profiles and /etc, no unit running, nothing in /run.
+    c.sh("systemctl stop 'hail@*'");
+    c.sh("rm -r /run/systemd/system/hail@*.service.d && systemctl daemon-reload");
+    assert!(rig.managed().is_empty());
+    assert!(
+        !rig.show("manager", "Environment")
+            .contains("HAIL_POLL_PERIOD")
+    );
+
+    // The start-up activation restarts the starting manager (systemd merges the restart into the
+    // running start job).
+    c.systemctl(&["start", MANAGER]);
+    rig.wait_converged(&["a", "b", "manager"]);
+    assert!(
+        rig.show("manager", "Environment")
+            .contains("HAIL_POLL_PERIOD=2h")
+    );
+    rig.assert_applies_succeeded();
+}
