@@ -373,7 +373,10 @@ fn manager_deploys_adds_changes_and_removes_instances() {
     rig.wait_event("activated a 1");
     rig.wait_event("activated b 1");
     // b got its netrc as a credential.
-    c.exec(&["test", "-s", "/run/credentials/hail@b.service/netrc"]);
+    assert_eq!(
+        c.exec(&["cat", "/run/credentials/hail@b.service/netrc"]),
+        "machine 127.0.0.1 login u password p\n"
+    );
     // The system's instance was left alone, with a word in the apply's journal.
     assert_eq!(rig.dropin("sys"), None);
     assert_eq!(rig.show("sys", "MainPID"), sys_pid);
