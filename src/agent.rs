@@ -26,16 +26,16 @@ pub enum AgentError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Netrc(#[from] NetrcError),
-    #[error("cannot set up the HTTP client: {0}")]
-    HttpClient(String),
+    #[error(transparent)]
+    HttpClient(#[from] hydra::ClientError),
     #[error("cannot listen for signals: {0}")]
     Signals(std::io::Error),
     #[error(transparent)]
     Profile(#[from] ProfileError),
     #[error("poll failed: {0}")]
     Poll(#[from] HydraError),
-    #[error("deployment failed: {0}")]
-    Deploy(#[from] DeployError),
+    #[error("deploying build {id} failed: {source}")]
+    Deploy { id: u64, source: DeployError },
     #[error("build {id} ({path}) failed to activate before; waiting for a newer build")]
     KnownBad { id: u64, path: String },
     #[error("stopping")]
@@ -46,13 +46,17 @@ impl AgentError {
     /// The documented exit codes (README, "Exit codes").
     pub fn exit_code(&self) -> u8 {
         match self {
-            AgentError::HttpClient(_) | AgentError::Signals(_) | AgentError::Stopping => 1,
-            AgentError::Config(_) | AgentError::Netrc(_) => 3,
+            AgentError::Signals(_) | AgentError::Stopping => 1,
+            AgentError::Config(_) | AgentError::Netrc(_) | AgentError::HttpClient(_) => 3,
             AgentError::Profile(ProfileError::Locked { .. }) => 4,
             AgentError::Profile(_) => 6,
             AgentError::Poll(_) => 5,
-            AgentError::Deploy(DeployError::Activation { .. }) | AgentError::KnownBad { .. } => 7,
-            AgentError::Deploy(_) => 6,
+            AgentError::Deploy {
+                source: DeployError::Activation { .. },
+                ..
+            }
+            | AgentError::KnownBad { .. } => 7,
+            AgentError::Deploy { .. } => 6,
         }
     }
 }
@@ -80,7 +84,7 @@ pub fn main(args: AgentArgs) -> u8 {
             // Poll and deployment failures were logged with their fields where they happened.
             if !matches!(
                 e,
-                AgentError::Poll(_) | AgentError::Deploy(_) | AgentError::KnownBad { .. }
+                AgentError::Poll(_) | AgentError::Deploy { .. } | AgentError::KnownBad { .. }
             ) {
                 error!(hail.event = "exit", hail.error = %e, "{e}");
             }
@@ -124,8 +128,7 @@ impl Agent {
             None => None,
         };
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let hydra = HydraClient::new(latest, credentials, config.http_timeout)
-            .map_err(|e| AgentError::HttpClient(e.to_string()))?;
+        let hydra = HydraClient::new(latest, credentials, config.http_timeout)?;
         let (stop, poll_now) = listen_for_signals()?;
         let profile = Profile::new(config.profile.clone());
         let lock = profile.lock()?;
@@ -163,6 +166,7 @@ impl Agent {
         self.report("running the start-up activation");
         let result = deploy::activate(
             &self.profile,
+            None,
             self.config.activation_timeout,
             &self.watchdog,
             &mut self.stop,
@@ -197,6 +201,11 @@ impl Agent {
                     None
                 }
                 Err(AgentError::Stopping) => break,
+                // Polling worked; there is just nothing new to deploy yet.
+                Err(e @ AgentError::KnownBad { .. }) => {
+                    self.remembered.failures = 0;
+                    Some(e)
+                }
                 Err(e) => {
                     self.remembered.failures += 1;
                     Some(e)
@@ -307,14 +316,9 @@ impl Agent {
             activation: self.config.activation_timeout,
         };
         let mut stop = self.stop.clone();
-        let result = deploy::deploy(
-            &self.profile,
-            &build.path,
-            &limits,
-            &self.watchdog,
-            &mut stop,
-        )
-        .await;
+        let before = (self.state.current.clone(), self.deployed_build);
+        let result =
+            deploy::deploy(&self.profile, &build, &limits, &self.watchdog, &mut stop).await;
         // Whatever happened, report what the profile points at now.
         self.state = self.profile.state().unwrap_or_else(|_| self.state.clone());
         match result {
@@ -338,9 +342,12 @@ impl Agent {
             }
             Err(e @ DeployError::Activation { .. }) => {
                 self.remembered.bad_path = Some(build.path.clone());
-                if self.state.current.as_ref() != Some(&build.path) {
-                    self.deployed_build = None;
-                }
+                // Rolled back to what was deployed before: that build id still describes it.
+                self.deployed_build = if self.state.current == before.0 {
+                    before.1
+                } else {
+                    None
+                };
                 error!(
                     hail.event = "activation-failed",
                     message_id = MSG_ACTIVATION_FAILED,
@@ -350,7 +357,10 @@ impl Agent {
                     hail.error = %e,
                     "{e}"
                 );
-                Err(e.into())
+                Err(AgentError::Deploy {
+                    id: build.id,
+                    source: e,
+                })
             }
             Err(e) => {
                 error!(
@@ -361,7 +371,10 @@ impl Agent {
                     hail.error = %e,
                     "{e}"
                 );
-                Err(e.into())
+                Err(AgentError::Deploy {
+                    id: build.id,
+                    source: e,
+                })
             }
         }
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::activation::{self, ActivationError};
+use crate::hydra::Build;
 use crate::nix::{self, NixError};
 use crate::profile::{Profile, ProfileError, ProfileState};
 use crate::store_path::StorePath;
@@ -82,14 +83,16 @@ impl fmt::Display for Rollback {
     }
 }
 
-/// Deploys `path` to `profile`; returns the profile's new state.
+/// Deploys `build` to `profile`; returns the profile's new state. Every step is logged with the
+/// build id, so `journalctl HAIL_BUILD_ID=…` shows the whole deployment.
 pub async fn deploy(
     profile: &Profile,
-    path: &StorePath,
+    build: &Build,
     limits: &Limits,
     watchdog: &Watchdog,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<ProfileState, DeployError> {
+    let (path, id) = (&build.path, Some(build.id));
     let before = profile.state()?;
 
     let root = profile.pending_root();
@@ -115,7 +118,7 @@ pub async fn deploy(
             source,
         });
     }
-    tracing::info!(hail.event = "realised", hail.store_path = %path, "realised {path}");
+    tracing::info!(hail.event = "realised", hail.build_id = id, hail.store_path = %path, "realised {path}");
 
     let switched = nix::run(
         &nix::set_profile(profile.path(), path),
@@ -132,6 +135,7 @@ pub async fn deploy(
     let after = profile.state()?;
     tracing::info!(
         hail.event = "switched",
+        hail.build_id = id,
         hail.store_path = %path,
         hail.generation = after.generation,
         "profile {} switched to {path} (generation {})",
@@ -139,11 +143,19 @@ pub async fn deploy(
         show(after.generation),
     );
 
-    match activate(profile, limits.activation, watchdog, stop).await {
+    match activate(profile, id, limits.activation, watchdog, stop).await {
         Ok(()) => Ok(after),
         Err(source) => {
-            let rollback =
-                roll_back(profile, &before, after.generation, limits, watchdog, stop).await;
+            let rollback = roll_back(
+                profile,
+                id,
+                &before,
+                after.generation,
+                limits,
+                watchdog,
+                stop,
+            )
+            .await;
             Err(DeployError::Activation {
                 path: path.clone(),
                 source,
@@ -153,10 +165,11 @@ pub async fn deploy(
     }
 }
 
-/// Runs the profile's `bin/activate`, forwarding its output to the log. A profile without one
-/// has nothing to activate.
+/// Runs the profile's `bin/activate`, forwarding its output to the log (with `build_id` when it
+/// is known). A profile without one has nothing to activate.
 pub async fn activate(
     profile: &Profile,
+    build_id: Option<u64>,
     timeout: Duration,
     watchdog: &Watchdog,
     stop: &mut watch::Receiver<bool>,
@@ -165,19 +178,25 @@ pub async fn activate(
     if !activation::exists(&script) {
         tracing::warn!(
             hail.event = "activation-output",
+            hail.build_id = build_id,
             "{} has no bin/activate; nothing to activate",
             profile.path().display()
         );
         return Ok(());
     }
     activation::run(&script, timeout, watchdog, stop, |line| {
-        tracing::info!(hail.event = "activation-output", "activate: {line}");
+        tracing::info!(
+            hail.event = "activation-output",
+            hail.build_id = build_id,
+            "activate: {line}"
+        );
     })
     .await
 }
 
 async fn roll_back(
     profile: &Profile,
+    failed_build: Option<u64>,
     before: &ProfileState,
     failed_generation: Option<u64>,
     limits: &Limits,
@@ -193,11 +212,12 @@ async fn roll_back(
     }
     tracing::warn!(
         hail.event = "rolled-back",
+        hail.build_id = failed_build,
         hail.generation = generation,
         "profile {} switched back to generation {generation}",
         profile.path().display()
     );
-    let reactivation = activate(profile, limits.activation, watchdog, stop)
+    let reactivation = activate(profile, None, limits.activation, watchdog, stop)
         .await
         .map_err(|e| e.to_string());
     Rollback::Restored {

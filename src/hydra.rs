@@ -21,6 +21,25 @@ pub struct Build {
     pub path: StorePath,
 }
 
+/// The HTTP client could not be built: in practice, the CA certificates could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot set up HTTPS: the system's CA certificates could not be loaded ({0}); install them \
+     (e.g. the ca-certificates package) or point SSL_CERT_FILE at a bundle"
+)]
+pub struct ClientError(String);
+
+/// The innermost cause of an error (reqwest's own message is generic).
+fn cause(e: &dyn std::error::Error) -> String {
+    let mut last = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        last = s.to_string();
+        source = s.source();
+    }
+    last
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum HydraError {
     #[error("cannot reach Hydra at {url}: {reason}")]
@@ -97,17 +116,28 @@ pub struct HydraClient {
 }
 
 impl HydraClient {
+    /// The system's CA certificates are needed for https only: a plain-http job (a Hydra on a
+    /// private network) works on a host without them.
     pub fn new(
         latest: Url,
         credentials: Option<Credentials>,
         timeout: Duration,
-    ) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(timeout.min(Duration::from_secs(30)))
-            .timeout(timeout)
-            .user_agent(concat!("hail/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+    ) -> Result<Self, ClientError> {
+        let builder = || {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .connect_timeout(timeout.min(Duration::from_secs(30)))
+                .timeout(timeout)
+                .user_agent(concat!("hail/", env!("CARGO_PKG_VERSION")))
+        };
+        let http = match builder().build() {
+            Ok(c) => c,
+            Err(_) if latest.scheme() == "http" => builder()
+                .tls_certs_only([])
+                .build()
+                .map_err(|e| ClientError(cause(&e)))?,
+            Err(e) => return Err(ClientError(cause(&e))),
+        };
         Ok(HydraClient {
             http,
             latest,

@@ -356,6 +356,22 @@ fn service_deploys_reloads_reports_and_stops() {
     for step in ["deploying", "realised", "switched", "deployed"] {
         assert!(steps.iter().any(|s| s == step), "no {step} in {steps:?}");
     }
+    // … and by the build id, the activation's output included.
+    let id_match = format!("HAIL_BUILD_ID={b2}");
+    let steps: Vec<_> = c
+        .journal(&["-u", SVC, &id_match])
+        .iter()
+        .filter_map(|e| field(e, "HAIL_EVENT").map(str::to_string))
+        .collect();
+    for step in [
+        "deploying",
+        "realised",
+        "switched",
+        "activation-output",
+        "deployed",
+    ] {
+        assert!(steps.iter().any(|s| s == step), "no {step} in {steps:?}");
+    }
 
     // A release whose activation fails: it changes the demo service, fails, and hail switches
     // back to generation 2 and re-runs its activation. hail itself stays up and says so.

@@ -1,0 +1,75 @@
+//! What hail says about itself: the status line after a rolled-back activation still names the
+//! build that is deployed, and a host without CA certificates can still follow a plain-http job
+//! (https needs them, and says so).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Fixture, RUN};
+use hail_testkit::hydra::BuildSpec;
+use hail_testkit::notify::NotifySocket;
+
+#[test]
+fn status_after_a_rollback_names_the_build_still_deployed() {
+    let Some(f) = Fixture::new() else { return };
+    let notify = NotifySocket::bind();
+    let (_, b1) = f.release("1");
+    let mut running = f.hail.spawn_env(&["--poll-period", "1h"], &[notify.env()]);
+    let deployed = format!("STATUS=deployed build {b1} (");
+    assert!(
+        notify.wait_for(|l| l.starts_with(&deployed), RUN).is_some(),
+        "{:?}\n{}",
+        notify.lines(),
+        running.output()
+    );
+
+    let broken = f.cache.publish(&f.spec("2").exit_code(1));
+    let b2 = f.hydra.add_build(BuildSpec::succeeded(&broken.out_path));
+    running.signal(libc::SIGHUP);
+    let failed = notify.wait_for(
+        |l| l.starts_with("STATUS=") && l.contains(&format!("build {b2}")) && l.contains("failed"),
+        RUN,
+    );
+    let failed = failed.unwrap_or_else(|| panic!("{:?}\n{}", notify.lines(), running.output()));
+    assert!(
+        failed.starts_with(&deployed),
+        "the status lost the deployed build: {failed}"
+    );
+    assert!(failed.contains("generation 1"), "{failed}");
+    running.terminate(Duration::from_secs(30));
+}
+
+#[test]
+fn plain_http_works_without_ca_certificates_and_https_says_what_is_missing() {
+    let Some(f) = Fixture::new() else { return };
+    let no_certs = f.tmp.path().join("no-certs");
+    std::fs::create_dir_all(&no_certs).unwrap();
+    let dir = no_certs.to_str().unwrap();
+    let without_certs = [
+        ("SSL_CERT_FILE", "/nonexistent/ca.pem"),
+        ("SSL_CERT_DIR", dir),
+    ];
+    f.release("1");
+
+    let mut run = f.hail.spawn_env(&["--oneshot"], &without_certs);
+    let status = run.wait_timeout(RUN).expect("hail did not finish");
+    assert_eq!(status.code(), Some(0), "{}", run.output());
+
+    let https = f
+        .hail
+        .bare_command(&[])
+        .envs(without_certs)
+        .args([
+            "--profile",
+            f.tmp.path().join("https-profile").to_str().unwrap(),
+            "--job-uri",
+            "https://127.0.0.1:1/job/p/j/x",
+            "--oneshot",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&https.stderr);
+    assert_eq!(https.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("CA certificates"), "{stderr}");
+}
