@@ -103,12 +103,15 @@ pub fn plan(desired: &InstanceSet, observed: &Observed) -> Vec<Step> {
         }
     }
 
-    let reload = steps.iter().any(|s| {
+    // Also before every (re)start: drop-ins written by an interrupted apply may not have been
+    // read yet, and a restart would otherwise start the old configuration.
+    let changed = steps.iter().any(|s| {
         matches!(
             s,
             Step::Write { .. } | Step::Disown(_) | Step::Remove { .. }
         )
     });
+    let reload = changed || !restart.is_empty() || restart_caller.is_some();
     if reload {
         steps.push(Step::DaemonReload);
     }
@@ -252,7 +255,10 @@ mod tests {
         let new = desired(&[("a", "2m")]);
         let mut observed = applied(&new);
         observed.running = applied(&old).running;
-        assert_eq!(plan(&new, &observed), [Step::Restart(vec!["a".into()])]);
+        assert_eq!(
+            plan(&new, &observed),
+            [Step::DaemonReload, Step::Restart(vec!["a".into()])]
+        );
     }
 
     #[test]
@@ -260,7 +266,10 @@ mod tests {
         let set = desired(&[("a", "1m"), ("b", "1m")]);
         let mut observed = applied(&set);
         observed.running.remove("b");
-        assert_eq!(plan(&set, &observed), [Step::Restart(vec!["b".into()])]);
+        assert_eq!(
+            plan(&set, &observed),
+            [Step::DaemonReload, Step::Restart(vec!["b".into()])]
+        );
     }
 
     #[test]
