@@ -12,7 +12,7 @@ fn main() -> ExitCode {
             Ok(()) => 0,
             Err(e) => {
                 tracing::error!(hail.event = "apply-failed", hail.error = %e, "{e}");
-                1
+                e.exit_code()
             }
         },
     };

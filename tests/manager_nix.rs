@@ -323,3 +323,21 @@ fn instance_settings_map_to_unit_settings() {
         })
     );
 }
+
+/// A set that cannot be read or is not a set is a configuration error (exit 3), as for the agent.
+#[test]
+fn apply_instances_refuses_a_bad_set_with_exit_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("instances.json");
+    std::fs::write(&bad, r#"{"bogus": 1}"#).unwrap();
+    for set in [bad, dir.path().join("missing.json")] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hail"))
+            .arg("apply-instances")
+            .arg(&set)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{stderr}");
+        assert!(stderr.contains("instance set"), "{stderr}");
+    }
+}
