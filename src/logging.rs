@@ -3,14 +3,14 @@
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::prelude::*;
 
 /// Events carry fields named `hail.*` (→ `HAIL_*` in the journal) and `message_id`
 /// (→ `MESSAGE_ID`), so the journal layer adds no prefix of its own.
 /// `fields` go into every journal entry (not into stderr lines, whose messages name them).
 pub fn init(fields: &[(&'static str, String)]) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = verbosity(std::env::var("RUST_LOG").ok().as_deref());
     if let Some(layer) = stderr_is_journal()
         .then(tracing_journald::layer)
         .and_then(Result::ok)
@@ -34,12 +34,14 @@ pub fn init(fields: &[(&'static str, String)]) {
             Ok(())
         }
     });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
-        .fmt_fields(message_only)
+        .fmt_fields(message_only);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(stderr)
         .init();
 }
 
@@ -59,4 +61,31 @@ fn stderr_is_journal() -> bool {
     }
     let st = unsafe { st.assume_init() };
     dev.parse::<u64>() == Ok(st.st_dev) && ino.parse::<u64>() == Ok(st.st_ino)
+}
+
+/// `RUST_LOG`'s `target=level` directives (`debug`, `hail=debug,warn`); `info` when unset or
+/// unparsable. (The plain directive syntax is all hail needs: no regex-based filter.)
+fn verbosity(spec: Option<&str>) -> Targets {
+    spec.and_then(|s| s.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::verbosity;
+    use tracing::Level;
+
+    #[test]
+    fn rust_log_directives() {
+        let default = verbosity(None);
+        assert!(default.would_enable("hail::agent", &Level::INFO));
+        assert!(!default.would_enable("hail::agent", &Level::DEBUG));
+        let debug = verbosity(Some("debug"));
+        assert!(debug.would_enable("hyper", &Level::DEBUG));
+        let mixed = verbosity(Some("hail=debug,warn"));
+        assert!(mixed.would_enable("hail::nix", &Level::DEBUG));
+        assert!(!mixed.would_enable("reqwest", &Level::INFO));
+        assert!(mixed.would_enable("reqwest", &Level::WARN));
+        assert!(!verbosity(Some("[{{nonsense")).would_enable("hail", &Level::DEBUG));
+    }
 }
