@@ -45,10 +45,8 @@ impl Rig {
         }
         let cache = Cache::start();
         let hydra = HydraServer::start();
-        let c = Container::boot(label);
         // The template unit and /usr/local/bin/hail: what the manager is bootstrapped with.
-        c.install_hail(Path::new(HAIL));
-        c.configure_nix(&cache.nix_config());
+        let c = Container::boot_with_hail(label, Path::new(HAIL), &cache);
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()

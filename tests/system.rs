@@ -42,10 +42,7 @@ impl Rig {
         }
         let cache = Cache::start();
         let hydra = HydraServer::start();
-        let c = Container::boot(label);
-        c.install_hail(Path::new(HAIL));
-        // The container's Nix substitutes from the host's test cache, trusting its key only.
-        c.configure_nix(&cache.nix_config());
+        let c = Container::boot_with_hail(label, Path::new(HAIL), &cache);
         let nonce = format!("{}-{}-{:?}", label, std::process::id(), Instant::now());
         Some(Rig {
             c,

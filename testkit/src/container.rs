@@ -285,6 +285,16 @@ pub struct Container {
 }
 
 impl Container {
+    /// What every hail system test starts from: a pristine container with `hail` and its
+    /// template unit installed, whose Nix substitutes from the host's `cache` (trusting its key
+    /// only). Call [`require`] first.
+    pub fn boot_with_hail(label: &str, hail: &Path, cache: &crate::cache::Cache) -> Container {
+        let c = Container::boot(label);
+        c.install_hail(hail);
+        c.configure_nix(&cache.nix_config());
+        c
+    }
+
     /// Boots a pristine container and waits until systemd reports `running` (or `degraded`).
     /// `label` names it; a suffix makes the machine name unique to this process and call.
     /// Panics with nspawn's output when it does not come up. Call [`require`] first.
