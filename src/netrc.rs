@@ -103,10 +103,14 @@ impl Netrc {
                     tokens.value(line, "macdef")?;
                     tokens.skip_macro_body();
                 }
-                other => {
+                // The word itself is not repeated: it may be part of an unquoted password.
+                _ => {
                     return Err(SyntaxError {
                         line,
-                        problem: format!("unexpected word {:?}", truncate(other)),
+                        problem: "unexpected word where a keyword (machine, default, login, \
+                                  password, account, port, macdef) was expected; quote values \
+                                  that contain spaces"
+                            .into(),
                     });
                 }
             }
@@ -128,10 +132,6 @@ impl Netrc {
             password: entry.password.clone()?,
         })
     }
-}
-
-fn truncate(s: &str) -> String {
-    s.chars().take(40).collect()
 }
 
 fn permissions_warning(path: &Path) -> Option<String> {
@@ -357,6 +357,13 @@ mod tests {
             assert_eq!(err.line, line, "{text:?}");
             assert!(err.problem.contains(want), "{text:?}: {}", err.problem);
         }
+    }
+
+    #[test]
+    fn syntax_errors_do_not_repeat_secrets() {
+        let err = Netrc::parse("machine a login l password my s3cret words").unwrap_err();
+        assert!(!err.problem.contains("s3cret"), "{}", err.problem);
+        assert!(err.problem.contains("quote values"), "{}", err.problem);
     }
 
     #[test]
