@@ -113,7 +113,7 @@ impl Agent {
     /// Checks the configuration, takes the profile, runs the start-up activation, says READY.
     async fn start(config: Config) -> Result<Agent, AgentError> {
         let latest = hydra::latest_url(&config.job_uri)
-            .map_err(|_| ConfigError::BadJobUri(config.job_uri.clone()))?;
+            .map_err(|_| ConfigError::BadJobUri(crate::cli::without_userinfo(&config.job_uri)))?;
         let job = hydra::redact(&latest)
             .trim_end_matches("/latest")
             .to_owned();

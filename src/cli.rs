@@ -110,7 +110,7 @@ impl AgentArgs {
         if !(job_uri.starts_with("http://") || job_uri.starts_with("https://"))
             || job_uri.contains(char::is_whitespace)
         {
-            return Err(ConfigError::BadJobUri(job_uri));
+            return Err(ConfigError::BadJobUri(without_userinfo(&job_uri)));
         }
         let poll_period = if self.oneshot {
             None
@@ -146,6 +146,19 @@ impl AgentArgs {
             fields.push(("HAIL_PROFILE", p.display().to_string()));
         }
         fields
+    }
+}
+
+/// A URL as error messages may show it: whatever stands between `://` and an `@` (a login and
+/// password) is replaced by `…`.
+pub fn without_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://…{}", &rest[at..]),
+        None => url.to_owned(),
     }
 }
 
@@ -264,6 +277,18 @@ mod tests {
             "5",
         ]);
         assert!(r.is_err());
+    }
+
+    #[test]
+    fn userinfo_is_never_echoed() {
+        assert_eq!(without_userinfo("ftp://u:s3cret@h/x@y"), "ftp://…@h/x@y");
+        assert_eq!(without_userinfo("https://h/job/a"), "https://h/job/a");
+        assert_eq!(without_userinfo("no scheme"), "no scheme");
+        let cli =
+            Cli::try_parse_from(["hail", "--profile", "p", "--job-uri", "ftp://u:s3cret@h/x"])
+                .unwrap();
+        let err = cli.agent.into_config(None).unwrap_err().to_string();
+        assert!(!err.contains("s3cret"), "{err}");
     }
 
     #[test]
