@@ -92,12 +92,18 @@ pub fn job_display(job_uri: &str) -> Option<String> {
     Some(redact(&latest).trim_end_matches("/latest").to_owned())
 }
 
-/// A URL for messages and logs: any `user:password@` is removed.
+/// A URL for messages and logs: any `user:password@` is removed, and a URL longer than 300
+/// characters (a hostile redirect) is cut short, as everything that reaches `STATUS=` is.
 pub fn redact(url: &Url) -> String {
     let mut u = url.clone();
     let _ = u.set_username("");
     let _ = u.set_password(None);
-    u.to_string()
+    let s = u.to_string();
+    if s.chars().count() > 300 {
+        s.chars().take(300).chain("…".chars()).collect()
+    } else {
+        s
+    }
 }
 
 /// Whether credentials meant for `origin` may be sent to `url`: same scheme, host and port.
@@ -195,7 +201,7 @@ impl HydraClient {
                         .filter(|u| matches!(u.scheme(), "http" | "https"))
                         .ok_or_else(|| HydraError::BadRedirect {
                             url: redact(&url),
-                            location,
+                            location: one_line(&location),
                         })?;
                     continue;
                 }
@@ -218,7 +224,7 @@ impl HydraClient {
                 if !is_json {
                     return Err(HydraError::NotJson {
                         url: redact(&url),
-                        content_type,
+                        content_type: one_line(&content_type),
                     });
                 }
                 return Ok((url, body));
@@ -509,5 +515,7 @@ mod tests {
         }
         let secret = Url::parse("https://u:s3cret@hydra.example/job/a").unwrap();
         assert_eq!(redact(&secret), "https://hydra.example/job/a");
+        let long = Url::parse(&format!("https://h/{}", "x".repeat(5000))).unwrap();
+        assert_eq!(redact(&long).chars().count(), 301);
     }
 }
