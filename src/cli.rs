@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+/// The original's default: five minutes.
+pub const DEFAULT_POLL_PERIOD: Duration = Duration::from_secs(300);
+
 /// Where profiles given by name live, as with `nix-env --profile NAME`.
 pub const PROFILES_DIR: &str = "/nix/var/nix/profiles";
 
@@ -44,13 +47,13 @@ pub struct AgentArgs {
     #[arg(long, env = "HAIL_NETRC_FILE", value_name = "FILE")]
     pub netrc_file: Option<PathBuf>,
 
-    /// Time between polls: a bare number is minutes; 30s, 5m, 1h are accepted.
-    #[arg(long, env = "HAIL_POLL_PERIOD", value_name = "PERIOD", default_value = "5",
-          value_parser = parse_period, conflicts_with = "oneshot")]
-    pub poll_period: Duration,
+    /// Time between polls: a bare number is minutes; 30s, 5m, 1h are accepted [default: 5].
+    // Not clap's `conflicts_with = "oneshot"`: clap counts HAIL_ONESHOT=0 as given.
+    #[arg(long, env = "HAIL_POLL_PERIOD", value_name = "PERIOD", value_parser = parse_period)]
+    pub poll_period: Option<Duration>,
 
     /// Poll once, deploy if needed, and exit: 0 when the profile is at the latest build.
-    #[arg(long, env = "HAIL_ONESHOT")]
+    #[arg(long, env = "HAIL_ONESHOT", value_parser = clap::builder::BoolishValueParser::new())]
     pub oneshot: bool,
 
     /// Longest time `bin/activate` may run before it is stopped and counted as failed.
@@ -99,6 +102,8 @@ pub enum ConfigError {
     BadJobUri(String),
     #[error("--poll-period must be at least one second")]
     ZeroPollPeriod,
+    #[error("--oneshot polls once: it takes no --poll-period (nor HAIL_POLL_PERIOD)")]
+    OneshotWithPollPeriod,
 }
 
 impl AgentArgs {
@@ -112,12 +117,16 @@ impl AgentArgs {
         {
             return Err(ConfigError::BadJobUri(without_userinfo(&job_uri)));
         }
-        let poll_period = if self.oneshot {
-            None
-        } else if self.poll_period < Duration::from_secs(1) {
-            return Err(ConfigError::ZeroPollPeriod);
-        } else {
-            Some(self.poll_period)
+        let poll_period = match (self.oneshot, self.poll_period) {
+            (true, Some(_)) => return Err(ConfigError::OneshotWithPollPeriod),
+            (true, None) => None,
+            (false, period) => {
+                let period = period.unwrap_or(DEFAULT_POLL_PERIOD);
+                if period < Duration::from_secs(1) {
+                    return Err(ConfigError::ZeroPollPeriod);
+                }
+                Some(period)
+            }
         };
         let netrc_file = self.netrc_file.or_else(|| default_netrc(credentials_dir));
         Ok(Config {
@@ -276,7 +285,16 @@ mod tests {
             "--poll-period",
             "5",
         ]);
-        assert!(r.is_err());
+        let err = r.unwrap().agent.into_config(None).unwrap_err();
+        assert!(matches!(err, ConfigError::OneshotWithPollPeriod), "{err}");
+    }
+
+    #[test]
+    fn default_poll_period_is_five_minutes() {
+        let cli =
+            Cli::try_parse_from(["hail", "--profile", "p", "--job-uri", "http://h/job/a/b/c"]);
+        let config = cli.unwrap().agent.into_config(None).unwrap();
+        assert_eq!(config.poll_period, Some(Duration::from_secs(300)));
     }
 
     #[test]
