@@ -49,6 +49,9 @@ impl AgentError {
             AgentError::Signals(_) | AgentError::Stopping => 1,
             AgentError::Config(_) | AgentError::Netrc(_) | AgentError::HttpClient(_) => 3,
             AgentError::Profile(ProfileError::Locked { .. }) => 4,
+            AgentError::Profile(ProfileError::CreateDir { .. } | ProfileError::LockFile { .. }) => {
+                3
+            }
             AgentError::Profile(_) => 6,
             AgentError::Poll(_) => 5,
             AgentError::Deploy {
@@ -132,7 +135,12 @@ impl Agent {
         let (stop, poll_now) = listen_for_signals()?;
         let profile = Profile::new(config.profile.clone());
         let lock = profile.lock()?;
-        let state = profile.state()?;
+        // A profile that cannot be read (e.g. it points outside the store) is reported, not
+        // fatal: the next deployment replaces it.
+        let state = profile.state().unwrap_or_else(|e| {
+            warn!(hail.event = "started", hail.error = %e, "{e}; treating it as empty");
+            ProfileState::default()
+        });
         let watchdog = Watchdog::from_env();
         let mut agent = Agent {
             job,
@@ -261,7 +269,10 @@ impl Agent {
                 return Err(e);
             }
         };
-        self.state = self.profile.state()?;
+        self.state = self.profile.state().unwrap_or_else(|e| {
+            warn!(hail.event = "poll", hail.error = %e, "{e}; deploying over it");
+            ProfileState::default()
+        });
         match decide::decide(self.state.current.as_ref(), &self.remembered, &latest) {
             Decision::UpToDate => {
                 self.deployed_build = Some(latest.id);

@@ -93,7 +93,8 @@ pub async fn deploy(
     stop: &mut watch::Receiver<bool>,
 ) -> Result<ProfileState, DeployError> {
     let (path, id) = (&build.path, Some(build.id));
-    let before = profile.state()?;
+    // An unreadable profile (pointing outside the store) is replaced; there is nothing to return to.
+    let before = profile.state().unwrap_or_default();
 
     let root = profile.pending_root();
     let _ = std::fs::remove_file(&root);

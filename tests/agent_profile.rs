@@ -1,0 +1,23 @@
+//! A profile hail cannot read (it points outside the Nix store) does not stop hail: the next
+//! deployment replaces it.
+
+mod common;
+
+use common::{Fixture, RUN, activated};
+
+#[test]
+fn a_profile_pointing_outside_the_store_is_replaced() {
+    let Some(f) = Fixture::new() else { return };
+    let (p, _) = f.release("1");
+    let profile = &f.hail.profile;
+    std::fs::create_dir_all(profile.parent().unwrap()).unwrap();
+    let elsewhere = f.tmp.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, profile).unwrap();
+
+    let r = f.hail.oneshot(&[], RUN);
+    assert_eq!(r.code(), Some(0), "{}", r.output);
+    assert!(r.output.contains("not a store path"), "{}", r.output);
+    assert_eq!(f.profile_target().as_deref(), Some(p.out_path.as_str()));
+    assert_eq!(f.activations(), [activated("1", &p)]);
+}
