@@ -150,7 +150,12 @@ fn main() {
 }
 
 fn step(title: &str) {
-    println!("\n\x1b[1m== {title}\x1b[0m");
+    use std::io::IsTerminal;
+    if std::io::stdout().is_terminal() {
+        println!("\n\x1b[1m== {title}\x1b[0m");
+    } else {
+        println!("\n== {title}");
+    }
 }
 
 fn say(text: &str) {
