@@ -5,8 +5,8 @@ use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::sync::watch;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::systemd::{self, Watchdog};
@@ -18,6 +18,8 @@ const KILL_GRACE: Duration = Duration::from_secs(5);
 /// After the script exits, how long to keep reading output still in the pipes (a daemon it
 /// started may hold them open forever).
 const DRAIN: Duration = Duration::from_millis(200);
+/// Longest output line logged as one entry; longer output is split (memory stays bounded).
+const MAX_LINE: usize = 16 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ActivationError {
@@ -69,8 +71,13 @@ pub async fn run(
         source,
     })?;
     let pgid = child.id().map(|id| id as i32);
-    let mut out = child.stdout.take().map(|o| BufReader::new(o).lines());
-    let mut err = child.stderr.take().map(|e| BufReader::new(e).lines());
+    let (tx, mut lines) = mpsc::unbounded_channel();
+    if let Some(out) = child.stdout.take() {
+        forward(out, tx.clone());
+    }
+    if let Some(err) = child.stderr.take() {
+        forward(err, tx);
+    }
 
     let mut deadline = Instant::now() + timeout;
     let mut stopping = *stop.borrow();
@@ -83,8 +90,7 @@ pub async fn run(
             status = child.wait() => {
                 break status.map_err(|source| ActivationError::Spawn { script: name.clone(), source })?;
             }
-            line = next_line(&mut out), if out.is_some() => line.iter().for_each(|l| on_line(l)),
-            line = next_line(&mut err), if err.is_some() => line.iter().for_each(|l| on_line(l)),
+            Some(line) = lines.recv() => on_line(&line),
             _ = tokio::time::sleep_until(deadline) => {
                 kill_group(pgid, &mut child).await;
                 return Err(if stopping {
@@ -103,10 +109,12 @@ pub async fn run(
         }
     };
     let drain_until = Instant::now() + DRAIN;
-    while out.is_some() || err.is_some() {
+    loop {
         tokio::select! {
-            line = next_line(&mut out), if out.is_some() => line.iter().for_each(|l| on_line(l)),
-            line = next_line(&mut err), if err.is_some() => line.iter().for_each(|l| on_line(l)),
+            line = lines.recv() => match line {
+                Some(line) => on_line(&line),
+                None => break,
+            },
             _ = tokio::time::sleep_until(drain_until) => break,
         }
     }
@@ -120,18 +128,40 @@ pub async fn run(
     }
 }
 
-type Lines<R> = Option<tokio::io::Lines<BufReader<R>>>;
-
-/// The next line of a pipe; `None` (and the pipe forgotten) at its end or on a read error.
-async fn next_line<R: tokio::io::AsyncRead + Unpin>(lines: &mut Lines<R>) -> Option<String> {
-    let l = lines.as_mut()?;
-    match l.next_line().await {
-        Ok(Some(line)) => Some(line),
-        _ => {
-            *lines = None;
-            None
+/// Reads a pipe to its end in a task of its own, sending each line (invalid UTF-8 replaced, cut
+/// at `MAX_LINE`). The task outlives the activation: a daemon it started in the background may
+/// keep writing, and a closed pipe would kill it with SIGPIPE; once nobody listens, output is
+/// read and dropped.
+fn forward<R: AsyncRead + Unpin + Send + 'static>(pipe: R, tx: mpsc::UnboundedSender<String>) {
+    tokio::spawn(async move {
+        let mut reader = BufReader::new(pipe);
+        let mut line = Vec::new();
+        loop {
+            let buf = match reader.fill_buf().await {
+                Ok(b) if !b.is_empty() => b,
+                _ => break,
+            };
+            let (take, complete) = match buf.iter().position(|&b| b == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (buf.len(), false),
+            };
+            line.extend_from_slice(&buf[..take]);
+            reader.consume(take);
+            if complete || line.len() >= MAX_LINE {
+                let _ = tx.send(text(&line));
+                line.clear();
+            }
         }
-    }
+        if !line.is_empty() {
+            let _ = tx.send(text(&line));
+        }
+    });
+}
+
+fn text(line: &[u8]) -> String {
+    String::from_utf8_lossy(line)
+        .trim_end_matches(['\n', '\r'])
+        .to_owned()
 }
 
 async fn kill_group(pgid: Option<i32>, child: &mut tokio::process::Child) {

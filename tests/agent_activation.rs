@@ -1,0 +1,45 @@
+//! The activation's output reaches hail's log whatever it holds (invalid UTF-8, very long lines),
+//! and a process the activation leaves running in the background can keep writing: hail never
+//! closes the pipes under it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Fixture, RUN, wait_until};
+use hail_testkit::hydra::BuildSpec;
+
+#[test]
+fn odd_output_and_a_background_writer_do_not_fail_the_activation() {
+    let Some(f) = Fixture::new() else { return };
+    let alive = f.tmp.path().join("background-still-alive");
+    let extra = format!(
+        "printf 'before \\377\\376 bad bytes\\n'\n\
+         head -c 100000 /dev/zero | tr '\\0' a; echo\n\
+         i=0; while [ $i -lt 50 ]; do echo line-$i; i=$((i+1)); done\n\
+         ( sleep 1; echo late-output; echo alive > '{}' ) &",
+        alive.display()
+    );
+    let p = f.cache.publish(&f.spec("1").extra(&extra));
+    f.hydra.add_build(BuildSpec::succeeded(&p.out_path));
+
+    let mut running = f.hail.spawn(&["--poll-period", "1h"]);
+    assert!(
+        running.wait_for_output("deployed build", RUN),
+        "{}",
+        running.output()
+    );
+    let out = running.output();
+    assert!(out.contains("before"), "{out}");
+    assert!(out.contains("bad bytes"), "{out}");
+    assert!(out.contains("line-49"), "{out}");
+    assert!(!out.contains("switched back"), "{out}");
+    assert_eq!(f.profile_target().as_deref(), Some(p.out_path.as_str()));
+    // Written after its first write following the activation's end: no SIGPIPE.
+    assert!(
+        wait_until(Duration::from_secs(10), || alive.exists()),
+        "the background process died: {}",
+        running.output()
+    );
+    running.terminate(Duration::from_secs(30));
+}
