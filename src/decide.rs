@@ -26,10 +26,11 @@ pub enum Decision {
 
 /// `current`: what the profile points at; `latest`: Hydra's latest successful build.
 pub fn decide(current: Option<&StorePath>, remembered: &Remembered, latest: &Build) -> Decision {
-    if current == Some(&latest.path) {
-        Decision::UpToDate
-    } else if remembered.bad_path.as_ref() == Some(&latest.path) {
+    if remembered.bad_path.as_ref() == Some(&latest.path) {
+        // Even when the profile still points at it (switching back failed): it never activated.
         Decision::SkipKnownBad
+    } else if current == Some(&latest.path) {
+        Decision::UpToDate
     } else {
         Decision::Deploy
     }
@@ -108,10 +109,10 @@ mod tests {
             decide(Some(&path('b')), &bad, &build('c')),
             Decision::Deploy
         );
-        // Being at the latest build wins over any memory of it.
+        // A profile left at the failed build (switching back failed) is not "up to date".
         assert_eq!(
             decide(Some(&path('a')), &bad, &build('a')),
-            Decision::UpToDate
+            Decision::SkipKnownBad
         );
     }
 

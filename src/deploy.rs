@@ -47,7 +47,9 @@ pub enum Rollback {
         generation: u64,
         reactivation: Result<(), String>,
     },
-    /// There was no earlier generation (first deployment): the profile stays at the failed one.
+    /// The profile did not exist before this deployment: it was removed again.
+    Removed,
+    /// There was no earlier generation to return to: the profile stays at the failed one.
     NoPrevious,
     /// Switching back failed: the profile still points at the failed build.
     Failed(String),
@@ -72,6 +74,9 @@ impl fmt::Display for Rollback {
                 f,
                 "profile switched back to generation {generation}, but its re-activation failed: {e}"
             ),
+            Rollback::Removed => {
+                write!(f, "the profile was removed again, as before the deployment")
+            }
             Rollback::NoPrevious => {
                 write!(
                     f,
@@ -205,6 +210,15 @@ async fn roll_back(
     stop: &mut watch::Receiver<bool>,
 ) -> Rollback {
     let Some(generation) = before.generation.filter(|g| Some(*g) != failed_generation) else {
+        // A first deployment: put things back as they were, with no profile at all.
+        if let (None, Some(failed)) = (&before.current, failed_generation) {
+            let removed = std::fs::remove_file(profile.path())
+                .and_then(|()| std::fs::remove_file(profile.generation_link(failed)));
+            return match removed {
+                Ok(()) => Rollback::Removed,
+                Err(e) => Rollback::Failed(format!("removing the new profile: {e}")),
+            };
+        }
         return Rollback::NoPrevious;
     };
     let cmd = nix::switch_generation(profile.path(), generation);

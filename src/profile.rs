@@ -60,6 +60,18 @@ impl Profile {
         self.sibling("hail-pending")
     }
 
+    /// `PROFILE-N-link`, generation N's link beside the profile.
+    pub fn generation_link(&self, generation: u64) -> PathBuf {
+        self.sibling_dash(&format!("{generation}-link"))
+    }
+
+    fn sibling_dash(&self, suffix: &str) -> PathBuf {
+        let mut s = self.path.clone().into_os_string();
+        s.push("-");
+        s.push(suffix);
+        PathBuf::from(s)
+    }
+
     pub fn activate_script(&self) -> PathBuf {
         self.path.join("bin/activate")
     }
@@ -177,6 +189,10 @@ mod tests {
             Path::new("/nix/var/nix/profiles/web/bin/activate")
         );
         assert_eq!(p.generation_of("web-12-link"), Some(12));
+        assert_eq!(
+            p.generation_link(12),
+            Path::new("/nix/var/nix/profiles/web-12-link")
+        );
         assert_eq!(p.generation_of("web-x-link"), None);
         assert_eq!(p.generation_of("webby-1-link"), None);
         assert_eq!(p.generation_of("web-1-link-2-link"), None);

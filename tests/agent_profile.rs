@@ -21,3 +21,21 @@ fn a_profile_pointing_outside_the_store_is_replaced() {
     assert_eq!(f.profile_target().as_deref(), Some(p.out_path.as_str()));
     assert_eq!(f.activations(), [activated("1", &p)]);
 }
+
+#[test]
+fn a_failed_first_deployment_leaves_no_profile() {
+    let Some(f) = Fixture::new() else { return };
+    let p = f.cache.publish(&f.spec("1").exit_code(1));
+    f.hydra
+        .add_build(hail_testkit::hydra::BuildSpec::succeeded(&p.out_path));
+    for attempt in 1..=2 {
+        let r = f.hail.oneshot(&[], RUN);
+        assert_eq!(r.code(), Some(7), "attempt {attempt}: {}", r.output);
+        assert!(
+            std::fs::symlink_metadata(&f.hail.profile).is_err(),
+            "attempt {attempt}: the profile stayed at the failed build: {}",
+            r.output
+        );
+        assert!(f.generations().is_empty(), "{:?}", f.generations());
+    }
+}
