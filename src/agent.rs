@@ -122,11 +122,20 @@ impl Agent {
             .to_owned();
         let credentials = match &config.netrc_file {
             Some(path) => {
-                let (netrc, warning) = Netrc::load(path)?;
-                if let Some(w) = warning {
+                let (netrc, warnings) = Netrc::load(path)?;
+                for w in warnings {
                     warn!(hail.event = "started", "{w}");
                 }
-                latest.host_str().and_then(|h| netrc.credentials_for(h))
+                let host = latest.host_str().unwrap_or_default();
+                let credentials = netrc.credentials_for(host);
+                if credentials.is_none() && netrc.has_entry_for(host) {
+                    warn!(
+                        hail.event = "started",
+                        "netrc file {}: the entry for {host} has no password; sending no credentials",
+                        path.display()
+                    );
+                }
+                credentials
             }
             None => None,
         };

@@ -33,6 +33,8 @@ struct Entry {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Netrc {
     entries: Vec<Entry>,
+    /// Lines holding words that are no keyword (curl skips them too).
+    skipped_lines: Vec<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,9 +59,10 @@ struct SyntaxError {
 }
 
 impl Netrc {
-    /// Reads and parses `path`. The second value is a warning to report when the file is readable
-    /// by group or others (curl and Nix accept such a file, but it leaks the secrets).
-    pub fn load(path: &Path) -> Result<(Netrc, Option<String>), NetrcError> {
+    /// Reads and parses `path`. The second value holds warnings to report: the file is readable
+    /// by group or others (curl and Nix accept such a file, but it leaks the secrets), or words
+    /// that are no keyword were skipped (as curl does; often an unquoted password with spaces).
+    pub fn load(path: &Path) -> Result<(Netrc, Vec<String>), NetrcError> {
         let read_err = |source| NetrcError::Read {
             path: path.to_owned(),
             source,
@@ -70,14 +73,26 @@ impl Netrc {
             line: e.line,
             problem: e.problem,
         })?;
-        let warning = permissions_warning(path);
-        Ok((netrc, warning))
+        let mut warnings: Vec<String> = permissions_warning(path).into_iter().collect();
+        if !netrc.skipped_lines.is_empty() {
+            let lines: Vec<String> = netrc.skipped_lines.iter().map(|l| l.to_string()).collect();
+            warnings.push(format!(
+                "netrc file {}: skipped words that are no keyword on line(s) {}; quote values \
+                 that contain spaces",
+                path.display(),
+                lines.join(", ")
+            ));
+        }
+        Ok((netrc, warnings))
     }
 
     fn parse(text: &str) -> Result<Netrc, SyntaxError> {
         let mut tokens = Tokens::new(text);
         let mut entries: Vec<Entry> = Vec::new();
+        let mut skipped_lines: Vec<usize> = Vec::new();
         while let Some((line, word)) = tokens.next_token()? {
+            // Keywords are case-insensitive for curl.
+            let word = word.to_ascii_lowercase();
             match word.as_str() {
                 "machine" => {
                     let (_, host) = tokens.value(line, "machine")?;
@@ -103,19 +118,27 @@ impl Netrc {
                     tokens.value(line, "macdef")?;
                     tokens.skip_macro_body();
                 }
-                // The word itself is not repeated: it may be part of an unquoted password.
+                // As curl: skipped. The word itself is never repeated (it may be a secret).
                 _ => {
-                    return Err(SyntaxError {
-                        line,
-                        problem: "unexpected word where a keyword (machine, default, login, \
-                                  password, account, port, macdef) was expected; quote values \
-                                  that contain spaces"
-                            .into(),
-                    });
+                    if skipped_lines.last() != Some(&line) {
+                        skipped_lines.push(line);
+                    }
                 }
             }
         }
-        Ok(Netrc { entries })
+        Ok(Netrc {
+            entries,
+            skipped_lines,
+        })
+    }
+
+    /// Whether an entry (a `machine` for `host`, or `default`) applies to `host`.
+    pub fn has_entry_for(&self, host: &str) -> bool {
+        self.entries.iter().any(|e| {
+            e.machine
+                .as_deref()
+                .is_none_or(|m| m.eq_ignore_ascii_case(host))
+        })
     }
 
     /// The credentials for `host`: the first `machine` entry naming it, else the `default` entry.
@@ -350,7 +373,6 @@ mod tests {
             ("machine a login l password \"open", 1, "unterminated"),
             ("machine a\nlogin", 2, "without a value"),
             ("login l password p", 1, "before any"),
-            ("machine a\nbogus word", 2, "unexpected word"),
             ("machine", 1, "without a value"),
         ] {
             let err = Netrc::parse(text).unwrap_err();
@@ -360,10 +382,25 @@ mod tests {
     }
 
     #[test]
-    fn syntax_errors_do_not_repeat_secrets() {
-        let err = Netrc::parse("machine a login l password my s3cret words").unwrap_err();
-        assert!(!err.problem.contains("s3cret"), "{}", err.problem);
-        assert!(err.problem.contains("quote values"), "{}", err.problem);
+    fn keywords_are_case_insensitive_and_unknown_words_skipped() {
+        let text = "Machine a Login l PASSWORD p protocol https\n";
+        assert_eq!(creds(text, "a"), pair("l", "p"));
+        let n = Netrc::parse("machine a login l password my s3cret words\nmachine b").unwrap();
+        assert_eq!(n.skipped_lines, [1]);
+        assert_eq!(n.credentials_for("a").unwrap().password, "my");
+    }
+
+    #[test]
+    fn skipped_words_are_warned_about_without_repeating_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("netrc");
+        std::fs::write(&path, "machine a login l password my s3cret words\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let (_, warnings) = Netrc::load(&path).unwrap();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("line(s) 1"), "{warnings:?}");
+        assert!(!warnings[0].contains("s3cret"), "{warnings:?}");
     }
 
     #[test]
@@ -382,9 +419,9 @@ mod tests {
         let path = dir.path().join("netrc");
         std::fs::write(&path, "machine a login l password p\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(Netrc::load(&path).unwrap().1.is_none());
+        assert!(Netrc::load(&path).unwrap().1.is_empty());
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(Netrc::load(&path).unwrap().1.unwrap().contains("chmod 600"));
+        assert!(Netrc::load(&path).unwrap().1[0].contains("chmod 600"));
         let missing = Netrc::load(&dir.path().join("nope"))
             .unwrap_err()
             .to_string();

@@ -154,7 +154,7 @@ fn unparsable_netrc_is_a_configuration_error() {
     f.release("1");
     for text in [
         format!("machine 127.0.0.1 login alice password \"{PASSWORD}\n"),
-        format!("machine 127.0.0.1 login alice pasword {PASSWORD}\n"),
+        format!("machine 127.0.0.1 login alice password\n"),
     ] {
         let netrc = write_netrc(&f, &text);
         let r = f
@@ -206,4 +206,23 @@ fn credentials_never_appear_in_the_output() {
     let r = hail.finish_within(Duration::from_secs(90));
     assert_eq!(f.activations().len(), 1, "{}", r.output);
     assert_no_secret(&r.output, &[PASSWORD, &b64]);
+}
+
+/// A misspelt keyword is skipped, as curl skips it: hail warns (naming the line, not the word)
+/// and says that the host's entry gives no password.
+#[test]
+fn misspelt_keyword_is_warned_about_without_the_secret() {
+    let Some(f) = Fixture::new() else { return };
+    f.release("1");
+    let netrc = write_netrc(
+        &f,
+        &format!("machine 127.0.0.1 login alice pasword {PASSWORD}\n"),
+    );
+    let r = f
+        .hail
+        .oneshot(&["--netrc-file", netrc.to_str().unwrap()], RUN);
+    assert_eq!(r.code(), Some(0), "{}", r.output);
+    assert!(r.output.contains("skipped words"), "{}", r.output);
+    assert!(r.output.contains("no password"), "{}", r.output);
+    assert_no_secret(&r.output, &[PASSWORD]);
 }
