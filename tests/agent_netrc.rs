@@ -154,7 +154,7 @@ fn unparsable_netrc_is_a_configuration_error() {
     f.release("1");
     for text in [
         format!("machine 127.0.0.1 login alice password \"{PASSWORD}\n"),
-        format!("machine 127.0.0.1 login alice password\n"),
+        "machine 127.0.0.1 login alice password\n".to_string(),
     ] {
         let netrc = write_netrc(&f, &text);
         let r = f
