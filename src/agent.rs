@@ -107,6 +107,8 @@ struct Agent {
     /// The Hydra build id of what the profile points at, once a poll has told us.
     deployed_build: Option<u64>,
     remembered: Remembered,
+    /// Why the start-up activation failed; shown in the status until a deployment succeeds.
+    startup_failure: Option<String>,
     watchdog: Watchdog,
     stop: watch::Receiver<bool>,
     poll_now: Arc<Notify>,
@@ -159,6 +161,7 @@ impl Agent {
             state,
             deployed_build: None,
             remembered: Remembered::default(),
+            startup_failure: None,
             watchdog,
             stop,
             poll_now,
@@ -196,13 +199,16 @@ impl Agent {
                 "start-up activation of generation {} done",
                 show(self.state.generation)
             ),
-            Err(e) => error!(
-                hail.event = "activation-failed",
-                message_id = MSG_ACTIVATION_FAILED,
-                hail.generation = self.state.generation,
-                hail.error = %e,
-                "start-up activation failed: {e}"
-            ),
+            Err(e) => {
+                error!(
+                    hail.event = "activation-failed",
+                    message_id = MSG_ACTIVATION_FAILED,
+                    hail.generation = self.state.generation,
+                    hail.error = %e,
+                    "start-up activation failed: {e}"
+                );
+                self.startup_failure = Some(e.to_string());
+            }
         }
     }
 
@@ -233,7 +239,13 @@ impl Agent {
                 entropy(),
             );
             let activity = match activity {
-                None => format!("idle, next poll in {}", human(wait)),
+                None => match &self.startup_failure {
+                    None => format!("idle, next poll in {}", human(wait)),
+                    Some(e) => format!(
+                        "idle, next poll in {} (start-up activation failed: {e})",
+                        human(wait)
+                    ),
+                },
                 Some(e @ AgentError::KnownBad { .. }) => {
                     format!("{e}; next poll in {}", human(wait))
                 }
@@ -347,6 +359,7 @@ impl Agent {
                 self.state = state;
                 self.deployed_build = Some(build.id);
                 self.remembered.bad_path = None;
+                self.startup_failure = None;
                 info!(
                     hail.event = "deployed",
                     message_id = MSG_DEPLOYED,

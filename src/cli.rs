@@ -205,16 +205,25 @@ pub fn parse_period(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     if !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) {
         let minutes: u64 = s.parse().map_err(|_| format!("{s:?} is too large"))?;
-        return minutes
-            .checked_mul(60)
-            .map(Duration::from_secs)
-            .ok_or_else(|| format!("{s:?} is too large"));
+        return parse_duration(&format!("{minutes}m"));
     }
     parse_duration(s)
 }
 
-/// A duration with a unit: `30s`, `5m`, `1h`, `250ms`.
+/// The longest period or timeout accepted: larger ones are surely mistakes (and would overflow
+/// a deadline).
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// A duration with a unit: `30s`, `5m`, `1h`, `250ms`; at most a year.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration_unbounded(s)?;
+    if d > MAX_DURATION {
+        return Err(format!("{s:?} is too large (at most a year)"));
+    }
+    Ok(d)
+}
+
+fn parse_duration_unbounded(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
@@ -254,6 +263,9 @@ mod tests {
         assert!(parse_period("-1").is_err());
         assert!(parse_period("99999999999999999999").is_err());
         assert!(parse_period("999999999999999999m").is_err());
+        assert!(parse_duration("5000000000000000h").is_err());
+        assert!(parse_period("527041").is_err());
+        assert_eq!(parse_duration("8784h"), Ok(MAX_DURATION));
     }
 
     #[test]

@@ -211,7 +211,11 @@ impl HydraClient {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or_default()
                     .to_owned();
-                let is_json = content_type.starts_with("application/json");
+                // Media types are case-insensitive; parameters (`; charset=…`) do not matter.
+                let is_json = content_type
+                    .split(';')
+                    .next()
+                    .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
                 let body = self.read_body(&url, resp).await?;
                 if !status.is_success() {
                     let message = is_json.then(|| error_message(&body)).flatten();

@@ -73,3 +73,24 @@ fn plain_http_works_without_ca_certificates_and_https_says_what_is_missing() {
     assert_eq!(https.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("CA certificates"), "{stderr}");
 }
+
+#[test]
+fn a_failed_startup_activation_stays_in_the_status() {
+    let Some(f) = Fixture::new() else { return };
+    // Activates once (the deployment), fails every time after (the start-up activation).
+    let flag = f.tmp.path().join("activated-once");
+    let extra = format!("[ -e '{0}' ] && exit 1; touch '{0}'", flag.display());
+    let p = f.cache.publish(&f.spec("1").extra(&extra));
+    let b1 = f.hydra.add_build(BuildSpec::succeeded(&p.out_path));
+    assert_eq!(f.hail.oneshot(&[], RUN).code(), Some(0));
+
+    let notify = NotifySocket::bind();
+    let mut running = f.hail.spawn_env(&["--poll-period", "1h"], &[notify.env()]);
+    let idle = notify.wait_for(
+        |l| l.starts_with(&format!("STATUS=deployed build {b1} (")) && l.contains("idle"),
+        RUN,
+    );
+    let idle = idle.unwrap_or_else(|| panic!("{:?}\n{}", notify.lines(), running.output()));
+    assert!(idle.contains("start-up activation failed"), "{idle}");
+    running.terminate(Duration::from_secs(30));
+}
