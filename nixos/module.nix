@@ -241,6 +241,11 @@ in
             message = "${opt}.jobUri must not be empty.";
           }
           {
+            # NixOS sets a unit's PATH from its `path`; a second definition would conflict.
+            assertion = !(inst.environment ? PATH);
+            message = ''${opt}.environment.PATH: set systemd.services."hail@${name}".path instead (NixOS builds PATH from it).'';
+          }
+          {
             assertion = sharing == [ ];
             message = ''
               ${opt}.profile: ${ownProfile} is also the profile of ${
@@ -256,7 +261,9 @@ in
     );
 
     # The template unit, with its ExecStart pointing at the package.
-    systemd.packages = lib.unique (lib.mapAttrsToList (_: inst: inst.package) enabled);
+    # Exactly one: every package holds `hail@.service`, and NixOS links the files of all of
+    # them into one directory (a second would collide). Each drop-in sets its own ExecStart.
+    systemd.packages = lib.take 1 (lib.mapAttrsToList (_: inst: inst.package) enabled);
 
     systemd.services = lib.mapAttrs' (
       name: inst:

@@ -446,9 +446,10 @@ fn flake_module_defaults_package_to_this_repository() {
         result["instancePackages"],
         json!({ "web": "hail-from-package.nix", "pinned": "hail-from-pkgs" })
     );
-    let mut packages: Vec<String> = serde_json::from_value(result["packages"].clone()).unwrap();
-    packages.sort();
-    assert_eq!(packages, ["hail-from-package.nix", "hail-from-pkgs"]);
+    // One template only, whatever the packages: NixOS links every package's unit files into one
+    // directory, where a second hail@.service would collide.
+    let packages: Vec<String> = serde_json::from_value(result["packages"].clone()).unwrap();
+    assert_eq!(packages.len(), 1, "{packages:?}");
     // Each instance runs its own package, whichever template systemd picked.
     let exec = |unit: &str| result["services"][unit]["serviceConfig"]["ExecStart"][1].clone();
     assert_eq!(
@@ -623,4 +624,26 @@ fn every_option_has_a_description_and_an_example() {
         result["names"]
     );
     assert_eq!(result["undocumented"], json!([]));
+}
+
+#[test]
+fn environment_path_is_refused_with_a_pointer_to_path() {
+    let Some(lib) = nixpkgs_lib() else { return };
+    let result = eval_module(
+        &lib,
+        "module",
+        r#"{
+          services.hail.web = {
+            jobUri = "https://h/job/p/j/a";
+            environment.PATH = "/opt/bin";
+          };
+        }"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let failed = result["failedAssertions"].to_string();
+    assert!(
+        failed.contains("services.hail.web.environment.PATH"),
+        "{failed}"
+    );
+    assert!(failed.contains(".path instead"), "{failed}");
 }
