@@ -119,9 +119,7 @@ impl Agent {
     async fn start(config: Config) -> Result<Agent, AgentError> {
         let latest = hydra::latest_url(&config.job_uri)
             .map_err(|_| ConfigError::BadJobUri(crate::cli::without_userinfo(&config.job_uri)))?;
-        let job = hydra::redact(&latest)
-            .trim_end_matches("/latest")
-            .to_owned();
+        let job = hydra::job_display(&config.job_uri).unwrap_or_default();
         let credentials = match &config.netrc_file {
             Some(path) => {
                 let (netrc, warnings) = Netrc::load(path)?;

@@ -106,24 +106,16 @@ pub enum NixError {
     },
 }
 
-/// What a successful command printed.
-pub struct Output {
-    pub stdout: String,
-}
-
 /// Runs `cmd` with hail's environment (so `NIX_CONFIG`, `PATH` work as users expect) minus the
 /// systemd notification variables, bounded by `timeout`; pings the watchdog while it runs.
-pub async fn run(
-    cmd: &NixCommand,
-    timeout: Duration,
-    watchdog: &Watchdog,
-) -> Result<Output, NixError> {
+/// What it prints is not used: the outcome is checked on disk (see `check_realised`).
+pub async fn run(cmd: &NixCommand, timeout: Duration, watchdog: &Watchdog) -> Result<(), NixError> {
     let command = cmd.summary();
     tracing::debug!("running {}", cmd.display());
     let mut c = tokio::process::Command::new(cmd.program);
     c.args(&cmd.args)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
+        .stdout(Stdio::null())
         .stderr(Stdio::piped());
     crate::activation::strip_notify_env(&mut c);
     c.kill_on_drop(true);
@@ -149,9 +141,7 @@ pub async fn run(
             message: error_summary(&String::from_utf8_lossy(&out.stderr)),
         });
     }
-    Ok(Output {
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-    })
+    Ok(())
 }
 
 /// Nix's stderr, reduced to what an operator needs in one line: the `error:` lines (and the

@@ -52,33 +52,26 @@ impl Profile {
 
     /// `PROFILE.hail.lock` beside the profile (`PROFILE.lock` is nix-env's own).
     pub fn lock_path(&self) -> PathBuf {
-        self.sibling("hail.lock")
+        self.sibling(".hail.lock")
     }
 
     /// The temporary GC root that keeps a realised path alive until the switch.
     pub fn pending_root(&self) -> PathBuf {
-        self.sibling("hail-pending")
+        self.sibling(".hail-pending")
     }
 
     /// `PROFILE-N-link`, generation N's link beside the profile.
     pub fn generation_link(&self, generation: u64) -> PathBuf {
-        self.sibling_dash(&format!("{generation}-link"))
-    }
-
-    fn sibling_dash(&self, suffix: &str) -> PathBuf {
-        let mut s = self.path.clone().into_os_string();
-        s.push("-");
-        s.push(suffix);
-        PathBuf::from(s)
+        self.sibling(&format!("-{generation}-link"))
     }
 
     pub fn activate_script(&self) -> PathBuf {
         self.path.join("bin/activate")
     }
 
+    /// The profile's path with `suffix` appended: a file beside it.
     fn sibling(&self, suffix: &str) -> PathBuf {
         let mut s = self.path.clone().into_os_string();
-        s.push(".");
         s.push(suffix);
         PathBuf::from(s)
     }
@@ -150,22 +143,6 @@ impl Profile {
             .parse()
             .ok()
     }
-
-    /// The generations that exist, in ascending order.
-    pub fn generations(&self) -> Result<Vec<u64>, ProfileError> {
-        let dir = self.path.parent().unwrap_or(Path::new("/"));
-        let read_err = |source| ProfileError::Read {
-            profile: self.path.clone(),
-            source,
-        };
-        let mut gens: Vec<u64> = std::fs::read_dir(dir)
-            .map_err(read_err)?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().to_str().and_then(|n| self.generation_of(n)))
-            .collect();
-        gens.sort_unstable();
-        Ok(gens)
-    }
 }
 
 #[cfg(test)]
@@ -203,7 +180,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = Profile::new(dir.path().join("web"));
         assert_eq!(p.state().unwrap(), ProfileState::default());
-        assert!(p.generations().unwrap().is_empty());
     }
 
     #[test]
@@ -214,7 +190,6 @@ mod tests {
         symlink(dir.path().join("elsewhere"), dir.path().join("web-3-link")).unwrap();
         symlink("web-3-link", dir.path().join("web")).unwrap();
         assert!(matches!(p.state(), Err(ProfileError::NotAStorePath { .. })));
-        assert_eq!(p.generations().unwrap(), vec![3]);
     }
 
     #[test]
