@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::hydra::Job;
+
 /// The original's default: five minutes.
 pub const DEFAULT_POLL_PERIOD: Duration = Duration::from_secs(300);
 
@@ -83,7 +85,7 @@ pub enum Command {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub profile: PathBuf,
-    pub job_uri: String,
+    pub job: Job,
     pub netrc_file: Option<PathBuf>,
     /// `None` for `--oneshot`.
     pub poll_period: Option<Duration>,
@@ -111,12 +113,8 @@ impl AgentArgs {
     pub fn into_config(self, credentials_dir: Option<&Path>) -> Result<Config, ConfigError> {
         let profile_arg = self.profile.unwrap_or_default();
         let profile = profile_path(&profile_arg).ok_or(ConfigError::BadProfile(profile_arg))?;
-        let job_uri = self.job_uri.unwrap_or_default();
-        if !(job_uri.starts_with("http://") || job_uri.starts_with("https://"))
-            || job_uri.contains(char::is_whitespace)
-        {
-            return Err(ConfigError::BadJobUri(without_userinfo(&job_uri)));
-        }
+        let job = Job::parse(self.job_uri.as_deref().unwrap_or_default())
+            .map_err(ConfigError::BadJobUri)?;
         let poll_period = match (self.oneshot, self.poll_period) {
             (true, Some(_)) => return Err(ConfigError::OneshotWithPollPeriod),
             (true, None) => None,
@@ -131,7 +129,7 @@ impl AgentArgs {
         let netrc_file = self.netrc_file.or_else(|| default_netrc(credentials_dir));
         Ok(Config {
             profile,
-            job_uri,
+            job,
             netrc_file,
             poll_period,
             activation_timeout: self.activation_timeout,
@@ -141,33 +139,14 @@ impl AgentArgs {
     }
 }
 
-impl AgentArgs {
+impl Config {
     /// Fields every journal entry of this agent carries, so that `journalctl HAIL_PROFILE=…` or
     /// `HAIL_JOB=…` finds all of them (the job without credentials).
     pub fn journal_fields(&self) -> Vec<(&'static str, String)> {
-        let profile = self.profile.as_deref().and_then(profile_path);
-        let job = self.job_uri.as_deref().and_then(crate::hydra::job_display);
-        let mut fields = Vec::new();
-        if let Some(job) = job {
-            fields.push(("HAIL_JOB", job));
-        }
-        if let Some(p) = profile {
-            fields.push(("HAIL_PROFILE", p.display().to_string()));
-        }
-        fields
-    }
-}
-
-/// A URL as error messages may show it: whatever stands between `://` and an `@` (a login and
-/// password) is replaced by `…`.
-pub fn without_userinfo(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://…{}", &rest[at..]),
-        None => url.to_owned(),
+        vec![
+            ("HAIL_JOB", self.job.display().to_owned()),
+            ("HAIL_PROFILE", self.profile.display().to_string()),
+        ]
     }
 }
 
@@ -311,9 +290,6 @@ mod tests {
 
     #[test]
     fn userinfo_is_never_echoed() {
-        assert_eq!(without_userinfo("ftp://u:s3cret@h/x@y"), "ftp://…@h/x@y");
-        assert_eq!(without_userinfo("https://h/job/a"), "https://h/job/a");
-        assert_eq!(without_userinfo("no scheme"), "no scheme");
         let cli =
             Cli::try_parse_from(["hail", "--profile", "p", "--job-uri", "ftp://u:s3cret@h/x"])
                 .unwrap();

@@ -2,17 +2,8 @@
 
 use std::time::Duration;
 
-use crate::hydra::Build;
 use crate::store_path::StorePath;
-
-/// What hail remembers between polls (in memory: a restart forgets it, so a restart retries).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Remembered {
-    /// A path whose activation failed; it is not deployed again until Hydra names another one.
-    pub bad_path: Option<StorePath>,
-    /// Failures in a row (poll or deployment); 0 after a good poll.
-    pub failures: u32,
-}
+use crate::types::Build;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
@@ -24,9 +15,14 @@ pub enum Decision {
     SkipKnownBad,
 }
 
-/// `current`: what the profile points at; `latest`: Hydra's latest successful build.
-pub fn decide(current: Option<&StorePath>, remembered: &Remembered, latest: &Build) -> Decision {
-    if remembered.bad_path.as_ref() == Some(&latest.path) {
+/// `current`: what the profile points at; `known_bad`: a path whose activation failed;
+/// `latest`: Hydra's latest successful build.
+pub fn decide(
+    current: Option<&StorePath>,
+    known_bad: Option<&StorePath>,
+    latest: &Build,
+) -> Decision {
+    if known_bad == Some(&latest.path) {
         // Even when the profile still points at it (switching back failed): it never activated.
         Decision::SkipKnownBad
     } else if current == Some(&latest.path) {
@@ -85,33 +81,28 @@ mod tests {
 
     #[test]
     fn decisions() {
-        let none = Remembered::default();
-        assert_eq!(decide(None, &none, &build('a')), Decision::Deploy);
+        let none = None;
+        assert_eq!(decide(None, none, &build('a')), Decision::Deploy);
         assert_eq!(
-            decide(Some(&path('a')), &none, &build('a')),
+            decide(Some(&path('a')), none, &build('a')),
             Decision::UpToDate
         );
         assert_eq!(
-            decide(Some(&path('b')), &none, &build('a')),
+            decide(Some(&path('b')), none, &build('a')),
             Decision::Deploy
         );
-        let bad = Remembered {
-            bad_path: Some(path('a')),
-            failures: 1,
-        };
+        let a = path('a');
+        let bad = Some(&a);
         assert_eq!(
-            decide(Some(&path('b')), &bad, &build('a')),
+            decide(Some(&path('b')), bad, &build('a')),
             Decision::SkipKnownBad
         );
-        assert_eq!(decide(None, &bad, &build('a')), Decision::SkipKnownBad);
+        assert_eq!(decide(None, bad, &build('a')), Decision::SkipKnownBad);
         // A newer build is deployed even though an older one failed.
-        assert_eq!(
-            decide(Some(&path('b')), &bad, &build('c')),
-            Decision::Deploy
-        );
+        assert_eq!(decide(Some(&path('b')), bad, &build('c')), Decision::Deploy);
         // A profile left at the failed build (switching back failed) is not "up to date".
         assert_eq!(
-            decide(Some(&path('a')), &bad, &build('a')),
+            decide(Some(&path('a')), bad, &build('a')),
             Decision::SkipKnownBad
         );
     }

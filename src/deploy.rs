@@ -7,11 +7,12 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::activation::{self, ActivationError};
-use crate::hydra::Build;
+use crate::format;
 use crate::nix::{self, NixError};
-use crate::profile::{Profile, ProfileError, ProfileState};
+use crate::profile::{Profile, ProfileError};
 use crate::store_path::StorePath;
 use crate::systemd::Watchdog;
+use crate::types::{Build, ProfileState};
 
 pub struct Limits {
     pub realise: Duration,
@@ -88,19 +89,48 @@ impl fmt::Display for Rollback {
     }
 }
 
-/// Deploys `build` to `profile`; returns the profile's new state. Every step is logged with the
-/// build id, so `journalctl HAIL_BUILD_ID=…` shows the whole deployment.
+/// How a deployment ended: the outcome, and what the profile points at afterwards (whatever the
+/// outcome, so that nobody needs to read the profile again to learn what happened).
+#[derive(Debug)]
+pub struct Deployment {
+    pub profile: ProfileState,
+    pub result: Result<(), DeployError>,
+}
+
+/// Deploys `build` to `profile`. Every step is logged with the build id, so
+/// `journalctl HAIL_BUILD_ID=…` shows the whole deployment.
 pub async fn deploy(
     profile: &Profile,
     build: &Build,
     limits: &Limits,
     watchdog: &Watchdog,
     stop: &mut watch::Receiver<bool>,
-) -> Result<ProfileState, DeployError> {
-    let (path, id) = (&build.path, Some(build.id));
+) -> Deployment {
     // An unreadable profile (pointing outside the store) is replaced; there is nothing to return to.
     let before = profile.state().unwrap_or_default();
+    let result = realise_switch_activate(profile, &before, build, limits, watchdog, stop).await;
+    let profile = match &result {
+        Ok(after) => after.clone(),
+        // Nothing was changed.
+        Err(DeployError::Realise { .. } | DeployError::Stopped { .. }) => before,
+        // A failed switch or activation may have moved the profile: see where it points now.
+        Err(_) => profile.state().unwrap_or(before),
+    };
+    Deployment {
+        profile,
+        result: result.map(|_| ()),
+    }
+}
 
+async fn realise_switch_activate(
+    profile: &Profile,
+    before: &ProfileState,
+    build: &Build,
+    limits: &Limits,
+    watchdog: &Watchdog,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<ProfileState, DeployError> {
+    let (path, id) = (&build.path, Some(build.id));
     let root = profile.pending_root();
     let _ = std::fs::remove_file(&root);
     let realise = nix::realise(path, &root);
@@ -146,7 +176,7 @@ pub async fn deploy(
         hail.generation = after.generation,
         "profile {} switched to {path} (generation {})",
         profile.path().display(),
-        show(after.generation),
+        format::generation(after.generation),
     );
 
     match activate(profile, id, limits.activation, watchdog, stop).await {
@@ -155,7 +185,7 @@ pub async fn deploy(
             let rollback = roll_back(
                 profile,
                 id,
-                &before,
+                before,
                 after.generation,
                 limits,
                 watchdog,
@@ -239,8 +269,4 @@ async fn roll_back(
         generation,
         reactivation,
     }
-}
-
-pub fn show(generation: Option<u64>) -> String {
-    generation.map_or_else(|| "?".into(), |g| g.to_string())
 }

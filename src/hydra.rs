@@ -1,4 +1,4 @@
-//! Hydra's HTTP API as hail uses it: the latest successful build of a job.
+//! Hydra's HTTP API as hail uses it: the job URI, and the latest successful build of a job.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -8,18 +8,12 @@ use serde::Deserialize;
 
 use crate::netrc::Credentials;
 use crate::store_path::{StorePath, StorePathError};
+use crate::types::Build;
 
 /// Bound on a response body: a build is a few KiB; anything this large is not one.
 pub const MAX_BODY: usize = 4 << 20;
 /// Hydra answers `/latest` with one redirect; a few more are tolerated, loops are not.
 const MAX_REDIRECTS: usize = 5;
-
-/// The part of a build hail acts on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Build {
-    pub id: u64,
-    pub path: StorePath,
-}
 
 /// The HTTP client could not be built: in practice, the CA certificates could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +22,16 @@ pub struct Build {
      (e.g. the ca-certificates package) or point SSL_CERT_FILE at a bundle"
 )]
 pub struct ClientError(String);
+
+/// Redirects are followed by hand (credentials go to the job's origin only); every request and
+/// its connection are bounded.
+fn client_builder(timeout: Duration) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(timeout.min(Duration::from_secs(30)))
+        .timeout(timeout)
+        .user_agent(concat!("hail/", env!("CARGO_PKG_VERSION")))
+}
 
 /// The innermost cause of an error (reqwest's own message is generic).
 fn cause(e: &dyn std::error::Error) -> String {
@@ -81,28 +85,61 @@ fn detail(message: &Option<String>) -> String {
         .unwrap_or_default()
 }
 
+/// A Hydra job, parsed once from `--job-uri`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    latest: Url,
+    display: String,
+}
+
+impl Job {
+    /// An `http://` or `https://` job URL; `Err` holds the URI as messages may show it.
+    pub fn parse(job_uri: &str) -> Result<Job, String> {
+        let latest = (job_uri.starts_with("http://") || job_uri.starts_with("https://"))
+            .then_some(job_uri)
+            .filter(|u| !u.contains(char::is_whitespace))
+            .and_then(|u| latest_url(u).ok())
+            .ok_or_else(|| redact(job_uri))?;
+        let display = redact(latest.as_str())
+            .trim_end_matches("/latest")
+            .to_owned();
+        Ok(Job { latest, display })
+    }
+
+    /// `<job-uri>/latest`, which Hydra redirects to the latest successful build.
+    pub fn latest(&self) -> &Url {
+        &self.latest
+    }
+
+    /// The job URI as logs show it: normalised, without any `user:password@`.
+    pub fn display(&self) -> &str {
+        &self.display
+    }
+}
+
 /// `<job-uri>/latest`, without a doubled `/` when the job URI ends in one.
-pub fn latest_url(job_uri: &str) -> Result<Url, url::ParseError> {
+fn latest_url(job_uri: &str) -> Result<Url, url::ParseError> {
     Url::parse(&format!("{}/latest", job_uri.trim_end_matches('/')))
 }
 
-/// The job URI as logs show it: normalised, without any `user:password@`.
-pub fn job_display(job_uri: &str) -> Option<String> {
-    let latest = latest_url(job_uri).ok()?;
-    Some(redact(&latest).trim_end_matches("/latest").to_owned())
-}
-
-/// A URL for messages and logs: any `user:password@` is removed, and a URL longer than 300
-/// characters (a hostile redirect) is cut short, as everything that reaches `STATUS=` is.
-pub fn redact(url: &Url) -> String {
-    let mut u = url.clone();
-    let _ = u.set_username("");
-    let _ = u.set_password(None);
-    let s = u.to_string();
-    if s.chars().count() > 300 {
-        s.chars().take(300).chain("…".chars()).collect()
+/// A URL for messages and logs: whatever stands between `://` and an `@` (a login and
+/// password) is removed, and a URL longer than 300 characters (a hostile redirect) is cut
+/// short, as everything that reaches `STATUS=` is.
+pub fn redact(url: &str) -> String {
+    let shown = match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            match rest[..authority_end].rfind('@') {
+                Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+                None => url.to_owned(),
+            }
+        }
+        None => url.to_owned(),
+    };
+    if shown.chars().count() > 300 {
+        shown.chars().take(300).chain("…".chars()).collect()
     } else {
-        s
+        shown
     }
 }
 
@@ -115,41 +152,95 @@ fn same_origin(origin: &Url, url: &Url) -> bool {
 
 /// A client for one job, built once (TLS roots are loaded once, not per poll).
 pub struct HydraClient {
-    http: reqwest::Client,
+    /// Speaks plain http only, with no CA certificates loaded: all a plain-http job needs.
+    plain: reqwest::Client,
+    /// Speaks https: built at start for an https job, else when a redirect first leads there.
+    tls: std::sync::OnceLock<reqwest::Client>,
     latest: Url,
     credentials: Option<Credentials>,
     timeout: Duration,
 }
 
+/// Where distributions keep their CA bundle (Debian and NixOS, Fedora, openSUSE, Alpine and
+/// others): one file to read instead of a directory of certificates.
+const CA_BUNDLES: [&str; 4] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
+
 impl HydraClient {
-    /// The system's CA certificates are needed for https only: a plain-http job (a Hydra on a
-    /// private network) works on a host without them.
+    /// The system's CA certificates are loaded for an https job only: a plain-http job (a Hydra
+    /// on a private network) starts faster and works on a host without them.
     pub fn new(
-        latest: Url,
+        job: &Job,
         credentials: Option<Credentials>,
         timeout: Duration,
     ) -> Result<Self, ClientError> {
-        let builder = || {
-            reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .connect_timeout(timeout.min(Duration::from_secs(30)))
-                .timeout(timeout)
-                .user_agent(concat!("hail/", env!("CARGO_PKG_VERSION")))
-        };
-        let http = match builder().build() {
-            Ok(c) => c,
-            Err(_) if latest.scheme() == "http" => builder()
-                .tls_certs_only([])
-                .build()
-                .map_err(|e| ClientError(cause(&e)))?,
-            Err(e) => return Err(ClientError(cause(&e))),
-        };
-        Ok(HydraClient {
-            http,
-            latest,
+        let plain = client_builder(timeout)
+            .tls_certs_only([])
+            .build()
+            .map_err(|e| ClientError(cause(&e)))?;
+        let client = HydraClient {
+            plain,
+            tls: std::sync::OnceLock::new(),
+            latest: job.latest().clone(),
             credentials,
             timeout,
-        })
+        };
+        if client.latest.scheme() == "https" {
+            client.tls_client()?;
+        }
+        Ok(client)
+    }
+
+    /// The https client, built on first use: roots from `SSL_CERT_FILE`, else (unless
+    /// `SSL_CERT_DIR` asks for a directory) from the distribution's bundle file, else as the
+    /// platform finds them.
+    fn tls_client(&self) -> Result<&reqwest::Client, ClientError> {
+        if let Some(c) = self.tls.get() {
+            return Ok(c);
+        }
+        let bundle = match std::env::var_os("SSL_CERT_FILE") {
+            Some(file) => Some(std::path::PathBuf::from(file)),
+            None if std::env::var_os("SSL_CERT_DIR").is_some() => None,
+            None => CA_BUNDLES
+                .iter()
+                .map(std::path::PathBuf::from)
+                .find(|p| p.is_file()),
+        };
+        let builder = client_builder(self.timeout);
+        let builder = match bundle {
+            Some(file) => {
+                let pem = std::fs::read(&file)
+                    .map_err(|e| ClientError(format!("{}: {e}", file.display())))?;
+                let roots = reqwest::Certificate::from_pem_bundle(&pem)
+                    .map_err(|e| ClientError(format!("{}: {}", file.display(), cause(&e))))?;
+                if roots.is_empty() {
+                    return Err(ClientError(format!(
+                        "{} holds no certificates",
+                        file.display()
+                    )));
+                }
+                builder.tls_certs_only(roots)
+            }
+            None => builder,
+        };
+        let client = builder.build().map_err(|e| ClientError(cause(&e)))?;
+        Ok(self.tls.get_or_init(|| client))
+    }
+
+    /// The client for `url`: https needs the one with CA certificates.
+    fn client_for(&self, url: &Url) -> Result<&reqwest::Client, HydraError> {
+        if url.scheme() == "https" {
+            self.tls_client().map_err(|e| HydraError::Unreachable {
+                url: redact(url.as_str()),
+                reason: e.to_string(),
+            })
+        } else {
+            Ok(&self.plain)
+        }
     }
 
     pub fn latest_url(&self) -> &Url {
@@ -161,7 +252,7 @@ impl HydraClient {
         let (url, body) = self.get_json(self.latest.clone()).await?;
         parse_build(&body).map_err(|e| match e {
             BuildError::Malformed(reason) => HydraError::Malformed {
-                url: redact(&url),
+                url: redact(url.as_str()),
                 reason,
             },
             BuildError::Invalid(e) => e,
@@ -173,7 +264,7 @@ impl HydraClient {
         let fut = async {
             for _ in 0..=MAX_REDIRECTS {
                 let mut req = self
-                    .http
+                    .client_for(&url)?
                     .get(url.clone())
                     .header(header::ACCEPT, "application/json");
                 if let Some(c) = self
@@ -200,7 +291,7 @@ impl HydraClient {
                         .ok()
                         .filter(|u| matches!(u.scheme(), "http" | "https"))
                         .ok_or_else(|| HydraError::BadRedirect {
-                            url: redact(&url),
+                            url: redact(url.as_str()),
                             location: one_line(&location),
                         })?;
                     continue;
@@ -220,21 +311,21 @@ impl HydraClient {
                 if !status.is_success() {
                     let message = is_json.then(|| error_message(&body)).flatten();
                     return Err(HydraError::Status {
-                        url: redact(&url),
+                        url: redact(url.as_str()),
                         status,
                         message,
                     });
                 }
                 if !is_json {
                     return Err(HydraError::NotJson {
-                        url: redact(&url),
+                        url: redact(url.as_str()),
                         content_type: one_line(&content_type),
                     });
                 }
                 return Ok((url, body));
             }
             Err(HydraError::TooManyRedirects {
-                url: redact(&self.latest),
+                url: redact(self.latest.as_str()),
             })
         };
         // The client's own timeout covers each request; this bounds the whole redirect chain.
@@ -242,7 +333,7 @@ impl HydraClient {
             .await
             .unwrap_or_else(|_| {
                 Err(HydraError::Timeout {
-                    url: redact(&self.latest),
+                    url: redact(self.latest.as_str()),
                     timeout: self.timeout,
                 })
             })
@@ -254,7 +345,9 @@ impl HydraClient {
         mut resp: reqwest::Response,
     ) -> Result<Vec<u8>, HydraError> {
         if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
-            return Err(HydraError::TooLarge { url: redact(url) });
+            return Err(HydraError::TooLarge {
+                url: redact(url.as_str()),
+            });
         }
         let mut body = Vec::new();
         while let Some(chunk) = resp
@@ -263,7 +356,9 @@ impl HydraClient {
             .map_err(|e| self.transport_error(url, e))?
         {
             if body.len() + chunk.len() > MAX_BODY {
-                return Err(HydraError::TooLarge { url: redact(url) });
+                return Err(HydraError::TooLarge {
+                    url: redact(url.as_str()),
+                });
             }
             body.extend_from_slice(&chunk);
         }
@@ -273,7 +368,7 @@ impl HydraClient {
     fn transport_error(&self, url: &Url, e: reqwest::Error) -> HydraError {
         if e.is_timeout() {
             return HydraError::Timeout {
-                url: redact(url),
+                url: redact(url.as_str()),
                 timeout: self.timeout,
             };
         }
@@ -293,7 +388,7 @@ impl HydraClient {
             .into();
         }
         HydraError::Unreachable {
-            url: redact(url),
+            url: redact(url.as_str()),
             reason,
         }
     }
@@ -518,8 +613,31 @@ mod tests {
             assert!(!same_origin(&job, &Url::parse(other).unwrap()), "{other}");
         }
         let secret = Url::parse("https://u:s3cret@hydra.example/job/a").unwrap();
-        assert_eq!(redact(&secret), "https://hydra.example/job/a");
+        assert_eq!(redact(secret.as_str()), "https://hydra.example/job/a");
         let long = Url::parse(&format!("https://h/{}", "x".repeat(5000))).unwrap();
-        assert_eq!(redact(&long).chars().count(), 301);
+        assert_eq!(redact(long.as_str()).chars().count(), 301);
+        assert_eq!(redact("ftp://u:s3cret@h/x@y"), "ftp://h/x@y");
+        assert_eq!(redact("https://h/job/a"), "https://h/job/a");
+        assert_eq!(redact("no scheme"), "no scheme");
+    }
+
+    #[test]
+    fn job_uris() {
+        let job = Job::parse("https://u:s3cret@hydra.example/job/p/j/x/").unwrap();
+        assert_eq!(
+            job.latest().as_str(),
+            "https://u:s3cret@hydra.example/job/p/j/x/latest"
+        );
+        assert_eq!(job.display(), "https://hydra.example/job/p/j/x");
+        for refused in [
+            "ftp://h/x",
+            "hydra.example/job/p/j/x",
+            "http://h/job/a b",
+            "",
+        ] {
+            assert!(Job::parse(refused).is_err(), "{refused}");
+        }
+        let err = Job::parse("ftp://u:s3cret@h/x").unwrap_err();
+        assert!(!err.contains("s3cret"), "{err}");
     }
 }

@@ -1,19 +1,23 @@
 //! hail: pull-based continuous deployment of a Nix profile from a Hydra job.
 //!
-//! Data flows one way: trigger (timer, SIGHUP, start) → [`hydra`] poll → [`decide`] →
-//! [`deploy`] (realise and switch through [`nix`], run [`activation`]) → report ([`systemd`],
-//! journal) → wait. [`agent`] is that loop; [`manager`] converges a host's hail instances.
+//! Data flows one way: trigger (timer, SIGHUP, start) → [`hydra`] poll → [`state`] (the pure
+//! core, with [`decide`]) → [`deploy`] (realise and switch through [`nix`], run [`activation`])
+//! → report ([`systemd`], journal) → wait. [`agent`] performs those effects; [`manager`]
+//! converges a host's hail instances.
 
 pub mod activation;
 pub mod agent;
 pub mod cli;
 pub mod decide;
 pub mod deploy;
+pub mod format;
 pub mod hydra;
 pub mod logging;
 pub mod manager;
 pub mod netrc;
 pub mod nix;
 pub mod profile;
+pub mod state;
 pub mod store_path;
 pub mod systemd;
+pub mod types;

@@ -1,20 +1,56 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use hail::cli::{Cli, Command};
+use hail::cli::{Cli, Command, ConfigError};
+use hail::{agent, logging, manager, systemd};
+
+/// What ended hail unsuccessfully: the one place exit codes are chosen and last words said.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Agent(#[from] agent::AgentError),
+    #[error(transparent)]
+    Manager(#[from] manager::ManagerError),
+}
+
+impl Failure {
+    /// Logs the failure (unless it was logged, with its fields, where it happened), shows it in
+    /// the agent's status line, and returns the documented exit code (README, "Exit codes").
+    fn report(&self) -> u8 {
+        match self {
+            Failure::Manager(e) => {
+                tracing::error!(hail.event = "apply-failed", hail.error = %e, "{e}");
+                return e.exit_code();
+            }
+            Failure::Agent(e) if e.logged() => {}
+            _ => tracing::error!(hail.event = "exit", hail.error = %self, "{self}"),
+        }
+        systemd::status(&format!("failed: {self}"));
+        match self {
+            Failure::Config(_) => 3,
+            Failure::Agent(e) => e.exit_code(),
+            Failure::Manager(e) => e.exit_code(),
+        }
+    }
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    hail::logging::init(&cli.agent.journal_fields());
-    let code = match cli.command {
-        None => hail::agent::main(cli.agent),
-        Some(Command::ApplyInstances(args)) => match hail::manager::apply(&args) {
-            Ok(()) => 0,
-            Err(e) => {
-                tracing::error!(hail.event = "apply-failed", hail.error = %e, "{e}");
-                e.exit_code()
-            }
-        },
+    let credentials_dir = std::env::var_os("CREDENTIALS_DIRECTORY").map(std::path::PathBuf::from);
+    let config = cli.agent.into_config(credentials_dir.as_deref());
+    // Every journal entry names the job and profile, the manager's too (it runs in their unit).
+    logging::init(
+        &config
+            .as_ref()
+            .map(|c| c.journal_fields())
+            .unwrap_or_default(),
+    );
+    let result = match (cli.command, config) {
+        (Some(Command::ApplyInstances(args)), _) => manager::apply(&args).map_err(Failure::from),
+        (None, Ok(config)) => agent::run(config).map_err(Failure::from),
+        (None, Err(e)) => Err(Failure::from(e)),
     };
-    ExitCode::from(code)
+    ExitCode::from(result.map_or_else(|f| f.report(), |()| 0))
 }

@@ -6,19 +6,11 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::store_path::StorePath;
+use crate::types::ProfileState;
 
 #[derive(Debug, Clone)]
 pub struct Profile {
     path: PathBuf,
-}
-
-/// What the profile resolves to now.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ProfileState {
-    /// The store path the profile points at; `None` when the profile does not exist yet.
-    pub current: Option<StorePath>,
-    /// The generation number, when the profile is a `NAME-N-link` generation as nix-env makes them.
-    pub generation: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]

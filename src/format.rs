@@ -1,0 +1,46 @@
+//! How durations and generations read in the status line and the journal.
+
+use std::time::Duration;
+
+/// `90s` → `1m30s`, `300s` → `5m`.
+pub fn duration(d: Duration) -> String {
+    let s = d.as_secs();
+    let (h, m, sec) = (s / 3600, s / 60 % 60, s % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out += &format!("{h}h");
+    }
+    if m > 0 {
+        out += &format!("{m}m");
+    }
+    if sec > 0 || out.is_empty() {
+        out += &format!("{sec}s");
+    }
+    out
+}
+
+/// A generation number, or `?` when the profile is not a numbered generation link.
+pub fn generation(generation: Option<u64>) -> String {
+    generation.map_or_else(|| "?".into(), |g| g.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration(Duration::from_secs(0)), "0s");
+        assert_eq!(duration(Duration::from_secs(30)), "30s");
+        assert_eq!(duration(Duration::from_secs(300)), "5m");
+        assert_eq!(duration(Duration::from_secs(330)), "5m30s");
+        assert_eq!(duration(Duration::from_secs(3600)), "1h");
+        assert_eq!(duration(Duration::from_millis(32_900)), "32s");
+    }
+
+    #[test]
+    fn generations() {
+        assert_eq!(generation(Some(4)), "4");
+        assert_eq!(generation(None), "?");
+    }
+}

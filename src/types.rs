@@ -1,0 +1,19 @@
+//! Plain values the pure core and the effects share: what Hydra offers, what the profile holds.
+
+use crate::store_path::StorePath;
+
+/// The part of a Hydra build hail acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Build {
+    pub id: u64,
+    pub path: StorePath,
+}
+
+/// What the profile resolves to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProfileState {
+    /// The store path the profile points at; `None` when the profile does not exist yet.
+    pub current: Option<StorePath>,
+    /// The generation number, when the profile is a `NAME-N-link` generation as nix-env makes them.
+    pub generation: Option<u64>,
+}
