@@ -1,19 +1,19 @@
-//! Hydra's HTTP API as hail uses it: the job URI, and the latest successful build of a job.
+//! The HTTP client: redirects followed by hand, bounded bodies, TLS roots loaded only for https.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use reqwest::{StatusCode, Url, header};
+use reqwest::{Url, header};
 use serde::Deserialize;
 
+use super::build::{BuildError, parse_build};
+use super::{HydraError, Job, one_line, redact};
 use crate::netrc::Credentials;
-use crate::store_path::{StorePath, StorePathError};
 use crate::types::Build;
 
 /// Bound on a response body: a build is a few KiB; anything this large is not one.
 pub const MAX_BODY: usize = 4 << 20;
 /// Hydra answers `/latest` with one redirect; a few more are tolerated, loops are not.
-const MAX_REDIRECTS: usize = 5;
+pub const MAX_REDIRECTS: usize = 5;
 
 /// The HTTP client could not be built: in practice, the CA certificates could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -42,105 +42,6 @@ fn cause(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     last
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum HydraError {
-    #[error("cannot reach Hydra at {url}: {reason}")]
-    Unreachable { url: String, reason: String },
-    #[error("Hydra did not answer {url} within {0:?}", .timeout)]
-    Timeout { url: String, timeout: Duration },
-    #[error("Hydra answered {status} for {url}{}", detail(.message))]
-    Status {
-        url: String,
-        status: StatusCode,
-        message: Option<String>,
-    },
-    #[error("Hydra redirected {url} to an invalid location {location:?}")]
-    BadRedirect { url: String, location: String },
-    #[error("Hydra redirected more than {MAX_REDIRECTS} times, starting at {url}")]
-    TooManyRedirects { url: String },
-    #[error("Hydra answered {content_type:?} instead of JSON for {url}; is the job URI right?")]
-    NotJson { url: String, content_type: String },
-    #[error("Hydra's answer for {url} is larger than {MAX_BODY} bytes; refusing it")]
-    TooLarge { url: String },
-    #[error("Hydra's answer for {url} is not a build: {reason}")]
-    Malformed { url: String, reason: String },
-    #[error("build {id} has not finished")]
-    Unfinished { id: u64 },
-    #[error("build {id} did not succeed (buildstatus {status})")]
-    Failed { id: u64, status: i64 },
-    #[error("build {id} has no \"out\" output")]
-    NoOutOutput { id: u64 },
-    #[error("build {id}'s \"out\" output has no store path (not built yet?)")]
-    NoOutPath { id: u64 },
-    #[error("build {id} names an invalid store path: {source}")]
-    BadStorePath { id: u64, source: StorePathError },
-}
-
-fn detail(message: &Option<String>) -> String {
-    message
-        .as_deref()
-        .map(|m| format!(": {m}"))
-        .unwrap_or_default()
-}
-
-/// A Hydra job, parsed once from `--job-uri`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Job {
-    latest: Url,
-    display: String,
-}
-
-impl Job {
-    /// An `http://` or `https://` job URL; `Err` holds the URI as messages may show it.
-    pub fn parse(job_uri: &str) -> Result<Job, String> {
-        let latest = (job_uri.starts_with("http://") || job_uri.starts_with("https://"))
-            .then_some(job_uri)
-            .filter(|u| !u.contains(char::is_whitespace))
-            .and_then(|u| latest_url(u).ok())
-            .ok_or_else(|| redact(job_uri))?;
-        let display = redact(latest.as_str())
-            .trim_end_matches("/latest")
-            .to_owned();
-        Ok(Job { latest, display })
-    }
-
-    /// `<job-uri>/latest`, which Hydra redirects to the latest successful build.
-    pub fn latest(&self) -> &Url {
-        &self.latest
-    }
-
-    /// The job URI as logs show it: normalised, without any `user:password@`.
-    pub fn display(&self) -> &str {
-        &self.display
-    }
-}
-
-/// `<job-uri>/latest`, without a doubled `/` when the job URI ends in one.
-fn latest_url(job_uri: &str) -> Result<Url, url::ParseError> {
-    Url::parse(&format!("{}/latest", job_uri.trim_end_matches('/')))
-}
-
-/// A URL for messages and logs: whatever stands between `://` and an `@` (a login and
-/// password) is removed, and a URL longer than 300 characters (a hostile redirect) is cut
-/// short, as everything that reaches `STATUS=` is.
-pub fn redact(url: &str) -> String {
-    let shown = match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let authority_end = rest.find('/').unwrap_or(rest.len());
-            match rest[..authority_end].rfind('@') {
-                Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
-                None => url.to_owned(),
-            }
-        }
-        None => url.to_owned(),
-    };
-    if shown.chars().count() > 300 {
-        shown.chars().take(300).chain("…".chars()).collect()
-    } else {
-        shown
-    }
 }
 
 /// Whether credentials meant for `origin` may be sent to `url`: same scheme, host and port.
@@ -404,186 +305,9 @@ fn error_message(body: &[u8]) -> Option<String> {
     Some(one_line(&e.error))
 }
 
-/// Keeps what Hydra says to one printable line of bounded length (it ends up in STATUS=).
-fn one_line(s: &str) -> String {
-    let flat: String = s
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    flat.chars().take(200).collect()
-}
-
-enum BuildError {
-    Malformed(String),
-    Invalid(HydraError),
-}
-
-/// Hydra's build JSON. Unknown fields are ignored: Hydra adds fields over time.
-#[derive(Deserialize)]
-struct RawBuild {
-    id: u64,
-    /// 0/1 in Hydra (an integer, though its OpenAPI file says boolean); both are accepted.
-    finished: serde_json::Value,
-    buildstatus: Option<i64>,
-    #[serde(default)]
-    buildoutputs: HashMap<String, RawOutput>,
-}
-
-#[derive(Deserialize)]
-struct RawOutput {
-    path: Option<String>,
-}
-
-fn parse_build(body: &[u8]) -> Result<Build, BuildError> {
-    let raw: RawBuild = serde_json::from_slice(body)
-        .map_err(|e| BuildError::Malformed(one_line(&e.to_string())))?;
-    let id = raw.id;
-    let invalid = BuildError::Invalid;
-    let finished = match raw.finished {
-        serde_json::Value::Bool(b) => b,
-        serde_json::Value::Number(n) => n.as_i64() == Some(1),
-        _ => {
-            return Err(BuildError::Malformed(
-                "\"finished\" is neither 0/1 nor a boolean".into(),
-            ));
-        }
-    };
-    if !finished {
-        return Err(invalid(HydraError::Unfinished { id }));
-    }
-    match raw.buildstatus {
-        Some(0) => {}
-        Some(status) => return Err(invalid(HydraError::Failed { id, status })),
-        None => return Err(invalid(HydraError::Unfinished { id })),
-    }
-    let out = raw
-        .buildoutputs
-        .get("out")
-        .ok_or(invalid(HydraError::NoOutOutput { id }))?;
-    let path = out
-        .path
-        .as_deref()
-        .ok_or(invalid(HydraError::NoOutPath { id }))?;
-    let path = StorePath::parse(path)
-        .map_err(|source| invalid(HydraError::BadStorePath { id, source }))?;
-    Ok(Build { id, path })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Shapes copied from Hydra's answers (field names exact, values invented).
-    const BUILD: &str = r#"{
-      "id": 48213, "finished": 1, "timestamp": 1717430410, "starttime": 1717430522,
-      "stoptime": 1717430587, "project": "foo", "jobset": "staging", "job": "foo",
-      "nixname": "foo-profile", "system": "x86_64-linux", "priority": 100, "buildstatus": 0,
-      "releasename": null, "drvpath": "/nix/store/6cp643dzvlxxpkgbg5kzmwj47sam9zs2-foo-profile.drv",
-      "jobsetevals": [3122, 3121],
-      "buildoutputs": { "out": { "path": "/nix/store/l9r346p3d25vs4g5v37f3r3f28js97kb-foo-profile" } },
-      "buildproducts": { "1": { "type": "nix-build", "subtype": "", "name": "foo-profile",
-        "filesize": null, "sha256hash": null,
-        "path": "/nix/store/l9r346p3d25vs4g5v37f3r3f28js97kb-foo-profile", "defaultpath": "" } },
-      "buildmetrics": {} }"#;
-
-    const QUEUED: &str = r#"{
-      "id": 48214, "finished": 0, "timestamp": 1717431000, "starttime": null, "stoptime": null,
-      "project": "foo", "jobset": "staging", "job": "foo", "nixname": "foo-profile",
-      "system": "x86_64-linux", "priority": 100, "buildstatus": null, "releasename": null,
-      "drvpath": "/nix/store/1dwqq2jd1m2q0m5ib4pm0ix7wnq3bbm8-foo-profile.drv", "jobsetevals": [3123],
-      "buildoutputs": { "out": { "path": "/nix/store/8w1kfj0bqdwy3a0ysqr03yx58hjx8r6q-foo-profile" } },
-      "buildproducts": {}, "buildmetrics": {} }"#;
-
-    fn parse(s: &str) -> Result<Build, String> {
-        parse_build(s.as_bytes()).map_err(|e| match e {
-            BuildError::Malformed(r) => format!("malformed: {r}"),
-            BuildError::Invalid(e) => e.to_string(),
-        })
-    }
-
-    fn with(field: &str, value: &str) -> String {
-        let mut v: serde_json::Value = serde_json::from_str(BUILD).unwrap();
-        v[field] = serde_json::from_str(value).unwrap();
-        v.to_string()
-    }
-
-    #[test]
-    fn a_successful_build() {
-        let b = parse(BUILD).unwrap();
-        assert_eq!(b.id, 48213);
-        assert_eq!(
-            b.path.as_str(),
-            "/nix/store/l9r346p3d25vs4g5v37f3r3f28js97kb-foo-profile"
-        );
-        assert!(parse(&with("finished", "true")).is_ok());
-        assert!(parse(&with("extra_new_field", "[1,2]")).is_ok());
-    }
-
-    #[test]
-    fn refused_builds_say_why() {
-        assert_eq!(parse(QUEUED).unwrap_err(), "build 48214 has not finished");
-        assert!(
-            parse(&with("buildstatus", "1"))
-                .unwrap_err()
-                .contains("buildstatus 1")
-        );
-        assert!(
-            parse(&with("buildstatus", "null"))
-                .unwrap_err()
-                .contains("not finished")
-        );
-        assert!(
-            parse(&with("finished", "\"yes\""))
-                .unwrap_err()
-                .starts_with("malformed")
-        );
-        let no_out = with(
-            "buildoutputs",
-            r#"{"bin": {"path": "/nix/store/l9r346p3d25vs4g5v37f3r3f28js97kb-x"}}"#,
-        );
-        assert!(parse(&no_out).unwrap_err().contains("no \"out\" output"));
-        let null_path = with("buildoutputs", r#"{"out": {"path": null}}"#);
-        assert!(parse(&null_path).unwrap_err().contains("no store path"));
-        let hostile = with("buildoutputs", r#"{"out": {"path": "/etc/passwd"}}"#);
-        assert!(parse(&hostile).unwrap_err().contains("invalid store path"));
-    }
-
-    #[test]
-    fn malformed_answers() {
-        for body in [
-            "",
-            "<html></html>",
-            "[]",
-            "{\"id\": \"x\"}",
-            "{\"error\": \"nope\"}",
-            "null",
-        ] {
-            assert!(
-                parse(body).unwrap_err().starts_with("malformed"),
-                "{body:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn latest_url_joins_without_double_slash() {
-        for uri in [
-            "https://h/job/p/j/x",
-            "https://h/job/p/j/x/",
-            "https://h/job/p/j/x//",
-        ] {
-            assert_eq!(
-                latest_url(uri).unwrap().as_str(),
-                "https://h/job/p/j/x/latest"
-            );
-        }
-        assert_eq!(
-            latest_url("http://h:3000/hydra/job/p/j/x")
-                .unwrap()
-                .as_str(),
-            "http://h:3000/hydra/job/p/j/x/latest"
-        );
-    }
 
     #[test]
     fn error_bodies() {
@@ -612,32 +336,5 @@ mod tests {
         ] {
             assert!(!same_origin(&job, &Url::parse(other).unwrap()), "{other}");
         }
-        let secret = Url::parse("https://u:s3cret@hydra.example/job/a").unwrap();
-        assert_eq!(redact(secret.as_str()), "https://hydra.example/job/a");
-        let long = Url::parse(&format!("https://h/{}", "x".repeat(5000))).unwrap();
-        assert_eq!(redact(long.as_str()).chars().count(), 301);
-        assert_eq!(redact("ftp://u:s3cret@h/x@y"), "ftp://h/x@y");
-        assert_eq!(redact("https://h/job/a"), "https://h/job/a");
-        assert_eq!(redact("no scheme"), "no scheme");
-    }
-
-    #[test]
-    fn job_uris() {
-        let job = Job::parse("https://u:s3cret@hydra.example/job/p/j/x/").unwrap();
-        assert_eq!(
-            job.latest().as_str(),
-            "https://u:s3cret@hydra.example/job/p/j/x/latest"
-        );
-        assert_eq!(job.display(), "https://hydra.example/job/p/j/x");
-        for refused in [
-            "ftp://h/x",
-            "hydra.example/job/p/j/x",
-            "http://h/job/a b",
-            "",
-        ] {
-            assert!(Job::parse(refused).is_err(), "{refused}");
-        }
-        let err = Job::parse("ftp://u:s3cret@h/x").unwrap_err();
-        assert!(!err.contains("s3cret"), "{err}");
     }
 }

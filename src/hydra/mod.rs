@@ -1,0 +1,66 @@
+//! Hydra's HTTP API as hail uses it: the job URI ([`job`]), a client that follows Hydra's
+//! redirects with credentials for the job's origin only ([`client`]), and the build JSON it
+//! answers ([`build`]).
+
+mod build;
+mod client;
+mod job;
+
+pub use client::{ClientError, HydraClient, MAX_BODY, MAX_REDIRECTS};
+pub use job::{Job, redact};
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+
+use crate::store_path::StorePathError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HydraError {
+    #[error("cannot reach Hydra at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("Hydra did not answer {url} within {0:?}", .timeout)]
+    Timeout { url: String, timeout: Duration },
+    #[error("Hydra answered {status} for {url}{}", detail(.message))]
+    Status {
+        url: String,
+        status: StatusCode,
+        message: Option<String>,
+    },
+    #[error("Hydra redirected {url} to an invalid location {location:?}")]
+    BadRedirect { url: String, location: String },
+    #[error("Hydra redirected more than {MAX_REDIRECTS} times, starting at {url}")]
+    TooManyRedirects { url: String },
+    #[error("Hydra answered {content_type:?} instead of JSON for {url}; is the job URI right?")]
+    NotJson { url: String, content_type: String },
+    #[error("Hydra's answer for {url} is larger than {MAX_BODY} bytes; refusing it")]
+    TooLarge { url: String },
+    #[error("Hydra's answer for {url} is not a build: {reason}")]
+    Malformed { url: String, reason: String },
+    #[error("build {id} has not finished")]
+    Unfinished { id: u64 },
+    #[error("build {id} did not succeed (buildstatus {status})")]
+    Failed { id: u64, status: i64 },
+    #[error("build {id} has no \"out\" output")]
+    NoOutOutput { id: u64 },
+    #[error("build {id}'s \"out\" output has no store path (not built yet?)")]
+    NoOutPath { id: u64 },
+    #[error("build {id} names an invalid store path: {source}")]
+    BadStorePath { id: u64, source: StorePathError },
+}
+
+fn detail(message: &Option<String>) -> String {
+    message
+        .as_deref()
+        .map(|m| format!(": {m}"))
+        .unwrap_or_default()
+}
+
+/// Keeps what Hydra says to one printable line of bounded length (it ends up in STATUS=).
+pub(crate) fn one_line(s: &str) -> String {
+    let flat: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    flat.chars().take(200).collect()
+}
