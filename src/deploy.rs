@@ -111,9 +111,7 @@ pub async fn deploy(
     let result = realise_switch_activate(profile, &before, build, limits, watchdog, stop).await;
     let profile = match &result {
         Ok(after) => after.clone(),
-        // Nothing was changed.
-        Err(DeployError::Realise { .. } | DeployError::Stopped { .. }) => before,
-        // A failed switch or activation may have moved the profile: see where it points now.
+        // Where the profile points after a failure and whatever was put back.
         Err(_) => profile.state().unwrap_or(before),
     };
     Deployment {
@@ -131,43 +129,41 @@ async fn realise_switch_activate(
     stop: &mut watch::Receiver<bool>,
 ) -> Result<ProfileState, DeployError> {
     let (path, id) = (&build.path, Some(build.id));
-    let root = profile.pending_root();
-    let _ = std::fs::remove_file(&root);
-    let realise = nix::realise(path, &root);
-    let realised = async {
-        nix::run(&realise, limits.realise, watchdog).await?;
-        nix::check_realised(&realise, &root, path)
+    // One nix-env both substitutes the path (with nix.conf's signature checks) and makes it the
+    // profile's new generation: its temporary GC roots cover the path until the generation link
+    // does, so a garbage collection never finds it unrooted.
+    let set = nix::set_profile(profile.path(), path);
+    let switching = nix::run(&set, limits.realise + SWITCH_TIMEOUT, watchdog);
+    // A stop request cuts a long download short (nix-env is killed when its future is dropped).
+    let switched = tokio::select! {
+        r = switching => Some(r),
+        _ = stop.wait_for(|s| *s) => None,
     };
-    // Nothing has changed yet, so a stop request may cut a long download short (the child is
-    // killed when its future is dropped).
-    let realised = tokio::select! {
-        r = realised => r,
-        _ = stop.wait_for(|s| *s) => {
-            let _ = std::fs::remove_file(&root);
-            return Err(DeployError::Stopped { path: path.clone() });
+    if let None | Some(Err(_)) = switched {
+        // Killed or failed just after it switched: nothing was activated, so put the profile back.
+        if profile.state().ok().as_ref() != Some(before) {
+            let _ = restore(profile, before, watchdog).await;
         }
-    };
-    if let Err(source) = realised {
-        let _ = std::fs::remove_file(&root);
-        return Err(DeployError::Realise {
-            path: path.clone(),
-            source,
-        });
+    }
+    let path_missing = || !std::path::Path::new(path.as_str()).exists();
+    match switched {
+        None => return Err(DeployError::Stopped { path: path.clone() }),
+        // Nix substitutes before it switches: a path still missing was not fetched.
+        Some(Err(source)) if path_missing() => {
+            return Err(DeployError::Realise {
+                path: path.clone(),
+                source,
+            });
+        }
+        Some(Err(source)) => {
+            return Err(DeployError::Switch {
+                path: path.clone(),
+                source,
+            });
+        }
+        Some(Ok(())) => {}
     }
     tracing::info!(hail.event = "realised", hail.build_id = id, hail.store_path = %path, "realised {path}");
-
-    let switched = nix::run(
-        &nix::set_profile(profile.path(), path),
-        SWITCH_TIMEOUT,
-        watchdog,
-    )
-    .await;
-    // The profile's own generation link is the GC root from here on.
-    let _ = std::fs::remove_file(&root);
-    switched.map_err(|source| DeployError::Switch {
-        path: path.clone(),
-        source,
-    })?;
     let after = profile.state()?;
     tracing::info!(
         hail.event = "switched",
@@ -182,16 +178,7 @@ async fn realise_switch_activate(
     match activate(profile, id, limits.activation, watchdog, stop).await {
         Ok(()) => Ok(after),
         Err(source) => {
-            let rollback = roll_back(
-                profile,
-                id,
-                before,
-                after.generation,
-                limits,
-                watchdog,
-                stop,
-            )
-            .await;
+            let rollback = roll_back(profile, id, before, limits, watchdog, stop).await;
             Err(DeployError::Activation {
                 path: path.clone(),
                 source,
@@ -230,31 +217,51 @@ pub async fn activate(
     .await
 }
 
+/// Puts the profile back where it was before a deployment: the earlier generation, or no
+/// profile at all after a failed first deployment.
+async fn restore(
+    profile: &Profile,
+    before: &ProfileState,
+    watchdog: &Watchdog,
+) -> Result<Restored, String> {
+    let now = profile.state().map_err(|e| e.to_string())?;
+    match (before.generation, now.generation) {
+        (Some(g), Some(now)) if g == now => Ok(Restored::Generation(g)),
+        (Some(g), _) => {
+            let cmd = nix::switch_generation(profile.path(), g);
+            nix::run(&cmd, SWITCH_TIMEOUT, watchdog)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(Restored::Generation(g))
+        }
+        (None, Some(failed)) if before.current.is_none() => std::fs::remove_file(profile.path())
+            .and_then(|()| std::fs::remove_file(profile.generation_link(failed)))
+            .map(|()| Restored::Removed)
+            .map_err(|e| format!("removing the new profile: {e}")),
+        (None, _) => Ok(Restored::NoPrevious),
+    }
+}
+
+enum Restored {
+    Generation(u64),
+    Removed,
+    NoPrevious,
+}
+
 async fn roll_back(
     profile: &Profile,
     failed_build: Option<u64>,
     before: &ProfileState,
-    failed_generation: Option<u64>,
     limits: &Limits,
     watchdog: &Watchdog,
     stop: &mut watch::Receiver<bool>,
 ) -> Rollback {
-    let Some(generation) = before.generation.filter(|g| Some(*g) != failed_generation) else {
-        // A first deployment: put things back as they were, with no profile at all.
-        if let (None, Some(failed)) = (&before.current, failed_generation) {
-            let removed = std::fs::remove_file(profile.path())
-                .and_then(|()| std::fs::remove_file(profile.generation_link(failed)));
-            return match removed {
-                Ok(()) => Rollback::Removed,
-                Err(e) => Rollback::Failed(format!("removing the new profile: {e}")),
-            };
-        }
-        return Rollback::NoPrevious;
+    let generation = match restore(profile, before, watchdog).await {
+        Ok(Restored::Generation(g)) => g,
+        Ok(Restored::Removed) => return Rollback::Removed,
+        Ok(Restored::NoPrevious) => return Rollback::NoPrevious,
+        Err(e) => return Rollback::Failed(e),
     };
-    let cmd = nix::switch_generation(profile.path(), generation);
-    if let Err(e) = nix::run(&cmd, SWITCH_TIMEOUT, watchdog).await {
-        return Rollback::Failed(e.to_string());
-    }
     tracing::warn!(
         hail.event = "rolled-back",
         hail.build_id = failed_build,

@@ -43,30 +43,22 @@ impl NixCommand {
     }
 }
 
-/// Substitute `path` (and its closure) from the configured binary caches, registering `gc_root`
-/// so a garbage collection cannot delete it before the profile points at it. A negative look-up
-/// cached by Nix (remembered for an hour by default) must not hide a just-uploaded path.
-/// Signature checks are whatever nix.conf says: hail never weakens them.
-pub fn realise(path: &StorePath, gc_root: &Path) -> NixCommand {
+/// Substitute `path` (and its closure) from the configured binary caches and point `profile` at
+/// it: one new generation. A negative look-up cached by Nix (remembered for an hour by default)
+/// must not hide a just-uploaded path. Signature checks are whatever nix.conf says: hail never
+/// weakens them.
+pub fn set_profile(profile: &Path, path: &StorePath) -> NixCommand {
     NixCommand::new(
-        "nix-store",
+        "nix-env",
         &[
-            &"--realise",
+            &"--profile",
+            &profile,
+            &"--set",
             &path.as_str(),
-            &"--add-root",
-            &gc_root,
             &"--option",
             &"narinfo-cache-negative-ttl",
             &"0",
         ],
-    )
-}
-
-/// Point `profile` at `path`: one new generation (none when it is already current).
-pub fn set_profile(profile: &Path, path: &StorePath) -> NixCommand {
-    NixCommand::new(
-        "nix-env",
-        &[&"--profile", &profile, &"--set", &path.as_str()],
     )
 }
 
@@ -108,7 +100,7 @@ pub enum NixError {
 
 /// Runs `cmd` with hail's environment (so `NIX_CONFIG`, `PATH` work as users expect) minus the
 /// systemd notification variables, bounded by `timeout`; pings the watchdog while it runs.
-/// What it prints is not used: the outcome is checked on disk (see `check_realised`).
+/// What it prints is not used: the outcome is checked on disk.
 pub async fn run(cmd: &NixCommand, timeout: Duration, watchdog: &Watchdog) -> Result<(), NixError> {
     let command = cmd.summary();
     tracing::debug!("running {}", cmd.display());
@@ -174,21 +166,6 @@ pub fn error_summary(stderr: &str) -> String {
     }
 }
 
-/// With `--add-root`, `nix-store --realise` prints the root rather than the path (and versions
-/// differ), so check the outcome itself: the root must point at the path, which must exist.
-pub fn check_realised(cmd: &NixCommand, gc_root: &Path, path: &StorePath) -> Result<(), NixError> {
-    let target = std::fs::read_link(gc_root).ok();
-    if target.as_deref() == Some(Path::new(path.as_str())) && Path::new(path.as_str()).exists() {
-        Ok(())
-    } else {
-        Err(NixError::UnexpectedOutput {
-            command: cmd.summary(),
-            output: format!("{} -> {:?}", gc_root.display(), target),
-            expected: format!("a root pointing at {path}"),
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,12 +175,13 @@ mod tests {
     }
 
     #[test]
-    fn realise_keeps_signature_checks_and_disables_negative_cache() {
-        let c = realise(&p(), Path::new("/nix/var/nix/profiles/web.hail-pending"));
+    fn set_profile_keeps_signature_checks_and_disables_negative_cache() {
+        let c = set_profile(Path::new("/nix/var/nix/profiles/web"), &p());
         assert_eq!(
             c.display(),
-            "nix-store --realise /nix/store/l9r346p3d25vs4g5v37f3r3f28js97kb-foo-profile \
-             --add-root /nix/var/nix/profiles/web.hail-pending --option narinfo-cache-negative-ttl 0"
+            "nix-env --profile /nix/var/nix/profiles/web \
+             --set /nix/store/l9r346p3d25vs4g5v37f3r3f28js97kb-foo-profile \
+             --option narinfo-cache-negative-ttl 0"
         );
         let all = c.display();
         for weakening in [
@@ -219,10 +197,6 @@ mod tests {
     #[test]
     fn profile_commands() {
         let prof = Path::new("/nix/var/nix/profiles/web");
-        assert_eq!(
-            set_profile(prof, &p()).display(),
-            "nix-env --profile /nix/var/nix/profiles/web --set /nix/store/l9r346p3d25vs4g5v37f3r3f28js97kb-foo-profile"
-        );
         assert_eq!(
             switch_generation(prof, 7).display(),
             "nix-env --profile /nix/var/nix/profiles/web --switch-generation 7"
@@ -242,16 +216,5 @@ mod tests {
         assert_eq!(error_summary("a\n\nlast line\n"), "last line");
         assert_eq!(error_summary(""), "no error message");
         assert!(!error_summary("error: a\u{1b}[31mred\n").contains('\u{1b}'));
-    }
-
-    #[test]
-    fn realise_outcome_is_checked() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("root");
-        let c = realise(&p(), &root);
-        assert!(check_realised(&c, &root, &p()).is_err());
-        let existing = StorePath::parse("/nix/store/00000000000000000000000000000000-x").unwrap();
-        std::os::unix::fs::symlink(existing.as_str(), &root).unwrap();
-        assert!(check_realised(&c, &root, &p()).is_err());
     }
 }

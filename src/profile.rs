@@ -47,11 +47,6 @@ impl Profile {
         self.sibling(".hail.lock")
     }
 
-    /// The temporary GC root that keeps a realised path alive until the switch.
-    pub fn pending_root(&self) -> PathBuf {
-        self.sibling(".hail-pending")
-    }
-
     /// `PROFILE-N-link`, generation N's link beside the profile.
     pub fn generation_link(&self, generation: u64) -> PathBuf {
         self.sibling(&format!("-{generation}-link"))
@@ -148,10 +143,6 @@ mod tests {
         assert_eq!(
             p.lock_path(),
             Path::new("/nix/var/nix/profiles/web.hail.lock")
-        );
-        assert_eq!(
-            p.pending_root(),
-            Path::new("/nix/var/nix/profiles/web.hail-pending")
         );
         assert_eq!(
             p.activate_script(),
