@@ -21,6 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tracing::{error, info, warn};
 
+use crate::cli::ApplyArgs;
 use host::{Cmd, Host, HostError};
 use plan::{Observed, Step};
 pub use set::{InstanceSet, SetError};
@@ -36,28 +37,6 @@ const DEACTIVATE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 const RESTART_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// How long the transient unit may take, as seen by the caller.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
-
-/// Options of `hail apply-instances`.
-#[derive(Debug, clap::Args)]
-pub struct ApplyArgs {
-    /// JSON file describing the instance set (a manager profile's `instances.json`).
-    #[arg(value_name = "FILE")]
-    pub instances: PathBuf,
-
-    /// Apply in this process instead of a transient systemd unit (what that unit runs). An
-    /// apply run this way from a hail instance's activation dies if it restarts that instance.
-    #[arg(long)]
-    pub direct: bool,
-
-    /// Only check the set and print each instance's drop-in; change nothing (no systemd needed).
-    #[arg(long, conflicts_with = "direct")]
-    pub check: bool,
-
-    /// The hail instance whose activation runs this apply; if the set changes it, it is
-    /// restarted last and without waiting [default: the hail@ unit this process runs in].
-    #[arg(long, value_name = "NAME", requires = "direct")]
-    pub caller: Option<String>,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManagerError {
