@@ -3,6 +3,7 @@
 //! Data flows one way: trigger (timer, SIGHUP, start) → [`hydra`] poll → [`decide`] →
 //! [`deploy`] (realise and switch through [`nix`], run [`activation`]) → report ([`systemd`],
 //! journal) → wait. [`agent`] is that loop; [`manager`] converges a host's hail instances.
+//! Every other program hail runs goes through [`process`].
 
 pub mod activation;
 pub mod agent;
@@ -14,6 +15,7 @@ pub mod logging;
 pub mod manager;
 pub mod netrc;
 pub mod nix;
+pub mod process;
 pub mod profile;
 pub mod store_path;
 pub mod systemd;

@@ -22,7 +22,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::{error, info, warn};
 
 use crate::cli::ApplyArgs;
-use host::{Cmd, Host, HostError};
+use crate::process::{self, CommandLine, ProcessError};
+use host::{Host, HostError};
 use plan::{Observed, Step};
 pub use set::{InstanceSet, SetError};
 
@@ -58,6 +59,8 @@ pub enum ManagerError {
     MissingCredential { instance: String, path: PathBuf },
     #[error(transparent)]
     Host(#[from] HostError),
+    #[error(transparent)]
+    Process(#[from] ProcessError),
     #[error("the apply in {unit} failed ({detail}); its log: journalctl -u {unit}")]
     TransientUnit { unit: String, detail: String },
     #[error("the instance set was applied in part: {}", .0.join("; "))]
@@ -135,21 +138,21 @@ fn apply_in_transient_unit(set_file: &Path, caller: Option<&str>) -> Result<(), 
         "applying the instance set {} in the transient unit {unit} (journalctl -u {unit})",
         set_file.display()
     );
-    match host::run_inherited(&cmd, &[], APPLY_TIMEOUT) {
+    match process::run_inherited(&cmd, &[], APPLY_TIMEOUT) {
         Ok(()) => {
             info!(hail.event = "apply-finished", hail.unit = %unit, "{unit} finished: the instance set is applied");
             Ok(())
         }
-        Err(HostError::Failed { status, .. }) => {
+        Err(ProcessError::Failed { status, .. }) => {
             // Repeat the apply's own account here, so the caller's log says why.
-            if let Ok(log) = host::run_captured(&host::journal_cmd(&unit), SHOW_TIMEOUT) {
+            if let Ok(log) = process::run_captured(&host::journal_cmd(&unit), SHOW_TIMEOUT) {
                 for line in log.lines().filter(|l| !l.is_empty()) {
                     error!("{unit}: {line}");
                 }
             }
             Err(ManagerError::TransientUnit {
                 unit,
-                detail: status,
+                detail: status.to_string(),
             })
         }
         Err(e) => Err(ManagerError::TransientUnit {
@@ -260,7 +263,7 @@ fn run_steps(steps: &[Step], set: &InstanceSet, host: &Host) -> Result<(), Manag
                 info!(hail.instance = %name, "configured hail@{name}");
             }
             Step::DaemonReload => {
-                host::run_captured(&host::daemon_reload_cmd(), RELOAD_TIMEOUT)?;
+                process::run_captured(&host::daemon_reload_cmd(), RELOAD_TIMEOUT)?;
             }
             Step::Restart(names) => {
                 restart(set, names, &mut failures)?;
@@ -277,7 +280,7 @@ fn run_steps(steps: &[Step], set: &InstanceSet, host: &Host) -> Result<(), Manag
                     );
                     continue;
                 }
-                host::run_captured(&host::restart_no_block_cmd(name), SHOW_TIMEOUT)?;
+                process::run_captured(&host::restart_no_block_cmd(name), SHOW_TIMEOUT)?;
                 info!(hail.instance = %name, "restart of hail@{name} queued (it runs this apply)");
                 summary
                     .entry("restart queued")
@@ -314,15 +317,15 @@ fn run_steps(steps: &[Step], set: &InstanceSet, host: &Host) -> Result<(), Manag
 /// Stop, `bin/deactivate`, profile, drop-in — in that order, so that a removal interrupted
 /// anywhere is found (by its drop-in) and finished by the next apply.
 fn remove(host: &Host, name: &str, profile: &Path) -> Result<(), HostError> {
-    host::run_captured(&host::stop_cmd(name), STOP_TIMEOUT)?;
+    process::run_captured(&host::stop_cmd(name), STOP_TIMEOUT)?;
     // A failed unit would stay listed until reset.
-    let _ = host::run_captured(&host::reset_failed_cmd(&[name.to_string()]), SHOW_TIMEOUT);
+    let _ = process::run_captured(&host::reset_failed_cmd(&[name.to_string()]), SHOW_TIMEOUT);
     let deactivate = profile.join("bin/deactivate");
     if deactivate.is_file() {
         info!(hail.instance = %name, "running {}", deactivate.display());
-        host::run_inherited(
-            &Cmd::program(&deactivate),
-            &[("HAIL_PROFILE", profile)],
+        process::run_inherited(
+            &CommandLine::new(&deactivate),
+            &[("HAIL_PROFILE", profile.as_os_str())],
             DEACTIVATE_TIMEOUT,
         )?;
     }
@@ -345,8 +348,8 @@ fn restart(
     failures: &mut Vec<String>,
 ) -> Result<(), HostError> {
     // A unit that hit its start limit refuses to start until reset.
-    let _ = host::run_captured(&host::reset_failed_cmd(names), SHOW_TIMEOUT);
-    let result = host::run_captured(&host::restart_cmd(names), RESTART_TIMEOUT);
+    let _ = process::run_captured(&host::reset_failed_cmd(names), SHOW_TIMEOUT);
+    let result = process::run_captured(&host::restart_cmd(names), RESTART_TIMEOUT);
     let running = host::running(names, SHOW_TIMEOUT)?;
     for name in names {
         let expected = set.instances.get(name).map(|i| i.config_id.clone());

@@ -1,103 +1,47 @@
-//! The nix commands hail runs, built as data (so they are unit-tested) and run with a time bound.
+//! The nix commands hail runs, built as data (so they are unit-tested), run through
+//! [`crate::process`], and what their failures mean.
 
-use std::ffi::OsString;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
+use crate::process::{self, CommandLine, ProcessError};
 use crate::store_path::StorePath;
 use crate::systemd::Watchdog;
-
-/// A command line: program and arguments, nothing else.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NixCommand {
-    pub program: &'static str,
-    pub args: Vec<OsString>,
-}
-
-impl NixCommand {
-    fn new(program: &'static str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Self {
-        NixCommand {
-            program,
-            args: args.iter().map(|a| a.as_ref().to_owned()).collect(),
-        }
-    }
-
-    /// The program and its first argument (`nix-store --realise`): enough to name the step in
-    /// a one-line error, which names the path already.
-    pub fn summary(&self) -> String {
-        match self.args.first() {
-            Some(a) => format!("{} {}", self.program, a.to_string_lossy()),
-            None => self.program.to_owned(),
-        }
-    }
-
-    /// The whole command line, for debug logs and tests.
-    pub fn display(&self) -> String {
-        let mut s = self.program.to_owned();
-        for a in &self.args {
-            s.push(' ');
-            s.push_str(&a.to_string_lossy());
-        }
-        s
-    }
-}
 
 /// Substitute `path` (and its closure) from the configured binary caches, registering `gc_root`
 /// so a garbage collection cannot delete it before the profile points at it. A negative look-up
 /// cached by Nix (remembered for an hour by default) must not hide a just-uploaded path.
 /// Signature checks are whatever nix.conf says: hail never weakens them.
-pub fn realise(path: &StorePath, gc_root: &Path) -> NixCommand {
-    NixCommand::new(
-        "nix-store",
-        &[
-            &"--realise",
-            &path.as_str(),
-            &"--add-root",
-            &gc_root,
-            &"--option",
-            &"narinfo-cache-negative-ttl",
-            &"0",
-        ],
-    )
+pub fn realise(path: &StorePath, gc_root: &Path) -> CommandLine {
+    CommandLine::new("nix-store")
+        .args(["--realise", path.as_str(), "--add-root"])
+        .arg(gc_root)
+        .args(["--option", "narinfo-cache-negative-ttl", "0"])
 }
 
 /// Point `profile` at `path`: one new generation (none when it is already current).
-pub fn set_profile(profile: &Path, path: &StorePath) -> NixCommand {
-    NixCommand::new(
-        "nix-env",
-        &[&"--profile", &profile, &"--set", &path.as_str()],
-    )
+pub fn set_profile(profile: &Path, path: &StorePath) -> CommandLine {
+    CommandLine::new("nix-env")
+        .arg("--profile")
+        .arg(profile)
+        .args(["--set", path.as_str()])
 }
 
 /// Point `profile` back at an existing generation.
-pub fn switch_generation(profile: &Path, generation: u64) -> NixCommand {
-    NixCommand::new(
-        "nix-env",
-        &[
-            &"--profile",
-            &profile,
-            &"--switch-generation",
-            &generation.to_string(),
-        ],
-    )
+pub fn switch_generation(profile: &Path, generation: u64) -> CommandLine {
+    CommandLine::new("nix-env")
+        .arg("--profile")
+        .arg(profile)
+        .args(["--switch-generation", &generation.to_string()])
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum NixError {
-    #[error("cannot run {command}: {source} (is Nix installed and on PATH?)")]
-    Spawn {
-        command: String,
-        source: std::io::Error,
-    },
-    #[error("{command} did not finish within {timeout:?}")]
-    Timeout { command: String, timeout: Duration },
-    #[error("{command} failed ({status}): {message}")]
-    Failed {
-        command: String,
-        status: String,
-        message: String,
-    },
+    /// Not even started (or not waited for): most likely Nix is missing.
+    #[error("{0} (is Nix installed and on PATH?)")]
+    NotStarted(ProcessError),
+    #[error(transparent)]
+    Process(ProcessError),
     #[error("{command} printed {output:?}, expected {expected}")]
     UnexpectedOutput {
         command: String,
@@ -106,42 +50,24 @@ pub enum NixError {
     },
 }
 
+impl From<ProcessError> for NixError {
+    fn from(e: ProcessError) -> NixError {
+        match e {
+            ProcessError::Spawn { .. } => NixError::NotStarted(e),
+            e => NixError::Process(e),
+        }
+    }
+}
+
 /// Runs `cmd` with hail's environment (so `NIX_CONFIG`, `PATH` work as users expect) minus the
 /// systemd notification variables, bounded by `timeout`; pings the watchdog while it runs.
 /// What it prints is not used: the outcome is checked on disk (see `check_realised`).
-pub async fn run(cmd: &NixCommand, timeout: Duration, watchdog: &Watchdog) -> Result<(), NixError> {
-    let command = cmd.summary();
-    tracing::debug!("running {}", cmd.display());
-    let mut c = tokio::process::Command::new(cmd.program);
-    c.args(&cmd.args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    crate::activation::strip_notify_env(&mut c);
-    c.kill_on_drop(true);
-    let child = c.spawn().map_err(|source| NixError::Spawn {
-        command: command.clone(),
-        source,
-    })?;
-    let out = watchdog
-        .bounded(timeout, child.wait_with_output())
-        .await
-        .map_err(|_| NixError::Timeout {
-            command: command.clone(),
-            timeout,
-        })?
-        .map_err(|source| NixError::Spawn {
-            command: command.clone(),
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(NixError::Failed {
-            command,
-            status: out.status.to_string(),
-            message: error_summary(&String::from_utf8_lossy(&out.stderr)),
-        });
-    }
-    Ok(())
+pub async fn run(
+    cmd: &CommandLine,
+    timeout: Duration,
+    watchdog: &Watchdog,
+) -> Result<(), NixError> {
+    Ok(process::run_async(cmd, timeout, watchdog, error_summary).await?)
 }
 
 /// Nix's stderr, reduced to what an operator needs in one line: the `error:` lines (and the
@@ -176,7 +102,7 @@ pub fn error_summary(stderr: &str) -> String {
 
 /// With `--add-root`, `nix-store --realise` prints the root rather than the path (and versions
 /// differ), so check the outcome itself: the root must point at the path, which must exist.
-pub fn check_realised(cmd: &NixCommand, gc_root: &Path, path: &StorePath) -> Result<(), NixError> {
+pub fn check_realised(cmd: &CommandLine, gc_root: &Path, path: &StorePath) -> Result<(), NixError> {
     let target = std::fs::read_link(gc_root).ok();
     if target.as_deref() == Some(Path::new(path.as_str())) && Path::new(path.as_str()).exists() {
         Ok(())
@@ -242,6 +168,20 @@ mod tests {
         assert_eq!(error_summary("a\n\nlast line\n"), "last line");
         assert_eq!(error_summary(""), "no error message");
         assert!(!error_summary("error: a\u{1b}[31mred\n").contains('\u{1b}'));
+    }
+
+    #[tokio::test]
+    async fn a_missing_nix_is_named() {
+        let missing = CommandLine::new("/nonexistent/nix-store").arg("--realise");
+        let e = run(&missing, Duration::from_secs(5), &Watchdog::disabled())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("cannot run /nonexistent/nix-store --realise: ")
+                && e.ends_with(" (is Nix installed and on PATH?)"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -10,6 +10,14 @@ use sd_notify::NotifyState;
 /// in hail's name (or be refused by `NotifyAccess=main` and confuse the operator).
 pub const NOTIFY_VARS: [&str; 3] = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"];
 
+/// Removes [`NOTIFY_VARS`] from a child's environment. (Unsetting them in hail itself would be
+/// unsound once threads exist.)
+pub fn strip_notify_env(cmd: &mut tokio::process::Command) {
+    for var in NOTIFY_VARS {
+        cmd.env_remove(var);
+    }
+}
+
 fn send(states: &[NotifyState]) {
     if let Err(e) = sd_notify::notify(states) {
         tracing::debug!("sd_notify failed: {e}");

@@ -3,12 +3,11 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::set::{CONFIG_VAR, valid_name};
+use crate::process::{CommandLine, ProcessError, run_captured};
 
 /// File name of the manager's drop-in in `hail@NAME.service.d/`.
 pub const DROPIN_NAME: &str = "hail-manager.conf";
@@ -195,97 +194,53 @@ pub fn instance_of_cgroup(cgroup: &str) -> Option<String> {
     })
 }
 
-/// A command line, as data.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cmd {
-    pub program: String,
-    pub args: Vec<String>,
-}
-
-impl Cmd {
-    fn new<S: Into<String>>(program: &str, args: impl IntoIterator<Item = S>) -> Cmd {
-        Cmd {
-            program: program.to_string(),
-            args: args.into_iter().map(Into::into).collect(),
-        }
-    }
-
-    /// An executable run without arguments.
-    pub fn program(path: &Path) -> Cmd {
-        Cmd::new::<String>(&path.to_string_lossy(), [])
-    }
-
-    fn command(&self) -> Command {
-        let mut command = Command::new(&self.program);
-        command.args(&self.args).stdin(Stdio::null());
-        command
-    }
-
-    fn display(&self) -> String {
-        std::iter::once(self.program.as_str())
-            .chain(self.args.iter().map(String::as_str))
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
-}
-
 fn units(names: &[String]) -> Vec<String> {
     names.iter().map(|n| unit(n)).collect()
 }
 
-pub fn show_cmd(names: &[String]) -> Cmd {
+pub fn show_cmd(names: &[String]) -> CommandLine {
     let mut args = vec![
         "show".to_string(),
         "--property=Id,ActiveState,SubState,MainPID".to_string(),
         "--".into(),
     ];
     args.extend(units(names));
-    Cmd::new("systemctl", args)
+    CommandLine::new("systemctl").args(args)
 }
 
-pub fn daemon_reload_cmd() -> Cmd {
-    Cmd::new("systemctl", ["daemon-reload"])
+pub fn daemon_reload_cmd() -> CommandLine {
+    CommandLine::new("systemctl").arg("daemon-reload")
 }
 
-pub fn restart_cmd(names: &[String]) -> Cmd {
+pub fn restart_cmd(names: &[String]) -> CommandLine {
     let mut args = vec!["restart".to_string(), "--".into()];
     args.extend(units(names));
-    Cmd::new("systemctl", args)
+    CommandLine::new("systemctl").args(args)
 }
 
-pub fn restart_no_block_cmd(name: &str) -> Cmd {
-    Cmd::new(
-        "systemctl",
-        [
-            "restart".to_string(),
-            "--no-block".into(),
-            "--".into(),
-            unit(name),
-        ],
-    )
+pub fn restart_no_block_cmd(name: &str) -> CommandLine {
+    CommandLine::new("systemctl")
+        .args(["restart", "--no-block", "--"])
+        .arg(unit(name))
 }
 
-pub fn stop_cmd(name: &str) -> Cmd {
-    Cmd::new("systemctl", ["stop".to_string(), "--".into(), unit(name)])
+pub fn stop_cmd(name: &str) -> CommandLine {
+    CommandLine::new("systemctl")
+        .args(["stop", "--"])
+        .arg(unit(name))
 }
 
-pub fn reset_failed_cmd(names: &[String]) -> Cmd {
+pub fn reset_failed_cmd(names: &[String]) -> CommandLine {
     let mut args = vec!["reset-failed".to_string(), "--".into()];
     args.extend(units(names));
-    Cmd::new("systemctl", args)
+    CommandLine::new("systemctl").args(args)
 }
 
 /// The last lines an apply's transient unit logged.
-pub fn journal_cmd(unit: &str) -> Cmd {
-    Cmd::new(
-        "journalctl",
-        [
-            format!("--unit={unit}"),
-            "--output=cat".into(),
-            "--no-pager".into(),
-            "--lines=50".into(),
-        ],
-    )
+pub fn journal_cmd(unit: &str) -> CommandLine {
+    CommandLine::new("journalctl")
+        .arg(format!("--unit={unit}"))
+        .args(["--output=cat", "--no-pager", "--lines=50"])
 }
 
 /// What the apply's transient unit gets from the caller's environment: where the tools are,
@@ -302,7 +257,7 @@ pub fn systemd_run_cmd(
     set_file: &Path,
     caller: Option<&str>,
     env: &[(String, String)],
-) -> Cmd {
+) -> CommandLine {
     let mut args = vec![
         format!("--unit={unit_name}"),
         format!(
@@ -322,7 +277,7 @@ pub fn systemd_run_cmd(
         args.push(format!("--caller={caller}"));
     }
     args.push(set_file.to_string_lossy().into_owned());
-    Cmd::new("systemd-run", args)
+    CommandLine::new("systemd-run").args(args)
 }
 
 /// Parses `systemctl show` output for several units: instance → (ActiveState, MainPID).
@@ -382,88 +337,6 @@ pub fn running(
     Ok(running)
 }
 
-/// Runs `cmd` with its output captured; an error carries its stderr.
-pub fn run_captured(cmd: &Cmd, timeout: Duration) -> Result<String, HostError> {
-    let mut command = cmd.command();
-    command.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = command.spawn().map_err(|source| HostError::Spawn {
-        program: cmd.program.clone(),
-        source,
-    })?;
-    let stdout = reader(child.stdout.take());
-    let stderr = reader(child.stderr.take());
-    let status = wait_bounded(cmd, &mut child, timeout)?;
-    let stdout = stdout.join().unwrap_or_default();
-    let stderr = stderr.join().unwrap_or_default();
-    if status.success() {
-        Ok(stdout)
-    } else {
-        Err(HostError::Failed {
-            command: cmd.display(),
-            status: status.to_string(),
-            stderr: stderr.trim().to_string(),
-        })
-    }
-}
-
-/// Runs `cmd` with the apply's own stdout/stderr (the journal), extra environment added.
-pub fn run_inherited(cmd: &Cmd, env: &[(&str, &Path)], timeout: Duration) -> Result<(), HostError> {
-    let mut command = cmd.command();
-    command.envs(env.iter().map(|(k, v)| (*k, *v)));
-    let mut child = command.spawn().map_err(|source| HostError::Spawn {
-        program: cmd.program.clone(),
-        source,
-    })?;
-    let status = wait_bounded(cmd, &mut child, timeout)?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(HostError::Failed {
-            command: cmd.display(),
-            status: status.to_string(),
-            stderr: String::new(),
-        })
-    }
-}
-
-fn reader<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        if let Some(mut pipe) = pipe {
-            let _ = pipe.read_to_string(&mut text);
-        }
-        text
-    })
-}
-
-fn wait_bounded(
-    cmd: &Cmd,
-    child: &mut Child,
-    timeout: Duration,
-) -> Result<std::process::ExitStatus, HostError> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Ok(status),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(HostError::Timeout {
-                    command: cmd.display(),
-                    timeout,
-                });
-            }
-            Err(e) => {
-                return Err(HostError::Spawn {
-                    program: cmd.program.clone(),
-                    source: e,
-                });
-            }
-        }
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
     #[error("{path}: {source}")]
@@ -471,19 +344,8 @@ pub enum HostError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot run {program}: {source}")]
-    Spawn {
-        program: String,
-        source: std::io::Error,
-    },
-    #[error("`{command}` failed ({status}){}", if stderr.is_empty() { String::new() } else { format!(": {stderr}") })]
-    Failed {
-        command: String,
-        status: String,
-        stderr: String,
-    },
-    #[error("`{command}` did not finish within {timeout:?} and was stopped")]
-    Timeout { command: String, timeout: Duration },
+    #[error(transparent)]
+    Process(#[from] ProcessError),
     #[error(
         "another apply holds {path} for more than {timeout:?}; is one stuck? (systemctl list-units 'hail-apply-*')"
     )]
@@ -665,23 +527,5 @@ mod tests {
         let environ = b"PATH=/bin\0HAIL_MANAGER_CONFIG=00ff\0X=1\0";
         assert_eq!(config_id_in_environ(environ), Some("00ff".into()));
         assert_eq!(config_id_in_environ(b"PATH=/bin\0"), None);
-    }
-
-    #[test]
-    fn commands_are_bounded_and_report_failure() {
-        let slow = Cmd::new("sleep", ["5"]);
-        assert!(matches!(
-            run_captured(&slow, Duration::from_millis(200)),
-            Err(HostError::Timeout { .. })
-        ));
-        let failing = Cmd::new("sh", ["-c", "echo oops >&2; exit 3"]);
-        let e = run_captured(&failing, Duration::from_secs(5))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("oops") && e.contains("3"), "{e}");
-        assert_eq!(
-            run_captured(&Cmd::new("echo", ["hi"]), Duration::from_secs(5)).unwrap(),
-            "hi\n"
-        );
     }
 }
