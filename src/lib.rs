@@ -3,7 +3,8 @@
 //! Data flows one way: trigger (timer, SIGHUP, start) → [`hydra`] poll → [`decide`] →
 //! [`deploy`] (realise and switch through [`nix`], run [`activation`]) → report ([`systemd`],
 //! journal) → wait. [`agent`] is that loop; [`manager`] converges a host's hail instances.
-//! Every other program hail runs goes through [`process`].
+//! Every program hail runs, but for a profile's `bin/activate` ([`activation`]), goes through
+//! [`process`].
 
 pub mod activation;
 pub mod agent;

@@ -5,15 +5,16 @@
 //! unit of its own (`systemd-run`) and waits for it: the manager may be one of the instances it
 //! restarts, and an apply inside the manager's own unit would be killed with it.
 //!
-//! The apply: read the set ([`set`]), observe the host ([`host`]), plan ([`plan`], pure), run
-//! the steps. Managed instances are configured by drop-ins under `/run/systemd/system`, where a
-//! NixOS switch does not remove them; after a reboot the manager's start-up activation writes
-//! them again. Instances configured under `/etc` (NixOS's `services.hail.<name>`, an operator's
-//! unit) are never touched.
+//! The apply: read the set ([`set`]), observe the host ([`host`], its units through [`units`]),
+//! plan ([`plan`], pure), run the steps. Managed instances are configured by drop-ins under
+//! `/run/systemd/system`, where a NixOS switch does not remove them; after a reboot the
+//! manager's start-up activation writes them again. Instances configured under `/etc` (NixOS's
+//! `services.hail.<name>`, an operator's unit) are never touched.
 
 mod host;
 mod plan;
 mod set;
+mod units;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -87,7 +88,7 @@ pub fn apply(args: &ApplyArgs) -> Result<(), ManagerError> {
     let set = InstanceSet::load(&args.instances)?;
     if args.check {
         for instance in set.instances.values() {
-            println!("# {}.d/{}", host::unit(&instance.name), host::DROPIN_NAME);
+            println!("# {}.d/{}", units::unit(&instance.name), host::DROPIN_NAME);
             println!("{}", instance.dropin);
         }
         return Ok(());
@@ -100,7 +101,7 @@ pub fn apply(args: &ApplyArgs) -> Result<(), ManagerError> {
         Some(name) => return Err(ManagerError::BadCaller(name.clone())),
         None => std::fs::read_to_string("/proc/self/cgroup")
             .ok()
-            .and_then(|cgroup| host::instance_of_cgroup(&cgroup)),
+            .and_then(|cgroup| units::instance_of_cgroup(&cgroup)),
     };
     if args.direct {
         apply_here(&set, caller, &Host::system())
@@ -127,11 +128,11 @@ fn apply_in_transient_unit(set_file: &Path, caller: Option<&str>) -> Result<(), 
         std::process::id()
     );
     let unit = format!("{unit_name}.service");
-    let env: Vec<(String, String)> = host::PASSED_ENV
+    let env: Vec<(String, String)> = units::PASSED_ENV
         .iter()
         .filter_map(|k| Some((k.to_string(), std::env::var(k).ok()?)))
         .collect();
-    let cmd = host::systemd_run_cmd(&unit_name, &exe, &set_file, caller, &env);
+    let cmd = units::systemd_run_apply(&unit_name, &exe, &set_file, caller, &env);
     info!(
         hail.event = "apply-started",
         hail.unit = %unit,
@@ -145,7 +146,7 @@ fn apply_in_transient_unit(set_file: &Path, caller: Option<&str>) -> Result<(), 
         }
         Err(ProcessError::Failed { status, .. }) => {
             // Repeat the apply's own account here, so the caller's log says why.
-            if let Ok(log) = process::run_captured(&host::journal_cmd(&unit), SHOW_TIMEOUT) {
+            if let Ok(log) = process::run_captured(&units::journal(&unit), SHOW_TIMEOUT) {
                 for line in log.lines().filter(|l| !l.is_empty()) {
                     error!("{unit}: {line}");
                 }
@@ -263,7 +264,7 @@ fn run_steps(steps: &[Step], set: &InstanceSet, host: &Host) -> Result<(), Manag
                 info!(hail.instance = %name, "configured hail@{name}");
             }
             Step::DaemonReload => {
-                process::run_captured(&host::daemon_reload_cmd(), RELOAD_TIMEOUT)?;
+                process::run_captured(&units::daemon_reload(), RELOAD_TIMEOUT)?;
             }
             Step::Restart(names) => {
                 restart(set, names, &mut failures)?;
@@ -280,7 +281,7 @@ fn run_steps(steps: &[Step], set: &InstanceSet, host: &Host) -> Result<(), Manag
                     );
                     continue;
                 }
-                process::run_captured(&host::restart_no_block_cmd(name), SHOW_TIMEOUT)?;
+                process::run_captured(&units::restart_no_block(name), SHOW_TIMEOUT)?;
                 info!(hail.instance = %name, "restart of hail@{name} queued (it runs this apply)");
                 summary
                     .entry("restart queued")
@@ -317,9 +318,9 @@ fn run_steps(steps: &[Step], set: &InstanceSet, host: &Host) -> Result<(), Manag
 /// Stop, `bin/deactivate`, profile, drop-in — in that order, so that a removal interrupted
 /// anywhere is found (by its drop-in) and finished by the next apply.
 fn remove(host: &Host, name: &str, profile: &Path) -> Result<(), HostError> {
-    process::run_captured(&host::stop_cmd(name), STOP_TIMEOUT)?;
+    process::run_captured(&units::stop(name), STOP_TIMEOUT)?;
     // A failed unit would stay listed until reset.
-    let _ = process::run_captured(&host::reset_failed_cmd(&[name.to_string()]), SHOW_TIMEOUT);
+    let _ = process::run_captured(&units::reset_failed(&[name.to_string()]), SHOW_TIMEOUT);
     let deactivate = profile.join("bin/deactivate");
     if deactivate.is_file() {
         info!(hail.instance = %name, "running {}", deactivate.display());
@@ -348,8 +349,8 @@ fn restart(
     failures: &mut Vec<String>,
 ) -> Result<(), HostError> {
     // A unit that hit its start limit refuses to start until reset.
-    let _ = process::run_captured(&host::reset_failed_cmd(names), SHOW_TIMEOUT);
-    let result = process::run_captured(&host::restart_cmd(names), RESTART_TIMEOUT);
+    let _ = process::run_captured(&units::reset_failed(names), SHOW_TIMEOUT);
+    let result = process::run_captured(&units::restart(names), RESTART_TIMEOUT);
     let running = host::running(names, SHOW_TIMEOUT)?;
     for name in names {
         let expected = set.instances.get(name).map(|i| i.config_id.clone());

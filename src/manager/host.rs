@@ -1,13 +1,14 @@
-//! The side effects of an apply: reading the host's state, systemd commands (built as data),
-//! drop-in files, profiles, the apply lock.
+//! The host an apply changes: the manager's drop-in files, the instances' profiles, the apply
+//! lock, and which instances run with which configuration.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::set::{CONFIG_VAR, valid_name};
-use crate::process::{CommandLine, ProcessError, run_captured};
+use super::set::valid_name;
+use super::units::{self, config_id_in_environ, instance_of_unit, parse_show, unit};
+use crate::process::{ProcessError, run_captured};
 
 /// File name of the manager's drop-in in `hail@NAME.service.d/`.
 pub const DROPIN_NAME: &str = "hail-manager.conf";
@@ -53,8 +54,8 @@ impl Host {
             let file_name = entry.file_name();
             let Some(name) = file_name
                 .to_str()
-                .and_then(|n| n.strip_prefix("hail@"))
-                .and_then(|n| n.strip_suffix(".service.d"))
+                .and_then(|n| n.strip_suffix(".d"))
+                .and_then(instance_of_unit)
             else {
                 continue;
             };
@@ -179,142 +180,6 @@ fn is_profile_file(name: &str, file_name: &str) -> bool {
         .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
 }
 
-/// The unit of instance `name`.
-pub fn unit(name: &str) -> String {
-    format!("hail@{name}.service")
-}
-
-/// The hail instance a process runs in, from its `/proc/PID/cgroup` text.
-pub fn instance_of_cgroup(cgroup: &str) -> Option<String> {
-    cgroup.lines().find_map(|line| {
-        let path = line.splitn(3, ':').nth(2)?;
-        let last = path.rsplit('/').next()?;
-        let name = last.strip_prefix("hail@")?.strip_suffix(".service")?;
-        valid_name(name).then(|| name.to_string())
-    })
-}
-
-fn units(names: &[String]) -> Vec<String> {
-    names.iter().map(|n| unit(n)).collect()
-}
-
-pub fn show_cmd(names: &[String]) -> CommandLine {
-    let mut args = vec![
-        "show".to_string(),
-        "--property=Id,ActiveState,SubState,MainPID".to_string(),
-        "--".into(),
-    ];
-    args.extend(units(names));
-    CommandLine::new("systemctl").args(args)
-}
-
-pub fn daemon_reload_cmd() -> CommandLine {
-    CommandLine::new("systemctl").arg("daemon-reload")
-}
-
-pub fn restart_cmd(names: &[String]) -> CommandLine {
-    let mut args = vec!["restart".to_string(), "--".into()];
-    args.extend(units(names));
-    CommandLine::new("systemctl").args(args)
-}
-
-pub fn restart_no_block_cmd(name: &str) -> CommandLine {
-    CommandLine::new("systemctl")
-        .args(["restart", "--no-block", "--"])
-        .arg(unit(name))
-}
-
-pub fn stop_cmd(name: &str) -> CommandLine {
-    CommandLine::new("systemctl")
-        .args(["stop", "--"])
-        .arg(unit(name))
-}
-
-pub fn reset_failed_cmd(names: &[String]) -> CommandLine {
-    let mut args = vec!["reset-failed".to_string(), "--".into()];
-    args.extend(units(names));
-    CommandLine::new("systemctl").args(args)
-}
-
-/// The last lines an apply's transient unit logged.
-pub fn journal_cmd(unit: &str) -> CommandLine {
-    CommandLine::new("journalctl")
-        .arg(format!("--unit={unit}"))
-        .args(["--output=cat", "--no-pager", "--lines=50"])
-}
-
-/// What the apply's transient unit gets from the caller's environment: where the tools are,
-/// how Nix is configured, the log level.
-pub const PASSED_ENV: &[&str] = &["PATH", "NIX_CONFIG", "NIX_REMOTE", "RUST_LOG"];
-
-/// `systemd-run` starting `exe apply-instances --direct …` in its own transient unit and
-/// waiting for it: the unit is outside the caller's cgroup, so stopping the caller (the
-/// manager restarting itself) does not stop the apply. Its output goes to the journal; a
-/// pipe back to the caller would break when the caller goes.
-pub fn systemd_run_cmd(
-    unit_name: &str,
-    exe: &Path,
-    set_file: &Path,
-    caller: Option<&str>,
-    env: &[(String, String)],
-) -> CommandLine {
-    let mut args = vec![
-        format!("--unit={unit_name}"),
-        format!(
-            "--description=hail: apply the instance set {}",
-            set_file.display()
-        ),
-        "--service-type=exec".into(),
-        "--wait".into(),
-        "--quiet".into(),
-    ];
-    args.extend(env.iter().map(|(k, v)| format!("--setenv={k}={v}")));
-    args.push("--".into());
-    args.push(exe.to_string_lossy().into_owned());
-    args.push("apply-instances".into());
-    args.push("--direct".into());
-    if let Some(caller) = caller {
-        args.push(format!("--caller={caller}"));
-    }
-    args.push(set_file.to_string_lossy().into_owned());
-    CommandLine::new("systemd-run").args(args)
-}
-
-/// Parses `systemctl show` output for several units: instance → (ActiveState, MainPID).
-pub fn parse_show(text: &str) -> BTreeMap<String, (String, u32)> {
-    let mut out = BTreeMap::new();
-    for block in text.split("\n\n") {
-        let mut id = None;
-        let mut state = String::new();
-        let mut pid = 0;
-        for line in block.lines() {
-            match line.split_once('=') {
-                Some(("Id", v)) => {
-                    id = v
-                        .strip_prefix("hail@")
-                        .and_then(|v| v.strip_suffix(".service"))
-                }
-                Some(("ActiveState", v)) => state = v.to_string(),
-                Some(("MainPID", v)) => pid = v.parse().unwrap_or(0),
-                _ => {}
-            }
-        }
-        if let Some(id) = id {
-            out.insert(id.to_string(), (state, pid));
-        }
-    }
-    out
-}
-
-/// The configuration id in a process's environment (`/proc/PID/environ` text).
-pub fn config_id_in_environ(environ: &[u8]) -> Option<String> {
-    let prefix = format!("{CONFIG_VAR}=");
-    environ
-        .split(|b| *b == 0)
-        .filter_map(|kv| std::str::from_utf8(kv).ok())
-        .find_map(|kv| kv.strip_prefix(&prefix).map(str::to_string))
-}
-
 /// The running instances among `names`, with the configuration id of each main process.
 pub fn running(
     names: &[String],
@@ -323,7 +188,7 @@ pub fn running(
     if names.is_empty() {
         return Ok(BTreeMap::new());
     }
-    let out = run_captured(&show_cmd(names), timeout)?;
+    let out = run_captured(&units::show(names), timeout)?;
     let mut running = BTreeMap::new();
     for (name, (state, pid)) in parse_show(&out) {
         // auto-restart counts as "activating" but has no process: not running.
@@ -461,71 +326,5 @@ mod tests {
         ));
         drop(held);
         h.lock(Duration::from_secs(1)).unwrap();
-    }
-
-    #[test]
-    fn caller_from_cgroup() {
-        assert_eq!(
-            instance_of_cgroup("0::/system.slice/system-hail.slice/hail@manager.service\n"),
-            Some("manager".into())
-        );
-        assert_eq!(
-            instance_of_cgroup(
-                "12:pids:/x\n1:name=systemd:/system.slice/system-hail.slice/hail@m-1.service\n"
-            ),
-            Some("m-1".into())
-        );
-        assert_eq!(
-            instance_of_cgroup("0::/user.slice/user-0.slice/session-1.scope\n"),
-            None
-        );
-        assert_eq!(
-            instance_of_cgroup("0::/system.slice/hail-apply-x.service\n"),
-            None
-        );
-    }
-
-    #[test]
-    fn command_lines() {
-        let names = vec!["a".to_string(), "b".to_string()];
-        assert_eq!(
-            restart_cmd(&names).display(),
-            "systemctl restart -- hail@a.service hail@b.service"
-        );
-        assert_eq!(
-            restart_no_block_cmd("m").display(),
-            "systemctl restart --no-block -- hail@m.service"
-        );
-        assert_eq!(stop_cmd("a").display(), "systemctl stop -- hail@a.service");
-        assert_eq!(
-            show_cmd(&names).display(),
-            "systemctl show --property=Id,ActiveState,SubState,MainPID -- hail@a.service hail@b.service"
-        );
-        let run = systemd_run_cmd(
-            "hail-apply-m-1-2",
-            Path::new("/nix/store/x-hail/bin/hail"),
-            Path::new("/nix/store/y-set/instances.json"),
-            Some("m"),
-            &[("PATH".into(), "/usr/bin:/bin".into())],
-        );
-        assert_eq!(
-            run.display(),
-            "systemd-run --unit=hail-apply-m-1-2 --description=hail: apply the instance set \
-             /nix/store/y-set/instances.json --service-type=exec --wait --quiet \
-             --setenv=PATH=/usr/bin:/bin -- /nix/store/x-hail/bin/hail apply-instances --direct \
-             --caller=m /nix/store/y-set/instances.json"
-        );
-    }
-
-    #[test]
-    fn show_output_and_environ() {
-        let text = "Id=hail@a.service\nActiveState=active\nSubState=running\nMainPID=42\n\n\
-                    Id=hail@b.service\nActiveState=inactive\nSubState=dead\nMainPID=0\n";
-        let parsed = parse_show(text);
-        assert_eq!(parsed["a"], ("active".to_string(), 42));
-        assert_eq!(parsed["b"], ("inactive".to_string(), 0));
-        let environ = b"PATH=/bin\0HAIL_MANAGER_CONFIG=00ff\0X=1\0";
-        assert_eq!(config_id_in_environ(environ), Some("00ff".into()));
-        assert_eq!(config_id_in_environ(b"PATH=/bin\0"), None);
     }
 }
