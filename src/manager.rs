@@ -28,9 +28,11 @@ use host::{Host, HostError};
 use plan::{Observed, Step};
 pub use set::{InstanceSet, SetError};
 
-/// Bounds of each step (an apply always ends; the caller's activation timeout bounds the wait).
+// Bounds of each step (an apply always ends; the caller's activation timeout bounds the wait).
+/// Waiting for another apply to finish.
 const LOCK_TIMEOUT: Duration = Duration::from_secs(5 * 60);
-const SHOW_TIMEOUT: Duration = Duration::from_secs(30);
+/// Commands that return at once: `systemctl show`, `reset-failed`, a queued restart, the journal.
+const QUICK_TIMEOUT: Duration = Duration::from_secs(30);
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(2 * 60);
 /// hail lets a running activation finish (60 s) and the template allows 90 s to stop.
 const STOP_TIMEOUT: Duration = Duration::from_secs(3 * 60);
@@ -146,7 +148,7 @@ fn apply_in_transient_unit(set_file: &Path, caller: Option<&str>) -> Result<(), 
         }
         Err(ProcessError::Failed { status, .. }) => {
             // Repeat the apply's own account here, so the caller's log says why.
-            if let Ok(log) = process::run_captured(&units::journal(&unit), SHOW_TIMEOUT) {
+            if let Ok(log) = process::run_captured(&units::journal(&unit), QUICK_TIMEOUT) {
                 for line in log.lines().filter(|l| !l.is_empty()) {
                     error!("{unit}: {line}");
                 }
@@ -192,7 +194,7 @@ fn apply_here(set: &InstanceSet, caller: Option<String>, host: &Host) -> Result<
     let observed = Observed {
         owned,
         foreign,
-        running: host::running(&names, SHOW_TIMEOUT)?,
+        running: host::running(&names, QUICK_TIMEOUT)?,
         caller,
     };
     let steps = plan::plan(set, &observed);
@@ -252,7 +254,7 @@ fn run_steps(steps: &[Step], set: &InstanceSet, host: &Host) -> Result<(), Manag
                      with its configuration (remove it by hand: systemctl stop hail@{name})"
                 );
             }
-            Step::Remove { name, profile } => match remove(host, name, profile) {
+            Step::Remove { name, profile } => match remove_instance(host, name, profile) {
                 Ok(()) => summary.entry("removed").or_default().push(name.clone()),
                 Err(e) => {
                     error!(hail.instance = %name, hail.error = %e, "removing hail@{name} failed: {e}");
@@ -267,7 +269,7 @@ fn run_steps(steps: &[Step], set: &InstanceSet, host: &Host) -> Result<(), Manag
                 process::run_captured(&units::daemon_reload(), RELOAD_TIMEOUT)?;
             }
             Step::Restart(names) => {
-                restart(set, names, &mut failures)?;
+                restart_and_check(set, names, &mut failures)?;
                 summary
                     .entry("(re)started")
                     .or_default()
@@ -281,7 +283,7 @@ fn run_steps(steps: &[Step], set: &InstanceSet, host: &Host) -> Result<(), Manag
                     );
                     continue;
                 }
-                process::run_captured(&units::restart_no_block(name), SHOW_TIMEOUT)?;
+                process::run_captured(&units::restart_no_block(name), QUICK_TIMEOUT)?;
                 info!(hail.instance = %name, "restart of hail@{name} queued (it runs this apply)");
                 summary
                     .entry("restart queued")
@@ -317,10 +319,10 @@ fn run_steps(steps: &[Step], set: &InstanceSet, host: &Host) -> Result<(), Manag
 
 /// Stop, `bin/deactivate`, profile, drop-in — in that order, so that a removal interrupted
 /// anywhere is found (by its drop-in) and finished by the next apply.
-fn remove(host: &Host, name: &str, profile: &Path) -> Result<(), HostError> {
+fn remove_instance(host: &Host, name: &str, profile: &Path) -> Result<(), HostError> {
     process::run_captured(&units::stop(name), STOP_TIMEOUT)?;
     // A failed unit would stay listed until reset.
-    let _ = process::run_captured(&units::reset_failed(&[name.to_string()]), SHOW_TIMEOUT);
+    let _ = process::run_captured(&units::reset_failed(&[name.to_string()]), QUICK_TIMEOUT);
     let deactivate = profile.join("bin/deactivate");
     if deactivate.is_file() {
         info!(hail.instance = %name, "running {}", deactivate.display());
@@ -343,15 +345,15 @@ fn remove(host: &Host, name: &str, profile: &Path) -> Result<(), HostError> {
 }
 
 /// (Re)starts the instances together and checks each runs its new configuration.
-fn restart(
+fn restart_and_check(
     set: &InstanceSet,
     names: &[String],
     failures: &mut Vec<String>,
 ) -> Result<(), HostError> {
     // A unit that hit its start limit refuses to start until reset.
-    let _ = process::run_captured(&units::reset_failed(names), SHOW_TIMEOUT);
+    let _ = process::run_captured(&units::reset_failed(names), QUICK_TIMEOUT);
     let result = process::run_captured(&units::restart(names), RESTART_TIMEOUT);
-    let running = host::running(names, SHOW_TIMEOUT)?;
+    let running = host::running(names, QUICK_TIMEOUT)?;
     for name in names {
         let expected = set.instances.get(name).map(|i| i.config_id.clone());
         if running.get(name) == Some(&expected) {

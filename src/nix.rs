@@ -88,11 +88,7 @@ pub fn error_summary(stderr: &str) -> String {
     } else {
         important
     };
-    let joined = chosen.join("; ");
-    let flat: String = joined
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let flat = crate::systemd::one_line(&chosen.join("; "));
     if flat.is_empty() {
         "no error message".into()
     } else {

@@ -261,34 +261,29 @@ mod tests {
 
     #[tokio::test]
     async fn the_async_runner_summarizes_stderr_and_is_bounded() {
-        let watchdog = Watchdog::disabled();
-        let e = run_async(
-            &sh("echo first >&2; echo last >&2; exit 1"),
+        let failure = |cmd: CommandLine, timeout: Duration| async move {
+            let last_line = |s: &str| s.lines().last().unwrap_or_default().to_string();
+            run_async(&cmd, timeout, &Watchdog::disabled(), last_line)
+                .await
+                .unwrap_err()
+        };
+        let e = failure(
+            sh("echo first >&2; echo last >&2; exit 1"),
             Duration::from_secs(5),
-            &watchdog,
-            |s| s.lines().last().unwrap_or_default().to_string(),
         )
-        .await
-        .unwrap_err()
-        .to_string();
-        assert_eq!(e, "sh -c failed (exit status: 1): last");
-        let e = run_async(
-            &CommandLine::new("sleep").arg("5"),
+        .await;
+        assert_eq!(e.to_string(), "sh -c failed (exit status: 1): last");
+        let e = failure(
+            CommandLine::new("sleep").arg("5"),
             Duration::from_millis(200),
-            &watchdog,
-            str::to_string,
         )
-        .await
-        .unwrap_err();
+        .await;
         assert!(matches!(e, ProcessError::Timeout { .. }), "{e}");
-        let e = run_async(
-            &CommandLine::new("/nonexistent/program"),
+        let e = failure(
+            CommandLine::new("/nonexistent/program"),
             Duration::from_secs(5),
-            &watchdog,
-            str::to_string,
         )
-        .await
-        .unwrap_err();
+        .await;
         assert!(matches!(e, ProcessError::Spawn { .. }), "{e}");
     }
 }

@@ -39,8 +39,9 @@ pub fn stopping(status: &str) {
     ]);
 }
 
-/// STATUS= is one line by protocol: a newline would end the message.
-fn one_line(s: &str) -> String {
+/// `s` with every control character (a newline, an escape sequence's start) made a space:
+/// STATUS= is one line by protocol, and a newline would end the message.
+pub fn one_line(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()

@@ -197,7 +197,7 @@ fn check_instance(name: &str, spec: InstanceFile) -> Result<Instance, String> {
             args
         }
     };
-    let profile = check_with_agent_parser(name, &spec.environment, extra_args)?;
+    let profile = check_agent_settings_of(name, &spec.environment, extra_args)?;
 
     let mut credential_files = Vec::new();
     for (id, path) in &spec.credentials {
@@ -290,7 +290,7 @@ fn exec_word(s: &str) -> String {
 /// Checks an instance's settings with hail's own rules, so the manager accepts exactly what
 /// the instance will accept at start-up, and returns its profile. Only the instance's own
 /// environment counts, not the caller's.
-fn check_with_agent_parser(
+fn check_agent_settings_of(
     name: &str,
     env: &BTreeMap<String, String>,
     extra_args: &[String],
