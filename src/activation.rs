@@ -36,14 +36,6 @@ pub enum ActivationError {
     Stopped { script: String },
 }
 
-/// Removes the systemd notification variables from a child's environment. (Unsetting them in
-/// hail itself would be unsound once threads exist.)
-pub fn strip_notify_env(cmd: &mut tokio::process::Command) {
-    for var in systemd::NOTIFY_VARS {
-        cmd.env_remove(var);
-    }
-}
-
 /// Whether the profile has an activation script at all.
 pub fn exists(script: &Path) -> bool {
     script.is_file()
@@ -65,7 +57,7 @@ pub async fn run(
         .stderr(Stdio::piped());
     // Its own process group, so a timeout can end everything it started.
     cmd.process_group(0);
-    strip_notify_env(&mut cmd);
+    systemd::strip_notify_env(&mut cmd);
     let mut child = cmd.spawn().map_err(|source| ActivationError::Spawn {
         script: name.clone(),
         source,

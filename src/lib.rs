@@ -4,6 +4,8 @@
 //! core, with [`decide`]) → [`deploy`] (realise and switch through [`nix`], run [`activation`])
 //! → report ([`systemd`], journal) → wait. [`agent`] performs those effects; [`manager`]
 //! converges a host's hail instances.
+//! Every program hail runs, but for a profile's `bin/activate` ([`activation`]), goes through
+//! [`process`].
 
 pub mod activation;
 pub mod agent;
@@ -16,6 +18,7 @@ pub mod logging;
 pub mod manager;
 pub mod netrc;
 pub mod nix;
+pub mod process;
 pub mod profile;
 pub mod state;
 pub mod store_path;

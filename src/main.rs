@@ -1,6 +1,5 @@
 use std::process::ExitCode;
 
-use clap::Parser;
 use hail::cli::{Cli, Command, ConfigError};
 use hail::{agent, logging, manager, systemd};
 
@@ -37,7 +36,7 @@ impl Failure {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::from_env();
     let credentials_dir = std::env::var_os("CREDENTIALS_DIRECTORY").map(std::path::PathBuf::from);
     let config = cli.agent.into_config(credentials_dir.as_deref());
     // Every journal entry names the job and profile, the manager's too (it runs in their unit).

@@ -5,15 +5,16 @@
 //! unit of its own (`systemd-run`) and waits for it: the manager may be one of the instances it
 //! restarts, and an apply inside the manager's own unit would be killed with it.
 //!
-//! The apply: read the set ([`set`]), observe the host ([`host`]), plan ([`plan`], pure), run
-//! the steps. Managed instances are configured by drop-ins under `/run/systemd/system`, where a
-//! NixOS switch does not remove them; after a reboot the manager's start-up activation writes
-//! them again. Instances configured under `/etc` (NixOS's `services.hail.<name>`, an operator's
-//! unit) are never touched.
+//! The apply: read the set ([`set`]), observe the host ([`host`], its units through [`units`]),
+//! plan ([`plan`], pure), run the steps. Managed instances are configured by drop-ins under
+//! `/run/systemd/system`, where a NixOS switch does not remove them; after a reboot the
+//! manager's start-up activation writes them again. Instances configured under `/etc` (NixOS's
+//! `services.hail.<name>`, an operator's unit) are never touched.
 
 mod host;
 mod plan;
 mod set;
+mod units;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -21,13 +22,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tracing::{error, info, warn};
 
-use host::{Cmd, Host, HostError};
+use crate::cli::ApplyArgs;
+use crate::process::{self, CommandLine, ProcessError};
+use host::{Host, HostError};
 use plan::{Observed, Step};
 pub use set::{InstanceSet, SetError};
 
-/// Bounds of each step (an apply always ends; the caller's activation timeout bounds the wait).
+// Bounds of each step (an apply always ends; the caller's activation timeout bounds the wait).
+/// Waiting for another apply to finish.
 const LOCK_TIMEOUT: Duration = Duration::from_secs(5 * 60);
-const SHOW_TIMEOUT: Duration = Duration::from_secs(30);
+/// Commands that return at once: `systemctl show`, `reset-failed`, a queued restart, the journal.
+const QUICK_TIMEOUT: Duration = Duration::from_secs(30);
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(2 * 60);
 /// hail lets a running activation finish (60 s) and the template allows 90 s to stop.
 const STOP_TIMEOUT: Duration = Duration::from_secs(3 * 60);
@@ -36,28 +41,6 @@ const DEACTIVATE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 const RESTART_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// How long the transient unit may take, as seen by the caller.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
-
-/// Options of `hail apply-instances`.
-#[derive(Debug, clap::Args)]
-pub struct ApplyArgs {
-    /// JSON file describing the instance set (a manager profile's `instances.json`).
-    #[arg(value_name = "FILE")]
-    pub instances: PathBuf,
-
-    /// Apply in this process instead of a transient systemd unit (what that unit runs). An
-    /// apply run this way from a hail instance's activation dies if it restarts that instance.
-    #[arg(long)]
-    pub direct: bool,
-
-    /// Only check the set and print each instance's drop-in; change nothing (no systemd needed).
-    #[arg(long, conflicts_with = "direct")]
-    pub check: bool,
-
-    /// The hail instance whose activation runs this apply; if the set changes it, it is
-    /// restarted last and without waiting [default: the hail@ unit this process runs in].
-    #[arg(long, value_name = "NAME", requires = "direct")]
-    pub caller: Option<String>,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManagerError {
@@ -79,6 +62,8 @@ pub enum ManagerError {
     MissingCredential { instance: String, path: PathBuf },
     #[error(transparent)]
     Host(#[from] HostError),
+    #[error(transparent)]
+    Process(#[from] ProcessError),
     #[error("the apply in {unit} failed ({detail}); its log: journalctl -u {unit}")]
     TransientUnit { unit: String, detail: String },
     #[error("the instance set was applied in part: {}", .0.join("; "))]
@@ -105,7 +90,7 @@ pub fn apply(args: &ApplyArgs) -> Result<(), ManagerError> {
     let set = InstanceSet::load(&args.instances)?;
     if args.check {
         for instance in set.instances.values() {
-            println!("# {}.d/{}", host::unit(&instance.name), host::DROPIN_NAME);
+            println!("# {}.d/{}", units::unit(&instance.name), host::DROPIN_NAME);
             println!("{}", instance.dropin);
         }
         return Ok(());
@@ -118,7 +103,7 @@ pub fn apply(args: &ApplyArgs) -> Result<(), ManagerError> {
         Some(name) => return Err(ManagerError::BadCaller(name.clone())),
         None => std::fs::read_to_string("/proc/self/cgroup")
             .ok()
-            .and_then(|cgroup| host::instance_of_cgroup(&cgroup)),
+            .and_then(|cgroup| units::instance_of_cgroup(&cgroup)),
     };
     if args.direct {
         apply_here(&set, caller, &Host::system())
@@ -145,32 +130,32 @@ fn apply_in_transient_unit(set_file: &Path, caller: Option<&str>) -> Result<(), 
         std::process::id()
     );
     let unit = format!("{unit_name}.service");
-    let env: Vec<(String, String)> = host::PASSED_ENV
+    let env: Vec<(String, String)> = units::PASSED_ENV
         .iter()
         .filter_map(|k| Some((k.to_string(), std::env::var(k).ok()?)))
         .collect();
-    let cmd = host::systemd_run_cmd(&unit_name, &exe, &set_file, caller, &env);
+    let cmd = units::systemd_run_apply(&unit_name, &exe, &set_file, caller, &env);
     info!(
         hail.event = "apply-started",
         hail.unit = %unit,
         "applying the instance set {} in the transient unit {unit} (journalctl -u {unit})",
         set_file.display()
     );
-    match host::run_inherited(&cmd, &[], APPLY_TIMEOUT) {
+    match process::run_inherited(&cmd, &[], APPLY_TIMEOUT) {
         Ok(()) => {
             info!(hail.event = "apply-finished", hail.unit = %unit, "{unit} finished: the instance set is applied");
             Ok(())
         }
-        Err(HostError::Failed { status, .. }) => {
+        Err(ProcessError::Failed { status, .. }) => {
             // Repeat the apply's own account here, so the caller's log says why.
-            if let Ok(log) = host::run_captured(&host::journal_cmd(&unit), SHOW_TIMEOUT) {
+            if let Ok(log) = process::run_captured(&units::journal(&unit), QUICK_TIMEOUT) {
                 for line in log.lines().filter(|l| !l.is_empty()) {
                     error!("{unit}: {line}");
                 }
             }
             Err(ManagerError::TransientUnit {
                 unit,
-                detail: status,
+                detail: status.to_string(),
             })
         }
         Err(e) => Err(ManagerError::TransientUnit {
@@ -209,7 +194,7 @@ fn apply_here(set: &InstanceSet, caller: Option<String>, host: &Host) -> Result<
     let observed = Observed {
         owned,
         foreign,
-        running: host::running(&names, SHOW_TIMEOUT)?,
+        running: host::running(&names, QUICK_TIMEOUT)?,
         caller,
     };
     let steps = plan::plan(set, &observed);
@@ -269,7 +254,7 @@ fn run_steps(steps: &[Step], set: &InstanceSet, host: &Host) -> Result<(), Manag
                      with its configuration (remove it by hand: systemctl stop hail@{name})"
                 );
             }
-            Step::Remove { name, profile } => match remove(host, name, profile) {
+            Step::Remove { name, profile } => match remove_instance(host, name, profile) {
                 Ok(()) => summary.entry("removed").or_default().push(name.clone()),
                 Err(e) => {
                     error!(hail.instance = %name, hail.error = %e, "removing hail@{name} failed: {e}");
@@ -281,10 +266,10 @@ fn run_steps(steps: &[Step], set: &InstanceSet, host: &Host) -> Result<(), Manag
                 info!(hail.instance = %name, "configured hail@{name}");
             }
             Step::DaemonReload => {
-                host::run_captured(&host::daemon_reload_cmd(), RELOAD_TIMEOUT)?;
+                process::run_captured(&units::daemon_reload(), RELOAD_TIMEOUT)?;
             }
             Step::Restart(names) => {
-                restart(set, names, &mut failures)?;
+                restart_and_check(set, names, &mut failures)?;
                 summary
                     .entry("(re)started")
                     .or_default()
@@ -298,7 +283,7 @@ fn run_steps(steps: &[Step], set: &InstanceSet, host: &Host) -> Result<(), Manag
                     );
                     continue;
                 }
-                host::run_captured(&host::restart_no_block_cmd(name), SHOW_TIMEOUT)?;
+                process::run_captured(&units::restart_no_block(name), QUICK_TIMEOUT)?;
                 info!(hail.instance = %name, "restart of hail@{name} queued (it runs this apply)");
                 summary
                     .entry("restart queued")
@@ -334,16 +319,16 @@ fn run_steps(steps: &[Step], set: &InstanceSet, host: &Host) -> Result<(), Manag
 
 /// Stop, `bin/deactivate`, profile, drop-in — in that order, so that a removal interrupted
 /// anywhere is found (by its drop-in) and finished by the next apply.
-fn remove(host: &Host, name: &str, profile: &Path) -> Result<(), HostError> {
-    host::run_captured(&host::stop_cmd(name), STOP_TIMEOUT)?;
+fn remove_instance(host: &Host, name: &str, profile: &Path) -> Result<(), HostError> {
+    process::run_captured(&units::stop(name), STOP_TIMEOUT)?;
     // A failed unit would stay listed until reset.
-    let _ = host::run_captured(&host::reset_failed_cmd(&[name.to_string()]), SHOW_TIMEOUT);
+    let _ = process::run_captured(&units::reset_failed(&[name.to_string()]), QUICK_TIMEOUT);
     let deactivate = profile.join("bin/deactivate");
     if deactivate.is_file() {
         info!(hail.instance = %name, "running {}", deactivate.display());
-        host::run_inherited(
-            &Cmd::program(&deactivate),
-            &[("HAIL_PROFILE", profile)],
+        process::run_inherited(
+            &CommandLine::new(&deactivate),
+            &[("HAIL_PROFILE", profile.as_os_str())],
             DEACTIVATE_TIMEOUT,
         )?;
     }
@@ -360,15 +345,15 @@ fn remove(host: &Host, name: &str, profile: &Path) -> Result<(), HostError> {
 }
 
 /// (Re)starts the instances together and checks each runs its new configuration.
-fn restart(
+fn restart_and_check(
     set: &InstanceSet,
     names: &[String],
     failures: &mut Vec<String>,
 ) -> Result<(), HostError> {
     // A unit that hit its start limit refuses to start until reset.
-    let _ = host::run_captured(&host::reset_failed_cmd(names), SHOW_TIMEOUT);
-    let result = host::run_captured(&host::restart_cmd(names), RESTART_TIMEOUT);
-    let running = host::running(names, SHOW_TIMEOUT)?;
+    let _ = process::run_captured(&units::reset_failed(names), QUICK_TIMEOUT);
+    let result = process::run_captured(&units::restart(names), RESTART_TIMEOUT);
+    let running = host::running(names, QUICK_TIMEOUT)?;
     for name in names {
         let expected = set.instances.get(name).map(|i| i.config_id.clone());
         if running.get(name) == Some(&expected) {

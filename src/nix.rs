@@ -1,139 +1,60 @@
-//! The nix commands hail runs, built as data (so they are unit-tested) and run with a time bound.
+//! The nix commands hail runs, built as data (so they are unit-tested), run through
+//! [`crate::process`], and what their failures mean.
 
-use std::ffi::OsString;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
+use crate::process::{self, CommandLine, ProcessError};
 use crate::store_path::StorePath;
 use crate::systemd::Watchdog;
-
-/// A command line: program and arguments, nothing else.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NixCommand {
-    pub program: &'static str,
-    pub args: Vec<OsString>,
-}
-
-impl NixCommand {
-    fn new(program: &'static str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Self {
-        NixCommand {
-            program,
-            args: args.iter().map(|a| a.as_ref().to_owned()).collect(),
-        }
-    }
-
-    /// The program and its first argument (`nix-store --realise`): enough to name the step in
-    /// a one-line error, which names the path already.
-    pub fn summary(&self) -> String {
-        match self.args.first() {
-            Some(a) => format!("{} {}", self.program, a.to_string_lossy()),
-            None => self.program.to_owned(),
-        }
-    }
-
-    /// The whole command line, for debug logs and tests.
-    pub fn display(&self) -> String {
-        let mut s = self.program.to_owned();
-        for a in &self.args {
-            s.push(' ');
-            s.push_str(&a.to_string_lossy());
-        }
-        s
-    }
-}
 
 /// Substitute `path` (and its closure) from the configured binary caches and point `profile` at
 /// it: one new generation. A negative look-up cached by Nix (remembered for an hour by default)
 /// must not hide a just-uploaded path. Signature checks are whatever nix.conf says: hail never
 /// weakens them.
-pub fn set_profile(profile: &Path, path: &StorePath) -> NixCommand {
-    NixCommand::new(
-        "nix-env",
-        &[
-            &"--profile",
-            &profile,
-            &"--set",
-            &path.as_str(),
-            &"--option",
-            &"narinfo-cache-negative-ttl",
-            &"0",
-        ],
-    )
+pub fn set_profile(profile: &Path, path: &StorePath) -> CommandLine {
+    CommandLine::new("nix-env")
+        .arg("--profile")
+        .arg(profile)
+        .args(["--set", path.as_str()])
+        .args(["--option", "narinfo-cache-negative-ttl", "0"])
 }
 
 /// Point `profile` back at an existing generation.
-pub fn switch_generation(profile: &Path, generation: u64) -> NixCommand {
-    NixCommand::new(
-        "nix-env",
-        &[
-            &"--profile",
-            &profile,
-            &"--switch-generation",
-            &generation.to_string(),
-        ],
-    )
+pub fn switch_generation(profile: &Path, generation: u64) -> CommandLine {
+    CommandLine::new("nix-env")
+        .arg("--profile")
+        .arg(profile)
+        .args(["--switch-generation", &generation.to_string()])
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum NixError {
-    #[error("cannot run {command}: {source} (is Nix installed and on PATH?)")]
-    Spawn {
-        command: String,
-        source: std::io::Error,
-    },
-    #[error("{command} did not finish within {timeout:?}")]
-    Timeout { command: String, timeout: Duration },
-    #[error("{command} failed ({status}): {message}")]
-    Failed {
-        command: String,
-        status: String,
-        message: String,
-    },
-    #[error("{command} printed {output:?}, expected {expected}")]
-    UnexpectedOutput {
-        command: String,
-        output: String,
-        expected: String,
-    },
+    /// Not even started (or not waited for): most likely Nix is missing.
+    #[error("{0} (is Nix installed and on PATH?)")]
+    NotStarted(ProcessError),
+    #[error(transparent)]
+    Process(ProcessError),
+}
+
+impl From<ProcessError> for NixError {
+    fn from(e: ProcessError) -> NixError {
+        match e {
+            ProcessError::Spawn { .. } => NixError::NotStarted(e),
+            e => NixError::Process(e),
+        }
+    }
 }
 
 /// Runs `cmd` with hail's environment (so `NIX_CONFIG`, `PATH` work as users expect) minus the
 /// systemd notification variables, bounded by `timeout`; pings the watchdog while it runs.
 /// What it prints is not used: the outcome is checked on disk.
-pub async fn run(cmd: &NixCommand, timeout: Duration, watchdog: &Watchdog) -> Result<(), NixError> {
-    let command = cmd.summary();
-    tracing::debug!("running {}", cmd.display());
-    let mut c = tokio::process::Command::new(cmd.program);
-    c.args(&cmd.args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    crate::activation::strip_notify_env(&mut c);
-    c.kill_on_drop(true);
-    let child = c.spawn().map_err(|source| NixError::Spawn {
-        command: command.clone(),
-        source,
-    })?;
-    let out = watchdog
-        .bounded(timeout, child.wait_with_output())
-        .await
-        .map_err(|_| NixError::Timeout {
-            command: command.clone(),
-            timeout,
-        })?
-        .map_err(|source| NixError::Spawn {
-            command: command.clone(),
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(NixError::Failed {
-            command,
-            status: out.status.to_string(),
-            message: error_summary(&String::from_utf8_lossy(&out.stderr)),
-        });
-    }
-    Ok(())
+pub async fn run(
+    cmd: &CommandLine,
+    timeout: Duration,
+    watchdog: &Watchdog,
+) -> Result<(), NixError> {
+    Ok(process::run_async(cmd, timeout, watchdog, error_summary).await?)
 }
 
 /// Nix's stderr, reduced to what an operator needs in one line: the `error:` lines (and the
@@ -154,11 +75,7 @@ pub fn error_summary(stderr: &str) -> String {
     } else {
         important
     };
-    let joined = chosen.join("; ");
-    let flat: String = joined
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let flat = crate::systemd::one_line(&chosen.join("; "));
     if flat.is_empty() {
         "no error message".into()
     } else {
@@ -216,5 +133,19 @@ mod tests {
         assert_eq!(error_summary("a\n\nlast line\n"), "last line");
         assert_eq!(error_summary(""), "no error message");
         assert!(!error_summary("error: a\u{1b}[31mred\n").contains('\u{1b}'));
+    }
+
+    #[tokio::test]
+    async fn a_missing_nix_is_named() {
+        let missing = CommandLine::new("/nonexistent/nix-env").arg("--profile");
+        let e = run(&missing, Duration::from_secs(5), &Watchdog::disabled())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("cannot run /nonexistent/nix-env --profile: ")
+                && e.ends_with(" (is Nix installed and on PATH?)"),
+            "{e}"
+        );
     }
 }

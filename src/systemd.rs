@@ -10,6 +10,14 @@ use sd_notify::NotifyState;
 /// in hail's name (or be refused by `NotifyAccess=main` and confuse the operator).
 pub const NOTIFY_VARS: [&str; 3] = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"];
 
+/// Removes [`NOTIFY_VARS`] from a child's environment. (Unsetting them in hail itself would be
+/// unsound once threads exist.)
+pub fn strip_notify_env(cmd: &mut tokio::process::Command) {
+    for var in NOTIFY_VARS {
+        cmd.env_remove(var);
+    }
+}
+
 fn send(states: &[NotifyState]) {
     if let Err(e) = sd_notify::notify(states) {
         tracing::debug!("sd_notify failed: {e}");
@@ -31,8 +39,9 @@ pub fn stopping(status: &str) {
     ]);
 }
 
-/// STATUS= is one line by protocol: a newline would end the message.
-fn one_line(s: &str) -> String {
+/// `s` with every control character (a newline, an escape sequence's start) made a space:
+/// STATUS= is one line by protocol, and a newline would end the message.
+pub fn one_line(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()

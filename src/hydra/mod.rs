@@ -58,9 +58,5 @@ fn detail(message: &Option<String>) -> String {
 
 /// Keeps what Hydra says to one printable line of bounded length (it ends up in STATUS=).
 pub(crate) fn one_line(s: &str) -> String {
-    let flat: String = s
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    flat.chars().take(200).collect()
+    crate::systemd::one_line(s).chars().take(200).collect()
 }

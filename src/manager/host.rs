@@ -1,14 +1,14 @@
-//! The side effects of an apply: reading the host's state, systemd commands (built as data),
-//! drop-in files, profiles, the apply lock.
+//! The host an apply changes: the manager's drop-in files, the instances' profiles, the apply
+//! lock, and which instances run with which configuration.
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::set::{CONFIG_VAR, valid_name};
+use super::set::valid_name;
+use super::units::{self, config_id_in_environ, instance_of_unit, parse_show, unit};
+use crate::process::{ProcessError, run_captured};
 
 /// File name of the manager's drop-in in `hail@NAME.service.d/`.
 pub const DROPIN_NAME: &str = "hail-manager.conf";
@@ -54,8 +54,8 @@ impl Host {
             let file_name = entry.file_name();
             let Some(name) = file_name
                 .to_str()
-                .and_then(|n| n.strip_prefix("hail@"))
-                .and_then(|n| n.strip_suffix(".service.d"))
+                .and_then(|n| n.strip_suffix(".d"))
+                .and_then(instance_of_unit)
             else {
                 continue;
             };
@@ -180,186 +180,6 @@ fn is_profile_file(name: &str, file_name: &str) -> bool {
         .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
 }
 
-/// The unit of instance `name`.
-pub fn unit(name: &str) -> String {
-    format!("hail@{name}.service")
-}
-
-/// The hail instance a process runs in, from its `/proc/PID/cgroup` text.
-pub fn instance_of_cgroup(cgroup: &str) -> Option<String> {
-    cgroup.lines().find_map(|line| {
-        let path = line.splitn(3, ':').nth(2)?;
-        let last = path.rsplit('/').next()?;
-        let name = last.strip_prefix("hail@")?.strip_suffix(".service")?;
-        valid_name(name).then(|| name.to_string())
-    })
-}
-
-/// A command line, as data.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cmd {
-    pub program: String,
-    pub args: Vec<String>,
-}
-
-impl Cmd {
-    fn new<S: Into<String>>(program: &str, args: impl IntoIterator<Item = S>) -> Cmd {
-        Cmd {
-            program: program.to_string(),
-            args: args.into_iter().map(Into::into).collect(),
-        }
-    }
-
-    /// An executable run without arguments.
-    pub fn program(path: &Path) -> Cmd {
-        Cmd::new::<String>(&path.to_string_lossy(), [])
-    }
-
-    fn command(&self) -> Command {
-        let mut command = Command::new(&self.program);
-        command.args(&self.args).stdin(Stdio::null());
-        command
-    }
-
-    fn display(&self) -> String {
-        std::iter::once(self.program.as_str())
-            .chain(self.args.iter().map(String::as_str))
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
-}
-
-fn units(names: &[String]) -> Vec<String> {
-    names.iter().map(|n| unit(n)).collect()
-}
-
-pub fn show_cmd(names: &[String]) -> Cmd {
-    let mut args = vec![
-        "show".to_string(),
-        "--property=Id,ActiveState,SubState,MainPID".to_string(),
-        "--".into(),
-    ];
-    args.extend(units(names));
-    Cmd::new("systemctl", args)
-}
-
-pub fn daemon_reload_cmd() -> Cmd {
-    Cmd::new("systemctl", ["daemon-reload"])
-}
-
-pub fn restart_cmd(names: &[String]) -> Cmd {
-    let mut args = vec!["restart".to_string(), "--".into()];
-    args.extend(units(names));
-    Cmd::new("systemctl", args)
-}
-
-pub fn restart_no_block_cmd(name: &str) -> Cmd {
-    Cmd::new(
-        "systemctl",
-        [
-            "restart".to_string(),
-            "--no-block".into(),
-            "--".into(),
-            unit(name),
-        ],
-    )
-}
-
-pub fn stop_cmd(name: &str) -> Cmd {
-    Cmd::new("systemctl", ["stop".to_string(), "--".into(), unit(name)])
-}
-
-pub fn reset_failed_cmd(names: &[String]) -> Cmd {
-    let mut args = vec!["reset-failed".to_string(), "--".into()];
-    args.extend(units(names));
-    Cmd::new("systemctl", args)
-}
-
-/// The last lines an apply's transient unit logged.
-pub fn journal_cmd(unit: &str) -> Cmd {
-    Cmd::new(
-        "journalctl",
-        [
-            format!("--unit={unit}"),
-            "--output=cat".into(),
-            "--no-pager".into(),
-            "--lines=50".into(),
-        ],
-    )
-}
-
-/// What the apply's transient unit gets from the caller's environment: where the tools are,
-/// how Nix is configured, the log level.
-pub const PASSED_ENV: &[&str] = &["PATH", "NIX_CONFIG", "NIX_REMOTE", "RUST_LOG"];
-
-/// `systemd-run` starting `exe apply-instances --direct …` in its own transient unit and
-/// waiting for it: the unit is outside the caller's cgroup, so stopping the caller (the
-/// manager restarting itself) does not stop the apply. Its output goes to the journal; a
-/// pipe back to the caller would break when the caller goes.
-pub fn systemd_run_cmd(
-    unit_name: &str,
-    exe: &Path,
-    set_file: &Path,
-    caller: Option<&str>,
-    env: &[(String, String)],
-) -> Cmd {
-    let mut args = vec![
-        format!("--unit={unit_name}"),
-        format!(
-            "--description=hail: apply the instance set {}",
-            set_file.display()
-        ),
-        "--service-type=exec".into(),
-        "--wait".into(),
-        "--quiet".into(),
-    ];
-    args.extend(env.iter().map(|(k, v)| format!("--setenv={k}={v}")));
-    args.push("--".into());
-    args.push(exe.to_string_lossy().into_owned());
-    args.push("apply-instances".into());
-    args.push("--direct".into());
-    if let Some(caller) = caller {
-        args.push(format!("--caller={caller}"));
-    }
-    args.push(set_file.to_string_lossy().into_owned());
-    Cmd::new("systemd-run", args)
-}
-
-/// Parses `systemctl show` output for several units: instance → (ActiveState, MainPID).
-pub fn parse_show(text: &str) -> BTreeMap<String, (String, u32)> {
-    let mut out = BTreeMap::new();
-    for block in text.split("\n\n") {
-        let mut id = None;
-        let mut state = String::new();
-        let mut pid = 0;
-        for line in block.lines() {
-            match line.split_once('=') {
-                Some(("Id", v)) => {
-                    id = v
-                        .strip_prefix("hail@")
-                        .and_then(|v| v.strip_suffix(".service"))
-                }
-                Some(("ActiveState", v)) => state = v.to_string(),
-                Some(("MainPID", v)) => pid = v.parse().unwrap_or(0),
-                _ => {}
-            }
-        }
-        if let Some(id) = id {
-            out.insert(id.to_string(), (state, pid));
-        }
-    }
-    out
-}
-
-/// The configuration id in a process's environment (`/proc/PID/environ` text).
-pub fn config_id_in_environ(environ: &[u8]) -> Option<String> {
-    let prefix = format!("{CONFIG_VAR}=");
-    environ
-        .split(|b| *b == 0)
-        .filter_map(|kv| std::str::from_utf8(kv).ok())
-        .find_map(|kv| kv.strip_prefix(&prefix).map(str::to_string))
-}
-
 /// The running instances among `names`, with the configuration id of each main process.
 pub fn running(
     names: &[String],
@@ -368,7 +188,7 @@ pub fn running(
     if names.is_empty() {
         return Ok(BTreeMap::new());
     }
-    let out = run_captured(&show_cmd(names), timeout)?;
+    let out = run_captured(&units::show(names), timeout)?;
     let mut running = BTreeMap::new();
     for (name, (state, pid)) in parse_show(&out) {
         // auto-restart counts as "activating" but has no process: not running.
@@ -382,88 +202,6 @@ pub fn running(
     Ok(running)
 }
 
-/// Runs `cmd` with its output captured; an error carries its stderr.
-pub fn run_captured(cmd: &Cmd, timeout: Duration) -> Result<String, HostError> {
-    let mut command = cmd.command();
-    command.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = command.spawn().map_err(|source| HostError::Spawn {
-        program: cmd.program.clone(),
-        source,
-    })?;
-    let stdout = reader(child.stdout.take());
-    let stderr = reader(child.stderr.take());
-    let status = wait_bounded(cmd, &mut child, timeout)?;
-    let stdout = stdout.join().unwrap_or_default();
-    let stderr = stderr.join().unwrap_or_default();
-    if status.success() {
-        Ok(stdout)
-    } else {
-        Err(HostError::Failed {
-            command: cmd.display(),
-            status: status.to_string(),
-            stderr: stderr.trim().to_string(),
-        })
-    }
-}
-
-/// Runs `cmd` with the apply's own stdout/stderr (the journal), extra environment added.
-pub fn run_inherited(cmd: &Cmd, env: &[(&str, &Path)], timeout: Duration) -> Result<(), HostError> {
-    let mut command = cmd.command();
-    command.envs(env.iter().map(|(k, v)| (*k, *v)));
-    let mut child = command.spawn().map_err(|source| HostError::Spawn {
-        program: cmd.program.clone(),
-        source,
-    })?;
-    let status = wait_bounded(cmd, &mut child, timeout)?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(HostError::Failed {
-            command: cmd.display(),
-            status: status.to_string(),
-            stderr: String::new(),
-        })
-    }
-}
-
-fn reader<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        if let Some(mut pipe) = pipe {
-            let _ = pipe.read_to_string(&mut text);
-        }
-        text
-    })
-}
-
-fn wait_bounded(
-    cmd: &Cmd,
-    child: &mut Child,
-    timeout: Duration,
-) -> Result<std::process::ExitStatus, HostError> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Ok(status),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(HostError::Timeout {
-                    command: cmd.display(),
-                    timeout,
-                });
-            }
-            Err(e) => {
-                return Err(HostError::Spawn {
-                    program: cmd.program.clone(),
-                    source: e,
-                });
-            }
-        }
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
     #[error("{path}: {source}")]
@@ -471,19 +209,8 @@ pub enum HostError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot run {program}: {source}")]
-    Spawn {
-        program: String,
-        source: std::io::Error,
-    },
-    #[error("`{command}` failed ({status}){}", if stderr.is_empty() { String::new() } else { format!(": {stderr}") })]
-    Failed {
-        command: String,
-        status: String,
-        stderr: String,
-    },
-    #[error("`{command}` did not finish within {timeout:?} and was stopped")]
-    Timeout { command: String, timeout: Duration },
+    #[error(transparent)]
+    Process(#[from] ProcessError),
     #[error(
         "another apply holds {path} for more than {timeout:?}; is one stuck? (systemctl list-units 'hail-apply-*')"
     )]
@@ -599,89 +326,5 @@ mod tests {
         ));
         drop(held);
         h.lock(Duration::from_secs(1)).unwrap();
-    }
-
-    #[test]
-    fn caller_from_cgroup() {
-        assert_eq!(
-            instance_of_cgroup("0::/system.slice/system-hail.slice/hail@manager.service\n"),
-            Some("manager".into())
-        );
-        assert_eq!(
-            instance_of_cgroup(
-                "12:pids:/x\n1:name=systemd:/system.slice/system-hail.slice/hail@m-1.service\n"
-            ),
-            Some("m-1".into())
-        );
-        assert_eq!(
-            instance_of_cgroup("0::/user.slice/user-0.slice/session-1.scope\n"),
-            None
-        );
-        assert_eq!(
-            instance_of_cgroup("0::/system.slice/hail-apply-x.service\n"),
-            None
-        );
-    }
-
-    #[test]
-    fn command_lines() {
-        let names = vec!["a".to_string(), "b".to_string()];
-        assert_eq!(
-            restart_cmd(&names).display(),
-            "systemctl restart -- hail@a.service hail@b.service"
-        );
-        assert_eq!(
-            restart_no_block_cmd("m").display(),
-            "systemctl restart --no-block -- hail@m.service"
-        );
-        assert_eq!(stop_cmd("a").display(), "systemctl stop -- hail@a.service");
-        assert_eq!(
-            show_cmd(&names).display(),
-            "systemctl show --property=Id,ActiveState,SubState,MainPID -- hail@a.service hail@b.service"
-        );
-        let run = systemd_run_cmd(
-            "hail-apply-m-1-2",
-            Path::new("/nix/store/x-hail/bin/hail"),
-            Path::new("/nix/store/y-set/instances.json"),
-            Some("m"),
-            &[("PATH".into(), "/usr/bin:/bin".into())],
-        );
-        assert_eq!(
-            run.display(),
-            "systemd-run --unit=hail-apply-m-1-2 --description=hail: apply the instance set \
-             /nix/store/y-set/instances.json --service-type=exec --wait --quiet \
-             --setenv=PATH=/usr/bin:/bin -- /nix/store/x-hail/bin/hail apply-instances --direct \
-             --caller=m /nix/store/y-set/instances.json"
-        );
-    }
-
-    #[test]
-    fn show_output_and_environ() {
-        let text = "Id=hail@a.service\nActiveState=active\nSubState=running\nMainPID=42\n\n\
-                    Id=hail@b.service\nActiveState=inactive\nSubState=dead\nMainPID=0\n";
-        let parsed = parse_show(text);
-        assert_eq!(parsed["a"], ("active".to_string(), 42));
-        assert_eq!(parsed["b"], ("inactive".to_string(), 0));
-        let environ = b"PATH=/bin\0HAIL_MANAGER_CONFIG=00ff\0X=1\0";
-        assert_eq!(config_id_in_environ(environ), Some("00ff".into()));
-        assert_eq!(config_id_in_environ(b"PATH=/bin\0"), None);
-    }
-
-    #[test]
-    fn commands_are_bounded_and_report_failure() {
-        let slow = Cmd::new("sleep", ["5"]);
-        assert!(matches!(
-            run_captured(&slow, Duration::from_millis(200)),
-            Err(HostError::Timeout { .. })
-        ));
-        let failing = Cmd::new("sh", ["-c", "echo oops >&2; exit 3"]);
-        let e = run_captured(&failing, Duration::from_secs(5))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("oops") && e.contains("3"), "{e}");
-        assert_eq!(
-            run_captured(&Cmd::new("echo", ["hi"]), Duration::from_secs(5)).unwrap(),
-            "hi\n"
-        );
     }
 }

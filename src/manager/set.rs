@@ -4,10 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use clap::{CommandFactory, FromArgMatches};
 use serde::Deserialize;
 
-use crate::cli::Cli;
+use crate::cli::check_agent_settings;
 
 /// The only format version this hail reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -198,7 +197,7 @@ fn check_instance(name: &str, spec: InstanceFile) -> Result<Instance, String> {
             args
         }
     };
-    let profile = check_with_agent_parser(name, &spec.environment, extra_args)?;
+    let profile = check_agent_settings_of(name, &spec.environment, extra_args)?;
 
     let mut credential_files = Vec::new();
     for (id, path) in &spec.credentials {
@@ -288,57 +287,20 @@ fn exec_word(s: &str) -> String {
     quoted(&s.replace('$', "$$"))
 }
 
-/// Checks an instance's settings with hail's own command-line parser, so the manager accepts
-/// exactly what the instance will accept at start-up, and returns its profile. The parser's
-/// environment fallback is switched off: only the instance's own values count, not the caller's.
-fn check_with_agent_parser(
+/// Checks an instance's settings with hail's own rules, so the manager accepts exactly what
+/// the instance will accept at start-up, and returns its profile. Only the instance's own
+/// environment counts, not the caller's.
+fn check_agent_settings_of(
     name: &str,
     env: &BTreeMap<String, String>,
     extra_args: &[String],
 ) -> Result<PathBuf, String> {
-    let command = Cli::command().mut_args(|a| a.env(None::<&'static str>));
-    let by_env: BTreeMap<String, String> = Cli::command()
-        .get_arguments()
-        .filter_map(|a| {
-            Some((
-                a.get_env()?.to_str()?.to_string(),
-                a.get_long()?.to_string(),
-            ))
-        })
-        .collect();
-    // The template's default profile comes first; the instance's settings override it, as in
-    // the unit.
-    let default_profile = Path::new(PROFILES_DIR).join(name);
-    let mut argv = vec![
-        "hail".to_string(),
-        format!("--profile={}", default_profile.display()),
-    ];
-    for (key, value) in env.iter().filter(|(k, _)| k.starts_with("HAIL_")) {
-        let Some(long) = by_env.get(key) else {
-            let known: Vec<&str> = by_env.keys().map(String::as_str).collect();
-            return Err(format!(
-                "unknown hail setting {key} (hail reads {})",
-                known.join(", ")
-            ));
-        };
-        argv.push(format!("--{long}={value}"));
-    }
-    if !env.contains_key("HAIL_JOB_URI") && !extra_args.iter().any(|a| a.starts_with("--job-uri")) {
-        return Err("no job URI (HAIL_JOB_URI)".to_string());
-    }
-    argv.extend(extra_args.iter().cloned());
-    // Options given twice (environment, then an extra argument): the argument wins, as in hail.
-    let command = command.args_override_self(true);
-    let matches = command.try_get_matches_from(&argv).map_err(|e| {
-        let text = e.to_string();
-        let first = text.lines().next().unwrap_or_default();
-        first.trim_start_matches("error: ").to_string()
-    })?;
-    let cli = Cli::from_arg_matches(&matches).map_err(|e| e.to_string())?;
-    if cli.command.is_some() {
-        return Err("execStart runs a subcommand, not the agent".to_string());
-    }
-    let config = cli.agent.into_config(None).map_err(|e| e.to_string())?;
+    // The template's default profile, unless the instance's settings name another, as in the
+    // unit.
+    let mut env = env.clone();
+    env.entry("HAIL_PROFILE".to_string())
+        .or_insert_with(|| Path::new(PROFILES_DIR).join(name).display().to_string());
+    let config = check_agent_settings(&env, extra_args)?;
     if config.poll_period.is_none() {
         return Err(
             "a managed instance cannot be --oneshot (it would exit after one poll)".to_string(),
