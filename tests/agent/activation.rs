@@ -2,11 +2,9 @@
 //! and a process the activation leaves running in the background can keep writing: hail never
 //! closes the pipes under it.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Fixture, RUN, wait_until};
+use crate::fixture::{Fixture, RUN, wait_until};
 use hail_testkit::hydra::BuildSpec;
 
 #[test]

@@ -4,11 +4,9 @@
 //! Where it matters, the bad answer names a real, signed, published closure, so a hail that
 //! ignored the problem would deploy it and the test would fail.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Fixture, RUN, wait_until};
+use crate::fixture::{Fixture, RUN, wait_until};
 use hail_testkit::hail::Finished;
 use hail_testkit::hydra::{BuildSpec, Override};
 

@@ -28,12 +28,8 @@ fn sigterm_during_a_hanging_realise_stops_promptly() {
     hydra.add_build(BuildSpec::succeeded(&path));
     let nix_config = format!("substituters = http://127.0.0.1:{port}\nconnect-timeout = 0\n");
     let notify = NotifySocket::bind();
-    let hail = Hail::new(
-        env!("CARGO_BIN_EXE_hail"),
-        &hydra.default_job_uri(),
-        &nix_config,
-    )
-    .notify(&notify);
+    let hail =
+        Hail::new(crate::fixture::HAIL, &hydra.default_job_uri(), &nix_config).notify(&notify);
     let mut running = hail.spawn(&["--poll-period", "1h"]);
 
     let deploying = notify.wait_for(

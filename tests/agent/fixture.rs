@@ -1,8 +1,6 @@
 //! Shared set-up of the agent's integration tests: a Hydra-compatible server, a signed binary
 //! cache and the real hail binary, all private to one test.
 
-#![allow(dead_code)] // each test file uses its own part of this
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -2,12 +2,10 @@
 //! no-op polls, new builds, start-up activation, refused signatures, failed activations,
 //! SIGHUP, the profile lock and the exit codes of `--oneshot`.
 
-mod common;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Fixture, RUN, activated, wait_until};
+use crate::fixture::{Fixture, RUN, activated, wait_until};
 use hail_testkit::notify::NotifySocket;
 
 #[test]

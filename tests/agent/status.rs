@@ -2,11 +2,9 @@
 //! build that is deployed, and a host without CA certificates can still follow a plain-http job
 //! (https needs them, and says so).
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Fixture, RUN};
+use crate::fixture::{Fixture, RUN};
 use hail_testkit::hydra::BuildSpec;
 use hail_testkit::notify::NotifySocket;
 

@@ -1,9 +1,7 @@
 //! A profile hail cannot read (it points outside the Nix store) does not stop hail: the next
 //! deployment replaces it.
 
-mod common;
-
-use common::{Fixture, RUN, activated};
+use crate::fixture::{Fixture, RUN, activated};
 
 #[test]
 fn a_profile_pointing_outside_the_store_is_replaced() {

@@ -1,13 +1,11 @@
 //! netrc credentials: sent as HTTP Basic auth to the job URI's host only, curl's netrc syntax
 //! (comments, quoted tokens) understood, an unparsable file refused, secrets never printed.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{Fixture, RUN, wait_until};
+use crate::fixture::{Fixture, RUN, wait_until};
 use hail_testkit::hydra::Override;
 
 const PASSWORD: &str = "s3cret-netrc-pw";

@@ -1,12 +1,10 @@
 //! What a service manager sees of hail through `NOTIFY_SOCKET` (READY=1, STATUS=, WATCHDOG=1,
 //! STOPPING=1), and that hail's children do not inherit the notification variables.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{Fixture, RUN, wait_until};
+use crate::fixture::{Fixture, RUN, wait_until};
 use hail_testkit::notify::NotifySocket;
 
 #[test]
