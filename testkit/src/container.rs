@@ -262,6 +262,12 @@ fn ensure_nspawn_tmpfs() {
     );
 }
 
+/// A field of a journal entry (see [`Container::journal`]) as a string: journalctl prints
+/// repeated fields as arrays and binary ones as byte arrays; hail's fields are neither.
+pub fn field<'a>(entry: &'a Value, name: &str) -> Option<&'a str> {
+    entry.get(name).and_then(Value::as_str)
+}
+
 /// What a command inside printed, and how it ended.
 #[derive(Debug, Clone)]
 pub struct Output {
