@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::fixture::{Fixture, RUN, activated, wait_until};
+use crate::fixture::{Fixture, RUN, activated, assert_running, wait_until};
 use hail_testkit::notify::NotifySocket;
 
 #[test]
@@ -102,7 +102,7 @@ fn service_no_op_polls_then_deploys_the_next_build_once() {
     // Several more polls of the same build: no new generation, no activation.
     let polls = f.latest_requests();
     assert!(
-        wait_until(Duration::from_secs(20), || f.latest_requests() >= polls + 3),
+        wait_until(RUN, || f.latest_requests() >= polls + 3),
         "{}",
         hail.output()
     );
@@ -119,14 +119,10 @@ fn service_no_op_polls_then_deploys_the_next_build_once() {
     );
     assert_eq!(f.profile_target().as_deref(), Some(p2.out_path.as_str()));
     let polls = f.latest_requests();
-    assert!(wait_until(Duration::from_secs(20), || f.latest_requests() >= polls + 3));
+    assert!(wait_until(RUN, || f.latest_requests() >= polls + 3));
     assert_eq!(f.activations().len(), 2, "{}", hail.output());
     assert_eq!(f.generations().len(), 2);
-    assert!(
-        hail.try_status().is_none(),
-        "hail exited: {}",
-        hail.output()
-    );
+    assert_running(&mut hail);
 }
 
 #[test]
@@ -153,11 +149,10 @@ fn startup_activation_runs_once_before_ready() {
     );
     // The first poll finds the profile up to date: no second activation.
     assert!(
-        wait_until(Duration::from_secs(20), || f.latest_requests() >= 2),
+        hail.wait_for_output("is deployed; nothing to do", RUN),
         "{}",
         hail.output()
     );
-    std::thread::sleep(Duration::from_millis(500));
     assert_eq!(f.activations().len(), 2, "{}", hail.output());
 }
 
@@ -165,8 +160,7 @@ fn startup_activation_runs_once_before_ready() {
 fn unsigned_path_is_refused_and_nothing_changes() {
     let Some(f) = Fixture::new() else { return };
     let p = f.cache.publish_unsigned(&f.spec("1"));
-    f.hydra
-        .add_build(hail_testkit::hydra::BuildSpec::succeeded(&p.out_path));
+    f.make_latest(&p);
 
     let r = f.hail.oneshot(&[], RUN);
     assert_eq!(r.code(), Some(6), "{}", r.output);
@@ -186,8 +180,7 @@ fn path_signed_by_an_untrusted_key_is_refused_and_the_profile_stays() {
     assert_eq!(f.hail.oneshot(&[], RUN).code(), Some(0));
 
     let p2 = f.cache.publish_untrusted(&f.spec("2"));
-    f.hydra
-        .add_build(hail_testkit::hydra::BuildSpec::succeeded(&p2.out_path));
+    f.make_latest(&p2);
     let r = f.hail.oneshot(&[], RUN);
     assert_eq!(r.code(), Some(6), "{}", r.output);
     assert_eq!(f.profile_target().as_deref(), Some(p1.out_path.as_str()));
@@ -208,9 +201,7 @@ fn failed_activation_exits_7_and_switches_back() {
     let (p1, _) = f.release("1");
     assert_eq!(f.hail.oneshot(&[], RUN).code(), Some(0));
 
-    let p2 = f.cache.publish(&f.spec("2").exit_code(3));
-    f.hydra
-        .add_build(hail_testkit::hydra::BuildSpec::succeeded(&p2.out_path));
+    let (p2, _) = f.release_spec(&f.spec("2").exit_code(3));
     let r = f.hail.oneshot(&[], RUN);
     assert_eq!(r.code(), Some(7), "{}", r.output);
     assert_eq!(
@@ -234,9 +225,7 @@ fn activation_timeout_exits_7_and_switches_back() {
     let (p1, _) = f.release("1");
     assert_eq!(f.hail.oneshot(&[], RUN).code(), Some(0));
 
-    let p2 = f.cache.publish(&f.spec("2").sleep(60.0));
-    f.hydra
-        .add_build(hail_testkit::hydra::BuildSpec::succeeded(&p2.out_path));
+    f.release_spec(&f.spec("2").sleep(60.0));
     let start = Instant::now();
     let r = f.hail.oneshot(&["--activation-timeout", "2s"], RUN);
     assert_eq!(r.code(), Some(7), "{}", r.output);
@@ -260,9 +249,7 @@ fn service_does_not_redeploy_a_build_whose_activation_failed() {
     let mut hail = f.hail.spawn(&["--poll-period", "1s"]);
     f.wait_activations(1, RUN);
 
-    let p2 = f.cache.publish(&f.spec("2").exit_code(1));
-    f.hydra
-        .add_build(hail_testkit::hydra::BuildSpec::succeeded(&p2.out_path));
+    let (p2, _) = f.release_spec(&f.spec("2").exit_code(1));
     let acts = f.wait_activations(3, RUN);
     assert_eq!(
         acts,
@@ -276,7 +263,7 @@ fn service_does_not_redeploy_a_build_whose_activation_failed() {
     );
     let polls = f.latest_requests();
     assert!(
-        wait_until(Duration::from_secs(30), || f.latest_requests() >= polls + 3),
+        wait_until(RUN, || f.latest_requests() >= polls + 3),
         "{}",
         hail.output()
     );
@@ -292,11 +279,7 @@ fn service_does_not_redeploy_a_build_whose_activation_failed() {
     let (p3, _) = f.release("3");
     let acts = f.wait_activations(4, RUN);
     assert_eq!(acts.last(), Some(&activated("3", &p3)), "{}", hail.output());
-    assert!(
-        hail.try_status().is_none(),
-        "hail exited: {}",
-        hail.output()
-    );
+    assert_running(&mut hail);
 }
 
 #[test]
@@ -343,11 +326,7 @@ fn second_hail_on_the_same_profile_exits_4() {
     assert_eq!(r.code(), Some(4), "{}", r.output);
     let r = f.hail.run(&["--poll-period", "1h"], RUN);
     assert_eq!(r.code(), Some(4), "{}", r.output);
-    assert!(
-        first.try_status().is_none(),
-        "the first hail exited: {}",
-        first.output()
-    );
+    assert_running(&mut first);
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use hail_testkit::cache::{Cache, ProfileSpec, Published};
-use hail_testkit::hail::Hail;
+use hail_testkit::hail::{Hail, Running};
 use hail_testkit::hydra::{BuildSpec, HydraServer};
 use tempfile::TempDir;
 
@@ -66,8 +66,21 @@ impl Fixture {
     /// Publishes a signed test profile and makes it the job's latest successful build.
     pub fn release(&self, version: &str) -> (Published, u64) {
         let p = self.publish(version);
-        let id = self.hydra.add_build(BuildSpec::succeeded(&p.out_path));
+        let id = self.make_latest(&p);
         (p, id)
+    }
+
+    /// Publishes a signed test profile made from `spec` and makes it the job's latest successful
+    /// build.
+    pub fn release_spec(&self, spec: &ProfileSpec) -> (Published, u64) {
+        let p = self.cache.publish(spec);
+        let id = self.make_latest(&p);
+        (p, id)
+    }
+
+    /// Makes a published closure the job's latest successful build; returns the build id.
+    pub fn make_latest(&self, p: &Published) -> u64 {
+        self.hydra.add_build(BuildSpec::succeeded(&p.out_path))
     }
 
     /// The lines `bin/activate` wrote so far.
@@ -142,6 +155,15 @@ impl Fixture {
             .requests_to(&self.hydra.default_latest_path())
             .len()
     }
+}
+
+/// hail has not exited (whatever the test did to it).
+pub fn assert_running(hail: &mut Running) {
+    assert!(
+        hail.try_status().is_none(),
+        "hail exited: {}",
+        hail.output()
+    );
 }
 
 /// `activated <version> <out path>`, as the test profile writes it.
