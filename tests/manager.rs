@@ -51,12 +51,11 @@ fn manager_deploys_adds_changes_and_removes_instances() {
         "machine 127.0.0.1 login u password p\n",
         0o600,
     );
-    let set1 = json!({
-        "manager": rig.instance("manager", json!({})),
-        "a": rig.instance("a", json!({})),
-        "b": rig.instance("b", json!({"netrcFile": "/etc/hail/b.netrc"})),
-        "sys": rig.instance("sys", json!({"pollPeriod": "2h"})),
-    });
+    let set1 = rig.set(&[
+        ("a", json!({})),
+        ("b", json!({"netrcFile": "/etc/hail/b.netrc"})),
+        ("sys", json!({"pollPeriod": "2h"})),
+    ]);
     rig.bootstrap(&set1, &["a", "b", "manager"]);
     rig.wait_event("activated a 1");
     rig.wait_event("activated b 1");
@@ -80,11 +79,13 @@ fn manager_deploys_adds_changes_and_removes_instances() {
 
     // The second set: c added, b changed, a removed (and sys no longer named).
     rig.release_instance("c", "1");
-    let set2 = json!({
-        "manager": rig.instance("manager", json!({})),
-        "b": rig.instance("b", json!({"netrcFile": "/etc/hail/b.netrc", "pollPeriod": "2h"})),
-        "c": rig.instance("c", json!({})),
-    });
+    let set2 = rig.set(&[
+        (
+            "b",
+            json!({"netrcFile": "/etc/hail/b.netrc", "pollPeriod": "2h"}),
+        ),
+        ("c", json!({})),
+    ]);
     rig.apply(&set2);
 
     rig.wait_converged(&["b", "c", "manager"]);
@@ -123,10 +124,7 @@ fn manager_restarts_itself_and_its_activation_completes() {
         return;
     };
     let c = &rig.c;
-    let set1 = json!({
-        "manager": rig.instance("manager", json!({})),
-        "a": rig.instance("a", json!({})),
-    });
+    let set1 = rig.set(&[("a", json!({}))]);
     let m1 = rig.bootstrap(&set1, &["a", "manager"]);
     assert_eq!(
         c.exec(&["readlink", "-f", "/nix/var/nix/profiles/hail/manager"])
@@ -136,10 +134,10 @@ fn manager_restarts_itself_and_its_activation_completes() {
     let manager_pid = rig.show("manager", "MainPID");
     let finished_before = rig.applies_finished();
 
-    let set2 = json!({
-        "manager": rig.instance("manager", json!({"pollPeriod": "2h"})),
-        "a": rig.instance("a", json!({"pollPeriod": "2h"})),
-    });
+    let set2 = rig.set(&[
+        ("manager", json!({"pollPeriod": "2h"})),
+        ("a", json!({"pollPeriod": "2h"})),
+    ]);
     let m2 = rig.apply(&set2);
 
     c.wait_for("the manager to restart", MANAGER, CONVERGE, |_| {
@@ -190,11 +188,7 @@ fn interrupted_apply_converges_at_the_next_start() {
         return;
     };
     let c = &rig.c;
-    let set1 = json!({
-        "manager": rig.instance("manager", json!({})),
-        "a": rig.instance("a", json!({})),
-        "gone": rig.instance("gone", json!({})),
-    });
+    let set1 = rig.set(&[("a", json!({})), ("gone", json!({}))]);
     rig.bootstrap(&set1, &["a", "gone", "manager"]);
 
     // gone's bin/deactivate waits until the test lets it go on: the removal is half-way for as
@@ -202,11 +196,7 @@ fn interrupted_apply_converges_at_the_next_start() {
     let hold = "/var/lib/hail-test/hold-deactivate-gone";
     c.write_file(hold, "");
     rig.release_instance("c", "1");
-    let set2 = json!({
-        "manager": rig.instance("manager", json!({})),
-        "a": rig.instance("a", json!({"pollPeriod": "2h"})),
-        "c": rig.instance("c", json!({})),
-    });
+    let set2 = rig.set(&[("a", json!({"pollPeriod": "2h"})), ("c", json!({}))]);
     rig.apply(&set2);
     rig.wait_event("deactivating gone 1");
 
@@ -259,18 +249,17 @@ fn a_set_that_cannot_start_is_rolled_back() {
         return;
     };
     let c = &rig.c;
-    let set1 = json!({
-        "manager": rig.instance("manager", json!({})),
-        "a": rig.instance("a", json!({})),
-    });
+    let set1 = rig.set(&[("a", json!({}))]);
     let m1 = rig.bootstrap(&set1, &["a", "manager"]);
 
     // "bad" runs a hail that is not there: its start fails (status 203/EXEC).
-    let set2 = json!({
-        "manager": rig.instance("manager", json!({})),
-        "a": rig.instance("a", json!({"pollPeriod": "2h"})),
-        "bad": rig.instance("bad", json!({"package": "/nix/store/00000000000000000000000000000000-missing"})),
-    });
+    let set2 = rig.set(&[
+        ("a", json!({"pollPeriod": "2h"})),
+        (
+            "bad",
+            json!({"package": "/nix/store/00000000000000000000000000000000-missing"}),
+        ),
+    ]);
     rig.apply(&set2);
 
     let failed = format!("MESSAGE_ID={MSG_ACTIVATION_FAILED}");
@@ -302,11 +291,11 @@ fn after_a_reboot_the_managers_start_restores_the_set() {
         return;
     };
     let c = &rig.c;
-    let set = json!({
-        "manager": rig.instance("manager", json!({"pollPeriod": "2h"})),
-        "a": rig.instance("a", json!({})),
-        "b": rig.instance("b", json!({})),
-    });
+    let set = rig.set(&[
+        ("manager", json!({"pollPeriod": "2h"})),
+        ("a", json!({})),
+        ("b", json!({})),
+    ]);
     rig.bootstrap(&set, &["a", "b", "manager"]);
 
     // What a reboot leaves: the profiles and /etc, no unit running, nothing in /run.

@@ -140,19 +140,18 @@ impl ServiceRig for Rig {
     }
 }
 
-/// The `<what>` of a `deployed <what>; <activity>` status line.
-fn deployed_part(status: &str) -> &str {
+/// The `<what>` of a `deployed <what>; <activity>` status line names that profile (with or
+/// without its build id) and generation.
+fn assert_deployed(status: &str, profile_name: &str, generation: &str) {
     let what = status.split(';').next().unwrap_or_default();
     assert!(
         what.starts_with("deployed "),
         "not a hail status line: {status}"
     );
-    what
-}
-
-/// Whether a status part names that profile (with or without its build id) and generation.
-fn names(what: &str, profile_name: &str, generation: &str) -> bool {
-    what.contains(profile_name) && what.ends_with(generation)
+    assert!(
+        what.contains(profile_name) && what.ends_with(generation),
+        "{status}"
+    );
 }
 
 /// How many seccomp filters a process inside runs under (`Seccomp_filters:`). nspawn filters the
@@ -390,14 +389,7 @@ fn service_deploys_reloads_reports_and_stops() {
     );
     rig.wait_journal(SVC, &["-u", SVC, "HAIL_EVENT=rolled-back"], 1);
     let status = rig.wait_status(SVC, "-hail-demo-profile-3 failed", DEPLOY);
-    assert!(
-        names(
-            deployed_part(&status),
-            "-hail-demo-profile-2",
-            "generation 2"
-        ),
-        "{status}"
-    );
+    assert_deployed(&status, "-hail-demo-profile-2", "generation 2");
     assert_eq!(rig.show(SVC, "ActiveState"), "active");
     assert_eq!(rig.profile_target(SVC_PROFILE), v2.out_path);
     let activations = rig.activations();
@@ -446,14 +438,7 @@ fn service_deploys_reloads_reports_and_stops() {
         let s = c.show(SVC, "StatusText");
         s.contains("poll failed").then_some(s)
     });
-    assert!(
-        names(
-            deployed_part(&status),
-            "-hail-demo-profile-2",
-            "generation 2"
-        ),
-        "{status}"
-    );
+    assert_deployed(&status, "-hail-demo-profile-2", "generation 2");
     assert_eq!(c.show(SVC, "ActiveState"), "active");
     assert_eq!(c.exec(&["readlink", "-f", SVC_PROFILE]).trim(), v2.out_path);
 

@@ -291,8 +291,9 @@ impl Cache {
     }
 }
 
-/// A Nix command with the build-side settings and a private HOME.
-fn nix(dir: &Path, program: &str) -> Command {
+/// A Nix command with the build-side settings (no sandbox, no build users, no substituters:
+/// nothing to fetch, no waiting on DNS) and `dir` as its HOME.
+pub fn nix(dir: &Path, program: &str) -> Command {
     let mut c = Command::new(program);
     c.env(
         "NIX_CONFIG",

@@ -92,6 +92,16 @@ impl ManagerRig {
         v
     }
 
+    /// An instance set: each `(name, extra)` as [`ManagerRig::instance`] makes it, and the
+    /// manager itself with its default settings unless it is named.
+    pub fn set(&self, instances: &[(&str, Value)]) -> Value {
+        let mut set = json!({ "manager": self.instance("manager", json!({})) });
+        for (name, extra) in instances {
+            set[*name] = self.instance(name, extra.clone());
+        }
+        set
+    }
+
     /// Builds the manager profile of `instances` with nix/manager.nix, publishes it as the latest
     /// build of the job "manager"; returns its store path.
     pub fn release_manager(&self, instances: &Value) -> String {
@@ -130,13 +140,7 @@ impl ManagerRig {
                 self.job_uri("manager")
             ),
         );
-        let start = self.c.systemctl(&["start", MANAGER]);
-        assert!(
-            start.success(),
-            "{}\n{}",
-            start.stderr,
-            self.c.unit_log(MANAGER)
-        );
+        self.manager_ctl("start");
         self.wait_converged(converged);
         profile
     }
@@ -145,14 +149,19 @@ impl ManagerRig {
     /// profile's store path.
     pub fn apply(&self, set: &Value) -> String {
         let profile = self.release_manager(set);
-        let reload = self.c.systemctl(&["reload", MANAGER]);
+        self.manager_ctl("reload");
+        profile
+    }
+
+    /// `systemctl VERB hail@manager.service`, which must succeed.
+    fn manager_ctl(&self, verb: &str) {
+        let out = self.c.systemctl(&[verb, MANAGER]);
         assert!(
-            reload.success(),
-            "{}\n{}",
-            reload.stderr,
+            out.success(),
+            "{verb}: {}\n{}",
+            out.stderr,
             self.c.unit_log(MANAGER)
         );
-        profile
     }
 
     /// The lines of [`EVENTS`] so far.

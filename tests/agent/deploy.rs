@@ -39,8 +39,7 @@ fn first_deploy_substitutes_switches_and_activates_once() {
 #[test]
 fn oneshot_again_is_a_no_op() {
     let Some(f) = Fixture::new() else { return };
-    let (p, _) = f.release("1");
-    assert_eq!(f.hail.oneshot(&[], RUN).code(), Some(0));
+    let p = f.deployed("1");
     let fetched = f.cache.requests().len();
 
     let r = f.hail.oneshot(&[], RUN);
@@ -176,8 +175,7 @@ fn unsigned_path_is_refused_and_nothing_changes() {
 #[test]
 fn path_signed_by_an_untrusted_key_is_refused_and_the_profile_stays() {
     let Some(f) = Fixture::new() else { return };
-    let (p1, _) = f.release("1");
-    assert_eq!(f.hail.oneshot(&[], RUN).code(), Some(0));
+    let p1 = f.deployed("1");
 
     let p2 = f.cache.publish_untrusted(&f.spec("2"));
     f.make_latest(&p2);
@@ -198,8 +196,7 @@ fn path_signed_by_an_untrusted_key_is_refused_and_the_profile_stays() {
 #[test]
 fn failed_activation_exits_7_and_switches_back() {
     let Some(f) = Fixture::new() else { return };
-    let (p1, _) = f.release("1");
-    assert_eq!(f.hail.oneshot(&[], RUN).code(), Some(0));
+    let p1 = f.deployed("1");
 
     let (p2, _) = f.release_spec(&f.spec("2").exit_code(3));
     let r = f.hail.oneshot(&[], RUN);
@@ -222,8 +219,7 @@ fn failed_activation_exits_7_and_switches_back() {
 #[test]
 fn activation_timeout_exits_7_and_switches_back() {
     let Some(f) = Fixture::new() else { return };
-    let (p1, _) = f.release("1");
-    assert_eq!(f.hail.oneshot(&[], RUN).code(), Some(0));
+    let p1 = f.deployed("1");
 
     f.release_spec(&f.spec("2").sleep(60.0));
     let start = Instant::now();

@@ -70,6 +70,14 @@ impl Fixture {
         (p, id)
     }
 
+    /// Releases a test profile and deploys it with `hail --oneshot`.
+    pub fn deployed(&self, version: &str) -> Published {
+        let (p, _) = self.release(version);
+        let r = self.hail.oneshot(&[], RUN);
+        assert_eq!(r.code(), Some(0), "{}", r.output);
+        p
+    }
+
     /// Publishes a signed test profile made from `spec` and makes it the job's latest successful
     /// build.
     pub fn release_spec(&self, spec: &ProfileSpec) -> (Published, u64) {
