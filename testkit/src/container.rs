@@ -407,11 +407,6 @@ impl Container {
         &self.name
     }
 
-    /// The host PID of the container's PID 1.
-    pub fn leader(&self) -> u32 {
-        self.leader
-    }
-
     /// nspawn's output so far (the container's console).
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.path().join("nspawn.log")).unwrap_or_default()

@@ -109,13 +109,7 @@ fn service_no_op_polls_then_deploys_the_next_build_once() {
     assert_eq!(f.generations().len(), 1);
 
     let (p2, _) = f.release("2");
-    let acts = f.wait_activations(2, RUN);
-    assert_eq!(
-        acts,
-        [activated("1", &p1), activated("2", &p2)],
-        "{}",
-        hail.output()
-    );
+    f.assert_activations(&[activated("1", &p1), activated("2", &p2)], &hail);
     assert_eq!(f.profile_target().as_deref(), Some(p2.out_path.as_str()));
     let polls = f.latest_requests();
     assert!(wait_until(RUN, || f.latest_requests() >= polls + 3));
@@ -246,16 +240,13 @@ fn service_does_not_redeploy_a_build_whose_activation_failed() {
     f.wait_activations(1, RUN);
 
     let (p2, _) = f.release_spec(&f.spec("2").exit_code(1));
-    let acts = f.wait_activations(3, RUN);
-    assert_eq!(
-        acts,
-        [
+    f.assert_activations(
+        &[
             activated("1", &p1),
             activated("2", &p2),
-            activated("1", &p1)
+            activated("1", &p1),
         ],
-        "{}",
-        hail.output()
+        &hail,
     );
     let polls = f.latest_requests();
     assert!(
@@ -301,13 +292,7 @@ fn sighup_polls_at_once() {
         "deployed without SIGHUP"
     );
     hail.signal(libc::SIGHUP);
-    let acts = f.wait_activations(2, RUN);
-    assert_eq!(
-        acts,
-        [activated("1", &p1), activated("2", &p2)],
-        "{}",
-        hail.output()
-    );
+    f.assert_activations(&[activated("1", &p1), activated("2", &p2)], &hail);
 }
 
 #[test]

@@ -104,6 +104,12 @@ impl Fixture {
         self.activations()
     }
 
+    /// Waits until there are as many activation lines as `want` and checks they are `want`.
+    pub fn assert_activations(&self, want: &[String], hail: &Running) {
+        let acts = self.wait_activations(want.len(), RUN);
+        assert_eq!(acts, want, "{}", hail.output());
+    }
+
     /// Where the profile points (fully resolved), if it exists.
     pub fn profile_target(&self) -> Option<String> {
         fs::canonicalize(&self.hail.profile)
