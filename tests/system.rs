@@ -257,13 +257,7 @@ fn service_deploys_reloads_reports_and_stops() {
     rig.configure("svc", "");
 
     // `systemctl start` returns once hail said READY=1: the unit is active right away.
-    let start = c.systemctl(&["start", SVC]);
-    assert!(
-        start.success(),
-        "start failed: {}\n{}",
-        start.stderr,
-        c.unit_log(SVC)
-    );
+    c.systemctl_ok("start", SVC);
     assert_eq!(c.systemctl(&["is-active", SVC]).stdout.trim(), "active");
     assert_eq!(rig.show(SVC, "SubState"), "running");
     assert!(
@@ -491,13 +485,7 @@ fn watchdog_restarts_a_stuck_agent() {
 
     let (v1, b1) = rig.release("1", 0);
     rig.configure("wd", &format!("HAIL_PROFILE={profile}\n"));
-    let start = c.systemctl(&["start", unit]);
-    assert!(
-        start.success(),
-        "start failed: {}\n{}",
-        start.stderr,
-        c.unit_log(unit)
-    );
+    c.systemctl_ok("start", unit);
     rig.wait_status(unit, &format!("deployed build {b1} ("), DEPLOY);
     assert_eq!(rig.show(unit, "WatchdogUSec"), "3s");
     assert_eq!(

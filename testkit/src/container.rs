@@ -524,6 +524,17 @@ impl Container {
         self.try_exec(&argv)
     }
 
+    /// `systemctl VERB UNIT`, which must succeed (else the unit's journal is shown).
+    pub fn systemctl_ok(&self, verb: &str, unit: &str) {
+        let out = self.systemctl(&[verb, unit]);
+        assert!(
+            out.success(),
+            "systemctl {verb} {unit} failed: {}\n{}",
+            out.stderr,
+            self.unit_log(unit)
+        );
+    }
+
     /// One property of a unit (`systemctl show -p NAME --value UNIT`).
     pub fn show(&self, unit: &str, property: &str) -> String {
         let out = self.exec(&["systemctl", "show", "-p", property, "--value", unit]);

@@ -140,7 +140,7 @@ impl ManagerRig {
                 self.job_uri("manager")
             ),
         );
-        self.manager_ctl("start");
+        self.c.systemctl_ok("start", MANAGER);
         self.wait_converged(converged);
         profile
     }
@@ -149,19 +149,8 @@ impl ManagerRig {
     /// profile's store path.
     pub fn apply(&self, set: &Value) -> String {
         let profile = self.release_manager(set);
-        self.manager_ctl("reload");
+        self.c.systemctl_ok("reload", MANAGER);
         profile
-    }
-
-    /// `systemctl VERB hail@manager.service`, which must succeed.
-    fn manager_ctl(&self, verb: &str) {
-        let out = self.c.systemctl(&[verb, MANAGER]);
-        assert!(
-            out.success(),
-            "{verb}: {}\n{}",
-            out.stderr,
-            self.c.unit_log(MANAGER)
-        );
     }
 
     /// The lines of [`EVENTS`] so far.

@@ -315,58 +315,35 @@ fn oneshot_usage_and_configuration_errors() {
     let Some(f) = Fixture::new() else { return };
     let profile = f.hail.profile.to_str().unwrap().to_string();
     let job = f.hail.job_uri.clone();
+    let with_job = |extra: &[&str]| -> Vec<String> {
+        ["--oneshot", "--profile", &profile, "--job-uri", &job]
+            .iter()
+            .chain(extra)
+            .map(|a| a.to_string())
+            .collect()
+    };
+    let owned = |args: &[&str]| -> Vec<String> { args.iter().map(|a| a.to_string()).collect() };
     for (args, want) in [
+        (with_job(&["--bogus"]), 2),
+        (with_job(&["--http-timeout", "soon"]), 2),
+        (owned(&["--oneshot", "--profile", &profile]), 2),
         (
-            vec![
-                "--oneshot",
-                "--profile",
-                &profile,
-                "--job-uri",
-                &job,
-                "--bogus",
-            ],
-            2,
-        ),
-        (
-            vec![
-                "--oneshot",
-                "--profile",
-                &profile,
-                "--job-uri",
-                &job,
-                "--http-timeout",
-                "soon",
-            ],
-            2,
-        ),
-        (vec!["--oneshot", "--profile", &profile], 2),
-        (
-            vec![
+            owned(&[
                 "--oneshot",
                 "--profile",
                 &profile,
                 "--job-uri",
                 "ftp://example.org/job/a/b/c",
-            ],
+            ]),
             3,
         ),
         (
-            vec!["--oneshot", "--profile", "../escape", "--job-uri", &job],
+            owned(&["--oneshot", "--profile", "../escape", "--job-uri", &job]),
             3,
         ),
-        (
-            vec![
-                "--oneshot",
-                "--profile",
-                &profile,
-                "--job-uri",
-                &job,
-                "--netrc-file",
-                "/nonexistent/netrc",
-            ],
-            3,
-        ),
+        (with_job(&["--netrc-file", "/nonexistent/netrc"]), 3),
     ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let r = f.hail.run_bare(&args, RUN);
         assert_eq!(r.code(), Some(want), "{args:?}: {}", r.output);
         assert!(!r.output.trim().is_empty(), "{args:?}: no message");
