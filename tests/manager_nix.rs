@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use hail_testkit::cache::nix;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -15,18 +16,6 @@ const HAIL: &str = env!("CARGO_BIN_EXE_hail");
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A Nix command with its own HOME and no substituters (nothing to fetch; no waiting on DNS).
-fn nix(tmp: &Path, program: &str) -> Command {
-    let mut c = Command::new(program);
-    c.env(
-        "NIX_CONFIG",
-        "sandbox = false\nbuild-users-group =\nsubstituters =\n",
-    )
-    .env("HOME", tmp)
-    .env("XDG_CACHE_HOME", tmp.join(".cache"));
-    c
 }
 
 fn output(mut c: Command) -> Output {
@@ -191,6 +180,17 @@ fn builds_a_manager_profile_without_nixpkgs() {
     );
 }
 
+/// `nix-instantiate --eval --strict --json -E expr`, which must succeed.
+fn eval_json(tmp: &Path, expr: &str) -> Output {
+    let out = output({
+        let mut c = nix(tmp, "nix-instantiate");
+        c.args(["--eval", "--strict", "--json", "-E", expr]);
+        c
+    });
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    out
+}
+
 /// The evaluation error of the manager function applied to `instances` (it must fail).
 fn eval_error(instances: &str) -> String {
     let tmp = tempfile::tempdir().unwrap();
@@ -273,12 +273,7 @@ fn path_puts_packages_first_on_every_instances_path() {
          a = \"http://h/job/p/j/a\"; b = {{ jobUri = \"http://h/job/p/j/b\"; environment.PATH = \"/own\"; }}; }}; }}).instancesJson",
         root().display()
     );
-    let out = output({
-        let mut c = nix(tmp.path(), "nix-instantiate");
-        c.args(["--eval", "--strict", "--json", "-E", &expr]);
-        c
-    });
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = eval_json(tmp.path(), &expr);
     let json: String = serde_json::from_slice(&out.stdout).unwrap();
     let set: Value = serde_json::from_str(&json).unwrap();
     assert_eq!(
@@ -298,12 +293,7 @@ fn instance_settings_map_to_unit_settings() {
          extraArgs = [ \"--http-timeout\" \"1m\" ]; environment.NIX_CONFIG = \"x = 1\"; }}",
         root().display()
     );
-    let out = output({
-        let mut c = nix(tmp.path(), "nix-instantiate");
-        c.args(["--eval", "--strict", "--json", "-E", &expr]);
-        c
-    });
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = eval_json(tmp.path(), &expr);
     let value: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         value,

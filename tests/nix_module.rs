@@ -1,8 +1,8 @@
 //! The NixOS module, the flake and the package expression, evaluated by nixpkgs' real module
 //! system (`lib.evalModules`) with small stand-ins for the NixOS options the module sets
 //! (tests/nix/eval.nix). nixpkgs' `lib` is found through `NIXPKGS_LIB` (its lib directory, or a
-//! checkout containing `lib/`); without it every test here prints one line and passes as skipped,
-//! because CI has no nixpkgs.
+//! checkout containing `lib/`). Every test here is ignored, so that it shows as skipped where
+//! NIXPKGS_LIB is not set (CI has no nixpkgs); `scripts/test` runs them when it is set.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,18 +13,19 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn nixpkgs_lib() -> Option<PathBuf> {
-    let Some(value) = std::env::var_os("NIXPKGS_LIB").filter(|v| !v.is_empty()) else {
-        eprintln!(
-            "skipped: NIXPKGS_LIB is not set (nixpkgs' lib directory, e.g. from nix-community/nixpkgs.lib)"
+/// nixpkgs' lib directory from `NIXPKGS_LIB`. The tests that need it are ignored (shown as
+/// skipped) unless run on purpose, as `scripts/test` does when `NIXPKGS_LIB` is set.
+fn nixpkgs_lib() -> PathBuf {
+    let value = std::env::var_os("NIXPKGS_LIB")
+        .filter(|v| !v.is_empty())
+        .expect(
+            "NIXPKGS_LIB is not set (nixpkgs' lib directory, e.g. from nix-community/nixpkgs.lib)",
         );
-        return None;
-    };
     let path = PathBuf::from(value);
     if path.join("default.nix").exists() {
-        Some(path)
+        path
     } else if path.join("lib/default.nix").exists() {
-        Some(path.join("lib"))
+        path.join("lib")
     } else {
         panic!(
             "NIXPKGS_LIB={} holds neither default.nix nor lib/default.nix",
@@ -79,8 +80,9 @@ const HAIL: &str = "/nix/store/00000000000000000000000000000000-hail-from-pkgs";
 const NIX: &str = "/nix/store/00000000000000000000000000000000-nix";
 
 #[test]
+#[ignore = "needs NIXPKGS_LIB (nixpkgs' lib directory)"]
 fn one_instance_gets_a_drop_in_with_defaults() {
-    let Some(lib) = nixpkgs_lib() else { return };
+    let lib = nixpkgs_lib();
     let result = eval_ok(
         &lib,
         r#"{ services.hail.web.jobUri = "https://hydra.example.org/job/p/j/web"; }"#,
@@ -122,8 +124,9 @@ fn one_instance_gets_a_drop_in_with_defaults() {
 }
 
 #[test]
+#[ignore = "needs NIXPKGS_LIB (nixpkgs' lib directory)"]
 fn two_instances_with_overrides() {
-    let Some(lib) = nixpkgs_lib() else { return };
+    let lib = nixpkgs_lib();
     let result = eval_ok(
         &lib,
         r#"{
@@ -202,8 +205,9 @@ fn two_instances_with_overrides() {
 }
 
 #[test]
+#[ignore = "needs NIXPKGS_LIB (nixpkgs' lib directory)"]
 fn disabled_instances_have_no_unit() {
-    let Some(lib) = nixpkgs_lib() else { return };
+    let lib = nixpkgs_lib();
     let result = eval_ok(
         &lib,
         r#"{
@@ -241,8 +245,9 @@ fn disabled_instances_have_no_unit() {
 }
 
 #[test]
+#[ignore = "needs NIXPKGS_LIB (nixpkgs' lib directory)"]
 fn empty_or_non_http_job_uri_is_refused() {
-    let Some(lib) = nixpkgs_lib() else { return };
+    let lib = nixpkgs_lib();
     let failed = failed_assertions(
         &lib,
         r#"{
@@ -269,8 +274,9 @@ fn empty_or_non_http_job_uri_is_refused() {
 }
 
 #[test]
+#[ignore = "needs NIXPKGS_LIB (nixpkgs' lib directory)"]
 fn two_instances_on_one_profile_are_refused() {
-    let Some(lib) = nixpkgs_lib() else { return };
+    let lib = nixpkgs_lib();
     // A bare name and the absolute path it stands for are the same profile.
     let failed = failed_assertions(
         &lib,
@@ -287,8 +293,9 @@ fn two_instances_on_one_profile_are_refused() {
 }
 
 #[test]
+#[ignore = "needs NIXPKGS_LIB (nixpkgs' lib directory)"]
 fn netrc_in_the_store_is_refused() {
-    let Some(lib) = nixpkgs_lib() else { return };
+    let lib = nixpkgs_lib();
     let failed = failed_assertions(
         &lib,
         r#"{
@@ -313,8 +320,9 @@ fn netrc_in_the_store_is_refused() {
 }
 
 #[test]
+#[ignore = "needs NIXPKGS_LIB (nixpkgs' lib directory)"]
 fn profiles_must_be_names_or_absolute_paths() {
-    let Some(lib) = nixpkgs_lib() else { return };
+    let lib = nixpkgs_lib();
     let failed = failed_assertions(
         &lib,
         r#"{
@@ -336,8 +344,9 @@ fn profiles_must_be_names_or_absolute_paths() {
 }
 
 #[test]
+#[ignore = "needs NIXPKGS_LIB (nixpkgs' lib directory)"]
 fn hail_variables_in_environment_are_refused() {
-    let Some(lib) = nixpkgs_lib() else { return };
+    let lib = nixpkgs_lib();
     let failed = failed_assertions(
         &lib,
         r#"{
@@ -354,8 +363,9 @@ fn hail_variables_in_environment_are_refused() {
 }
 
 #[test]
+#[ignore = "needs NIXPKGS_LIB (nixpkgs' lib directory)"]
 fn instance_names_needing_escaping_are_refused() {
-    let Some(lib) = nixpkgs_lib() else { return };
+    let lib = nixpkgs_lib();
     let too_long = "x".repeat(201);
     let longest = "y".repeat(200);
     let failed = failed_assertions(
@@ -385,8 +395,9 @@ fn instance_names_needing_escaping_are_refused() {
 }
 
 #[test]
+#[ignore = "needs NIXPKGS_LIB (nixpkgs' lib directory)"]
 fn wrong_types_fail_evaluation_naming_the_option() {
-    let Some(lib) = nixpkgs_lib() else { return };
+    let lib = nixpkgs_lib();
     let cases = [
         // A path literal would be copied into the world-readable store.
         (
@@ -430,8 +441,9 @@ fn wrong_types_fail_evaluation_naming_the_option() {
 }
 
 #[test]
+#[ignore = "needs NIXPKGS_LIB (nixpkgs' lib directory)"]
 fn flake_module_defaults_package_to_this_repository() {
-    let Some(lib) = nixpkgs_lib() else { return };
+    let lib = nixpkgs_lib();
     let result = eval_module(
         &lib,
         "default",
@@ -460,8 +472,9 @@ fn flake_module_defaults_package_to_this_repository() {
 }
 
 #[test]
+#[ignore = "needs NIXPKGS_LIB (nixpkgs' lib directory)"]
 fn flake_outputs() {
-    let Some(lib) = nixpkgs_lib() else { return };
+    let lib = nixpkgs_lib();
     // nixpkgs stand-in: its real lib, and packages that must not be needed to list the outputs.
     let expr = format!(
         r#"
@@ -528,8 +541,9 @@ fn flake_outputs() {
 }
 
 #[test]
+#[ignore = "needs NIXPKGS_LIB (nixpkgs' lib directory)"]
 fn package_builds_only_hail_with_its_unit() {
-    let Some(lib) = nixpkgs_lib() else { return };
+    let lib = nixpkgs_lib();
     // rustPlatform stand-in: returns its arguments. `src` is left out: lib.fileset needs a newer
     // Nix than some test machines have.
     let expr = format!(
@@ -568,8 +582,9 @@ fn package_builds_only_hail_with_its_unit() {
 }
 
 #[test]
+#[ignore = "needs NIXPKGS_LIB (nixpkgs' lib directory)"]
 fn readme_option_table_is_up_to_date() {
-    let Some(lib) = nixpkgs_lib() else { return };
+    let lib = nixpkgs_lib();
     let out = Command::new(root().join("scripts/gen-options-doc"))
         .arg("--check")
         .env("NIXPKGS_LIB", &lib)
@@ -584,8 +599,9 @@ fn readme_option_table_is_up_to_date() {
 }
 
 #[test]
+#[ignore = "needs NIXPKGS_LIB (nixpkgs' lib directory)"]
 fn start_timeout_follows_the_activation_timeout() {
-    let Some(lib) = nixpkgs_lib() else { return };
+    let lib = nixpkgs_lib();
     let result = eval_ok(
         &lib,
         r#"{
@@ -601,8 +617,9 @@ fn start_timeout_follows_the_activation_timeout() {
 }
 
 #[test]
+#[ignore = "needs NIXPKGS_LIB (nixpkgs' lib directory)"]
 fn every_option_has_a_description_and_an_example() {
-    let Some(lib) = nixpkgs_lib() else { return };
+    let lib = nixpkgs_lib();
     let expr = format!(
         r#"
         let
@@ -627,8 +644,9 @@ fn every_option_has_a_description_and_an_example() {
 }
 
 #[test]
+#[ignore = "needs NIXPKGS_LIB (nixpkgs' lib directory)"]
 fn environment_path_is_refused_with_a_pointer_to_path() {
-    let Some(lib) = nixpkgs_lib() else { return };
+    let lib = nixpkgs_lib();
     let result = eval_module(
         &lib,
         "module",

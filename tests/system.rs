@@ -10,15 +10,16 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use hail_testkit::cache::{Cache, Published};
-use hail_testkit::container::{self, Container};
-use hail_testkit::hydra::{BuildSpec, HydraServer};
+use hail_testkit::cache::Published;
+use hail_testkit::container::{Container, field};
+use hail_testkit::hydra::BuildSpec;
+use hail_testkit::rig::Rig;
 use serde_json::Value;
 
 const HAIL: &str = env!("CARGO_BIN_EXE_hail");
 
 /// Generous bound for one deployment (substitute, switch, activate) on a busy 2-core machine.
-const DEPLOY: Duration = Duration::from_secs(60);
+const DEPLOY: Duration = Duration::from_secs(120);
 
 const MSG_DEPLOYED: &str = "35afcec8bcfb4db0ab3acb30a8cead66";
 const MSG_ACTIVATION_FAILED: &str = "5be39f6dd3a846e28ede5e841d6f7288";
@@ -26,50 +27,46 @@ const MSG_POLL_FAILED: &str = "ec2149355bc34fe19a8fc00de4588794";
 /// systemd's "a unit's process exited" (`EXIT_CODE=`, `EXIT_STATUS=`).
 const MSG_PROCESS_EXIT: &str = "98e322203f7a4ed290d09fe03c09fe15";
 
-/// A booted container with hail installed, and the host-side Hydra and cache it deploys from.
-struct Rig {
-    c: Container,
-    cache: Cache,
-    hydra: HydraServer,
-    nonce: String,
+/// While this file exists in the container, `bin/activate` of `service-profile.nix` holds (after
+/// creating [`HELD`]).
+const HOLD: &str = "/var/lib/hail-demo/hold";
+const HELD: &str = "/var/lib/hail-demo/held";
+
+fn rig(label: &str) -> Option<Rig> {
+    Rig::new(label, Path::new(HAIL))
 }
 
-impl Rig {
-    /// `None` (after a printed reason) when a prerequisite is missing and `CI` is not `true`.
-    fn new(label: &str) -> Option<Rig> {
-        if !container::require() || !hail_testkit::prereq::require_nix() {
-            return None;
-        }
-        let cache = Cache::start();
-        let hydra = HydraServer::start();
-        let c = Container::boot_with_hail(label, Path::new(HAIL), &cache);
-        let nonce = format!("{}-{}-{:?}", label, std::process::id(), Instant::now());
-        Some(Rig {
-            c,
-            cache,
-            hydra,
-            nonce,
-        })
-    }
+/// What these tests do with a [`Rig`]: the demo service's profiles and the instances' settings.
+trait ServiceRig {
+    fn publish(&self, version: &str, activate_exit: i32) -> Published;
+    fn release(&self, version: &str, activate_exit: i32) -> (Published, u64);
+    fn configure(&self, instance: &str, extra: &str);
+    fn show(&self, unit: &str, property: &str) -> String;
+    fn wait_status(&self, unit: &str, needle: &str, timeout: Duration) -> String;
+    fn wait_journal(&self, unit: &str, matches: &[&str], count: usize) -> Vec<Value>;
+    fn profile_target(&self, profile: &str) -> String;
+    fn activations(&self) -> Vec<String>;
+    fn assert_demo(&self, version: &str);
+}
 
+impl ServiceRig for Rig {
     /// Builds `testkit/nix/service-profile.nix` at `version` and publishes it to the cache; its
-    /// `bin/activate` sleeps `activate_sleep` seconds and exits with `activate_exit`.
-    fn publish(&self, version: &str, activate_exit: i32, activate_sleep: u32) -> Published {
+    /// `bin/activate` exits with `activate_exit`.
+    fn publish(&self, version: &str, activate_exit: i32) -> Published {
         let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("testkit/nix/service-profile.nix");
-        let (exit, sleep) = (activate_exit.to_string(), activate_sleep.to_string());
+        let exit = activate_exit.to_string();
         #[rustfmt::skip]
         let args = [
             "--argstr", "version", version,
             "--argstr", "nonce", &self.nonce,
             "--argstr", "activateExit", &exit,
-            "--argstr", "activateSleep", &sleep,
         ];
         self.cache.publish_nix(&file, &args)
     }
 
     /// Publishes a profile and makes it the job's latest successful build; returns its build id.
-    fn release(&self, version: &str, activate_exit: i32, activate_sleep: u32) -> (Published, u64) {
-        let p = self.publish(version, activate_exit, activate_sleep);
+    fn release(&self, version: &str, activate_exit: i32) -> (Published, u64) {
+        let p = self.publish(version, activate_exit);
         let id = self.hydra.add_build(BuildSpec::succeeded(&p.out_path));
         (p, id)
     }
@@ -143,25 +140,18 @@ impl Rig {
     }
 }
 
-/// A journal field as a string (journalctl prints repeated fields as arrays, binary ones as
-/// byte arrays; hail's fields are neither).
-fn field<'a>(entry: &'a Value, name: &str) -> Option<&'a str> {
-    entry.get(name).and_then(Value::as_str)
-}
-
-/// The `<what>` of a `deployed <what>; <activity>` status line.
-fn deployed_part(status: &str) -> &str {
+/// The `<what>` of a `deployed <what>; <activity>` status line names that profile (with or
+/// without its build id) and generation.
+fn assert_deployed(status: &str, profile_name: &str, generation: &str) {
     let what = status.split(';').next().unwrap_or_default();
     assert!(
         what.starts_with("deployed "),
         "not a hail status line: {status}"
     );
-    what
-}
-
-/// Whether a status part names that profile (with or without its build id) and generation.
-fn names(what: &str, profile_name: &str, generation: &str) -> bool {
-    what.contains(profile_name) && what.ends_with(generation)
+    assert!(
+        what.contains(profile_name) && what.ends_with(generation),
+        "{status}"
+    );
 }
 
 /// How many seccomp filters a process inside runs under (`Seccomp_filters:`). nspawn filters the
@@ -176,17 +166,29 @@ fn seccomp_filters(c: &Container, pid: &str) -> u32 {
 }
 
 /// Stops a unit and checks that hail said STOPPING=1 and exited 0 by itself (not by the
-/// signal); returns how long the stop took. systemd logs notifications and successful exits at
-/// debug level only, and a stopped instance is unloaded at once, so its properties cannot tell.
-fn stop_cleanly(c: &Container, unit: &str) -> Duration {
+/// signal); `while_stopping` runs once the stop is under way (the unit is no longer active).
+/// Returns how long the stop took. systemd logs notifications and successful exits at debug
+/// level only, and a stopped instance is unloaded at once, so its properties cannot tell.
+fn stop_cleanly(c: &Container, unit: &str, while_stopping: impl FnOnce()) -> Duration {
     c.exec(&["systemd-analyze", "log-level", "debug"]);
     let stopping = Instant::now();
-    let stop = c.systemctl(&["stop", unit]);
+    let stop = c.systemctl(&["stop", "--no-block", unit]);
+    assert!(
+        stop.success(),
+        "stop failed: {}\n{}",
+        stop.stderr,
+        c.unit_log(unit)
+    );
+    c.wait_for("the stop to begin", unit, DEPLOY, |c| {
+        (c.show(unit, "ActiveState") != "active").then_some(())
+    });
+    while_stopping();
+    c.wait_for("the stop to end", unit, DEPLOY, |c| {
+        (c.show(unit, "ActiveState") == "inactive").then_some(())
+    });
     let took = stopping.elapsed();
     c.exec(&["systemd-analyze", "log-level", "info"]);
     let log = c.unit_log(unit);
-    assert!(stop.success(), "stop failed: {}\n{log}", stop.stderr);
-    assert_eq!(c.show(unit, "ActiveState"), "inactive", "{log}");
     let tail = &log[log.rfind("Stopping ").unwrap_or(0)..];
     assert!(tail.contains("STOPPING=1"), "{tail}");
     assert!(tail.contains("Deactivated successfully."), "{tail}");
@@ -210,7 +212,7 @@ const SVC_PROFILE: &str = "/nix/var/nix/profiles/hail/svc";
 /// entries, a failing activation, an unreachable Hydra, a clean stop. The instance has no netrc.
 #[test]
 fn service_deploys_reloads_reports_and_stops() {
-    let Some(rig) = Rig::new("svc") else { return };
+    let Some(rig) = rig("svc") else { return };
     let c = &rig.c;
 
     // The template as systemd 252 understands it.
@@ -251,17 +253,11 @@ fn service_deploys_reloads_reports_and_stops() {
     assert_eq!(rig.show(unconfigured, "ExecMainStatus"), "2");
     assert_eq!(rig.show(unconfigured, "NRestarts"), "0");
 
-    let (v1, b1) = rig.release("1", 0, 0);
+    let (v1, b1) = rig.release("1", 0);
     rig.configure("svc", "");
 
     // `systemctl start` returns once hail said READY=1: the unit is active right away.
-    let start = c.systemctl(&["start", SVC]);
-    assert!(
-        start.success(),
-        "start failed: {}\n{}",
-        start.stderr,
-        c.unit_log(SVC)
-    );
+    c.systemctl_ok("start", SVC);
     assert_eq!(c.systemctl(&["is-active", SVC]).stdout.trim(), "active");
     assert_eq!(rig.show(SVC, "SubState"), "running");
     assert!(
@@ -293,7 +289,7 @@ fn service_deploys_reloads_reports_and_stops() {
     rig.wait_status(SVC, &format!("deployed build {b1} ("), DEPLOY);
 
     // A new build is not seen before the next poll (in an hour) unless hail is told to poll.
-    let (v2, b2) = rig.release("2", 0, 0);
+    let (v2, b2) = rig.release("2", 0);
     let reloaded = Instant::now();
     let reload = c.systemctl(&["reload", SVC]);
     assert!(reload.success(), "reload failed: {}", reload.stderr);
@@ -372,7 +368,7 @@ fn service_deploys_reloads_reports_and_stops() {
 
     // A release whose activation fails: it changes the demo service, fails, and hail switches
     // back to generation 2 and re-runs its activation. hail itself stays up and says so.
-    let (v3, b3) = rig.release("3", 1, 0);
+    let (v3, b3) = rig.release("3", 1);
     assert!(c.systemctl(&["reload", SVC]).success());
     let failed = rig.wait_journal(
         SVC,
@@ -387,14 +383,7 @@ fn service_deploys_reloads_reports_and_stops() {
     );
     rig.wait_journal(SVC, &["-u", SVC, "HAIL_EVENT=rolled-back"], 1);
     let status = rig.wait_status(SVC, "-hail-demo-profile-3 failed", DEPLOY);
-    assert!(
-        names(
-            deployed_part(&status),
-            "-hail-demo-profile-2",
-            "generation 2"
-        ),
-        "{status}"
-    );
+    assert_deployed(&status, "-hail-demo-profile-2", "generation 2");
     assert_eq!(rig.show(SVC, "ActiveState"), "active");
     assert_eq!(rig.profile_target(SVC_PROFILE), v2.out_path);
     let activations = rig.activations();
@@ -443,19 +432,12 @@ fn service_deploys_reloads_reports_and_stops() {
         let s = c.show(SVC, "StatusText");
         s.contains("poll failed").then_some(s)
     });
-    assert!(
-        names(
-            deployed_part(&status),
-            "-hail-demo-profile-2",
-            "generation 2"
-        ),
-        "{status}"
-    );
+    assert_deployed(&status, "-hail-demo-profile-2", "generation 2");
     assert_eq!(c.show(SVC, "ActiveState"), "active");
     assert_eq!(c.exec(&["readlink", "-f", SVC_PROFILE]).trim(), v2.out_path);
 
     // A clean stop, quickly.
-    let took = stop_cleanly(&c, SVC);
+    let took = stop_cleanly(&c, SVC, || {});
     assert!(took < Duration::from_secs(30), "stop took {took:?}");
     let log = c.unit_log(SVC);
     // One for the restart above, one now.
@@ -476,7 +458,7 @@ fn service_deploys_reloads_reports_and_stops() {
 /// finish.
 #[test]
 fn watchdog_restarts_a_stuck_agent() {
-    let Some(rig) = Rig::new("watchdog") else {
+    let Some(rig) = rig("watchdog") else {
         return;
     };
     let c = &rig.c;
@@ -501,15 +483,9 @@ fn watchdog_restarts_a_stuck_agent() {
     );
     c.daemon_reload();
 
-    let (v1, b1) = rig.release("1", 0, 0);
+    let (v1, b1) = rig.release("1", 0);
     rig.configure("wd", &format!("HAIL_PROFILE={profile}\n"));
-    let start = c.systemctl(&["start", unit]);
-    assert!(
-        start.success(),
-        "start failed: {}\n{}",
-        start.stderr,
-        c.unit_log(unit)
-    );
+    c.systemctl_ok("start", unit);
     rig.wait_status(unit, &format!("deployed build {b1} ("), DEPLOY);
     assert_eq!(rig.show(unit, "WatchdogUSec"), "3s");
     assert_eq!(
@@ -535,7 +511,7 @@ fn watchdog_restarts_a_stuck_agent() {
 
     // A credential named by a drop-in replaces the template's. A job without builds makes
     // hail@abs only poll (and fail), leaving the deployed demo service alone.
-    let other_job = rig.hydra.job_uri("hail", "test", "other");
+    let other_job = rig.job_uri("other");
     let env = format!("HAIL_JOB_URI={other_job}\nHAIL_POLL_PERIOD=1h\n");
     c.write_file("/etc/hail/abs.env", &env);
     c.write_file_mode(
@@ -586,7 +562,7 @@ fn watchdog_restarts_a_stuck_agent() {
 
     let stuck = rig.show(unit, "MainPID");
     c.sh(&format!("kill -STOP {stuck}"));
-    let restarted = c.wait_for("the watchdog restart", unit, Duration::from_secs(30), |c| {
+    let restarted = c.wait_for("the watchdog restart", unit, DEPLOY, |c| {
         let (pid, restarts) = (c.show(unit, "MainPID"), c.show(unit, "NRestarts"));
         (restarts == "1" && pid != "0" && pid != stuck && c.show(unit, "ActiveState") == "active")
             .then_some(pid)
@@ -618,15 +594,24 @@ fn watchdog_restarts_a_stuck_agent() {
 
     // Stopped in the middle of an activation: only hail gets SIGTERM (KillMode=mixed), lets the
     // activation finish and then exits cleanly; the new release is deployed, not cut short.
-    let (v2, _) = rig.release("2", 0, 3);
+    c.write_file(HOLD, "");
+    let (v2, _) = rig.release("2", 0);
     assert!(c.systemctl(&["reload", unit]).success());
-    let switched = format!("HAIL_STORE_PATH={}", v2.out_path);
-    rig.wait_journal(unit, &["-u", unit, "HAIL_EVENT=switched", &switched], 1);
-    let took = stop_cleanly(c, unit);
-    assert!(
-        took > Duration::from_secs(1),
-        "the stop did not wait for the activation: {took:?}"
-    );
+    c.wait_for("the activation to hold", unit, DEPLOY, |c| {
+        c.read_file(HELD)
+    });
+    stop_cleanly(c, unit, || {
+        // hail has had its SIGTERM and waits: its activation still runs.
+        assert_eq!(rig.show(unit, "ActiveState"), "deactivating");
+        assert_ne!(rig.show(unit, "MainPID"), "0");
+        assert!(
+            !rig.activations()
+                .contains(&format!("activated 2 {}", v2.out_path)),
+            "{:?}",
+            rig.activations()
+        );
+        c.exec(&["rm", HOLD]);
+    });
     assert_eq!(
         rig.activations().last(),
         Some(&format!("activated 2 {}", v2.out_path))

@@ -2,8 +2,8 @@
 # /bin/sh, so it needs `sandbox = false`). Both scripts append a line to /var/lib/hail-test/events:
 #   bin/activate    "activated <instance> <version>"
 #   bin/deactivate  "deactivating <instance> <version>", then "deactivated <instance> <version>";
-#                   if /var/lib/hail-test/slow-deactivate-<instance> exists it deletes it and
-#                   sleeps 60 s in between (once), so a test can interrupt a removal half-way.
+#                   in between it waits for as long as /var/lib/hail-test/hold-deactivate-<instance>
+#                   exists, so a test can interrupt a removal half-way and let it go on later.
 # `nonce` only makes the store paths unique, so parallel tests never share one.
 #
 #   nix-build manager-instance-profile.nix --argstr instance web --argstr version 2 --argstr nonce 1234
@@ -30,8 +30,8 @@ builtins.derivation {
     {
       printf '#!/bin/sh\nset -e\nmkdir -p /var/lib/hail-test\n'
       printf 'echo "deactivating %s %s" >> %s\n' "$instance" "$version" "$events"
-      printf 'slow=/var/lib/hail-test/slow-deactivate-%s\n' "$instance"
-      printf 'if [ -e "$slow" ]; then rm -f "$slow"; sleep 60; fi\n'
+      printf 'hold=/var/lib/hail-test/hold-deactivate-%s\n' "$instance"
+      printf 'while [ -e "$hold" ]; do sleep 0.1; done\n'
       printf 'echo "deactivated %s %s" >> %s\n' "$instance" "$version" "$events"
     } > "$out/bin/deactivate"
     chmod +x "$out/bin/activate" "$out/bin/deactivate"

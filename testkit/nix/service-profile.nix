@@ -4,25 +4,25 @@
 # (builder: the host's /bin/sh, so it needs `sandbox = false`); the scripts only need a systemd
 # host with /bin/sh, such as the test container.
 #
-# `bin/activate` sleeps `activateSleep` seconds, restarts the service, appends
-# "activated <version> <out path>" to /var/lib/hail-demo/activations, then exits with
-# `activateExit`: a failing release still changes the service first, so a rollback must visibly put
-# the previous one back. `nonce` only makes the store paths unique,
-# so parallel tests never share one.
+# `bin/activate` first holds for as long as /var/lib/hail-demo/hold exists (creating
+# /var/lib/hail-demo/held, so a test knows the activation is under way), restarts the service,
+# appends "activated <version> <out path>" to /var/lib/hail-demo/activations, then exits with
+# `activateExit`: a failing release still changes the service first, so a rollback must visibly
+# put the previous one back. `nonce` only makes the store paths unique, so parallel tests never
+# share one.
 #
 #   nix-build service-profile.nix --argstr version 2 --argstr nonce 1234
 {
   version ? "1",
   nonce,
   activateExit ? "0",
-  activateSleep ? "0",
 }:
 builtins.derivation {
   name = "hail-demo-profile-${version}";
   system = builtins.currentSystem;
   builder = "/bin/sh";
   # Every attribute reaches the builder as an environment variable.
-  inherit version nonce activateExit activateSleep;
+  inherit version nonce activateExit;
   args = [ "-c" ''
     set -e
     PATH=/usr/bin:/bin
@@ -39,7 +39,9 @@ builtins.derivation {
     } > "$out/lib/systemd/system/hail-demo.service"
     {
       printf '#!/bin/sh\nset -e\n'
-      printf 'sleep %s\n' "$activateSleep"
+      printf 'hold=/var/lib/hail-demo/hold\n'
+      printf 'if [ -e "$hold" ]; then touch /var/lib/hail-demo/held; fi\n'
+      printf 'while [ -e "$hold" ]; do sleep 0.1; done\n'
       printf 'ln -sfn %s/lib/systemd/system/hail-demo.service /run/systemd/system/hail-demo.service\n' "$out"
       printf 'systemctl daemon-reload\n'
       printf 'systemctl restart hail-demo.service\n'

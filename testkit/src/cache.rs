@@ -10,10 +10,14 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
 use crate::http::{Reply, Response, Server};
+
+/// How long a Nix command waits for the store's database to be free.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The test profile expression shipped with the test kit (see its header for the arguments).
 pub fn test_profile_nix() -> PathBuf {
@@ -287,8 +291,9 @@ impl Cache {
     }
 }
 
-/// A Nix command with the build-side settings and a private HOME.
-fn nix(dir: &Path, program: &str) -> Command {
+/// A Nix command with the build-side settings (no sandbox, no build users, no substituters:
+/// nothing to fetch, no waiting on DNS) and `dir` as its HOME.
+pub fn nix(dir: &Path, program: &str) -> Command {
     let mut c = Command::new(program);
     c.env(
         "NIX_CONFIG",
@@ -299,11 +304,21 @@ fn nix(dir: &Path, program: &str) -> Command {
     c
 }
 
-/// Runs a command, panicking with its stderr when it fails; returns its stdout.
+/// Runs a command, panicking with its stderr when it fails; returns its stdout. A Nix command
+/// that finds the store's database busy (another Nix process of a parallel test holds it, and
+/// Nix gives up at once when opening it) is run again once the database is free.
 fn run(c: &mut Command) -> String {
-    let out = c
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {c:?}: {e}"));
+    let deadline = Instant::now() + BUSY_TIMEOUT;
+    let out = loop {
+        let out = c
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {c:?}: {e}"));
+        let busy = String::from_utf8_lossy(&out.stderr).contains("is busy");
+        if out.status.success() || !busy || Instant::now() >= deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert!(
         out.status.success(),
         "{c:?} failed ({}):\n{}",

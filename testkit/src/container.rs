@@ -262,6 +262,12 @@ fn ensure_nspawn_tmpfs() {
     );
 }
 
+/// A field of a journal entry (see [`Container::journal`]) as a string: journalctl prints
+/// repeated fields as arrays and binary ones as byte arrays; hail's fields are neither.
+pub fn field<'a>(entry: &'a Value, name: &str) -> Option<&'a str> {
+    entry.get(name).and_then(Value::as_str)
+}
+
 /// What a command inside printed, and how it ended.
 #[derive(Debug, Clone)]
 pub struct Output {
@@ -401,11 +407,6 @@ impl Container {
         &self.name
     }
 
-    /// The host PID of the container's PID 1.
-    pub fn leader(&self) -> u32 {
-        self.leader
-    }
-
     /// nspawn's output so far (the container's console).
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.path().join("nspawn.log")).unwrap_or_default()
@@ -521,6 +522,17 @@ impl Container {
         let mut argv = vec!["systemctl"];
         argv.extend_from_slice(args);
         self.try_exec(&argv)
+    }
+
+    /// `systemctl VERB UNIT`, which must succeed (else the unit's journal is shown).
+    pub fn systemctl_ok(&self, verb: &str, unit: &str) {
+        let out = self.systemctl(&[verb, unit]);
+        assert!(
+            out.success(),
+            "systemctl {verb} {unit} failed: {}\n{}",
+            out.stderr,
+            self.unit_log(unit)
+        );
     }
 
     /// One property of a unit (`systemctl show -p NAME --value UNIT`).

@@ -49,11 +49,6 @@ impl Hail {
         }
     }
 
-    /// A directory that lives as long as this value (HOME is `<dir>/home`).
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
     pub fn arg(mut self, arg: &str) -> Hail {
         self.args.push(arg.into());
         self
@@ -191,10 +186,6 @@ impl Running {
             );
         }
         self.finish()
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
     }
 
     /// Sends a signal, e.g. `libc::SIGHUP`.

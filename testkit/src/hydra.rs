@@ -89,11 +89,6 @@ impl BuildSpec {
         self
     }
 
-    pub fn system(mut self, system: &str) -> BuildSpec {
-        self.system = system.into();
-        self
-    }
-
     /// Replaces `buildoutputs` entirely (e.g. to leave out `out`).
     pub fn outputs(mut self, outputs: &[(&str, Option<&str>)]) -> BuildSpec {
         self.outputs = outputs
@@ -139,16 +134,6 @@ impl Override {
         }
     }
 
-    /// A JSON answer.
-    pub fn json(status: u16, body: &Value) -> Override {
-        Override::respond(status, JSON, body.to_string())
-    }
-
-    /// Hydra's JSON error shape `{"error": message}`.
-    pub fn error(status: u16, message: &str) -> Override {
-        Override::json(status, &json!({ "error": message }))
-    }
-
     /// A 302 to an arbitrary URL.
     pub fn redirect(location: &str) -> Override {
         let mut o = Override::respond(302, "text/html; charset=utf-8", "");
@@ -185,12 +170,6 @@ impl Override {
         }
     }
 
-    /// Wait `delay` before acting.
-    pub fn with_delay(mut self, delay: Duration) -> Override {
-        self.delay = delay;
-        self
-    }
-
     /// Apply to the next `n` requests only.
     pub fn times(mut self, n: usize) -> Override {
         self.times = Some(n);
@@ -210,10 +189,7 @@ pub struct RecordedRequest {
 
 impl RecordedRequest {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        crate::http::find_header(&self.headers, name)
     }
 
     pub fn path(&self) -> &str {
@@ -381,11 +357,6 @@ impl HydraServer {
         self.finish(id, 0);
     }
 
-    /// Finishes a build as failed (`buildstatus` 1).
-    pub fn mark_failed(&self, id: u64) {
-        self.finish(id, 1);
-    }
-
     /// Private instance: anonymous requests get 403.
     pub fn set_private(&self, private: bool) {
         self.lock().private = private;
@@ -423,10 +394,6 @@ impl HydraServer {
             .filter(|r| r.path() == path)
             .cloned()
             .collect()
-    }
-
-    pub fn clear_requests(&self) {
-        self.lock().requests.clear();
     }
 
     /// The build as `/build/<id>` would answer it in JSON.

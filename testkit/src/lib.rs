@@ -9,11 +9,16 @@
 //! - [`prereq`]: skip (or, with `CI=true`, fail) when root or a command is missing.
 //! - [`notify::NotifySocket`]: receives sd_notify datagrams.
 //! - [`hail::Hail`]: runs the real hail binary in isolation.
+//! - [`container::Container`]: a booted systemd (Debian 12 in systemd-nspawn); [`rig::Rig`] is
+//!   one with hail installed and its own Hydra and cache, [`manager::ManagerRig`] one whose
+//!   hail manages a set of hail instances.
 
 pub mod cache;
 pub mod container;
 pub mod hail;
 pub mod http;
 pub mod hydra;
+pub mod manager;
 pub mod notify;
 pub mod prereq;
+pub mod rig;

@@ -1,9 +1,7 @@
 //! A profile hail cannot read (it points outside the Nix store) does not stop hail: the next
 //! deployment replaces it.
 
-mod common;
-
-use common::{Fixture, RUN, activated};
+use crate::fixture::{Fixture, RUN, activated};
 
 #[test]
 fn a_profile_pointing_outside_the_store_is_replaced() {
@@ -25,9 +23,7 @@ fn a_profile_pointing_outside_the_store_is_replaced() {
 #[test]
 fn a_failed_first_deployment_leaves_no_profile() {
     let Some(f) = Fixture::new() else { return };
-    let p = f.cache.publish(&f.spec("1").exit_code(1));
-    f.hydra
-        .add_build(hail_testkit::hydra::BuildSpec::succeeded(&p.out_path));
+    f.release_spec(&f.spec("1").exit_code(1));
     for attempt in 1..=2 {
         let r = f.hail.oneshot(&[], RUN);
         assert_eq!(r.code(), Some(7), "attempt {attempt}: {}", r.output);

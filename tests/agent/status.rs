@@ -2,12 +2,9 @@
 //! build that is deployed, and a host without CA certificates can still follow a plain-http job
 //! (https needs them, and says so).
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Fixture, RUN};
-use hail_testkit::hydra::BuildSpec;
+use crate::fixture::{Fixture, RUN};
 use hail_testkit::notify::NotifySocket;
 
 #[test]
@@ -24,8 +21,7 @@ fn status_after_a_rollback_names_the_build_still_deployed() {
         running.output()
     );
 
-    let broken = f.cache.publish(&f.spec("2").exit_code(1));
-    let b2 = f.hydra.add_build(BuildSpec::succeeded(&broken.out_path));
+    let (_, b2) = f.release_spec(&f.spec("2").exit_code(1));
     running.signal(libc::SIGHUP);
     let failed = notify.wait_for(
         |l| l.starts_with("STATUS=") && l.contains(&format!("build {b2}")) && l.contains("failed"),
@@ -80,8 +76,7 @@ fn a_failed_startup_activation_stays_in_the_status() {
     // Activates once (the deployment), fails every time after (the start-up activation).
     let flag = f.tmp.path().join("activated-once");
     let extra = format!("[ -e '{0}' ] && exit 1; touch '{0}'", flag.display());
-    let p = f.cache.publish(&f.spec("1").extra(&extra));
-    let b1 = f.hydra.add_build(BuildSpec::succeeded(&p.out_path));
+    let (_, b1) = f.release_spec(&f.spec("1").extra(&extra));
     assert_eq!(f.hail.oneshot(&[], RUN).code(), Some(0));
 
     let notify = NotifySocket::bind();

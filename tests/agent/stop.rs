@@ -2,7 +2,11 @@
 //! connections and never answers) is cut short by SIGTERM, with the profile untouched.
 
 use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+use crate::fixture::{HAIL, RUN, wait_until};
 
 use hail_testkit::hail::Hail;
 use hail_testkit::hydra::{BuildSpec, HydraServer};
@@ -13,13 +17,16 @@ fn sigterm_during_a_hanging_realise_stops_promptly() {
     if !hail_testkit::prereq::require_nix() {
         return;
     }
-    // Accepts and holds connections; never sends a byte.
+    // Accepts and holds connections (counting them); never sends a byte.
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = silent.local_addr().unwrap().port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let accepted = connections.clone();
     std::thread::spawn(move || {
         let mut held = Vec::new();
         for conn in silent.incoming() {
             held.push(conn);
+            accepted.fetch_add(1, Ordering::SeqCst);
         }
     });
     let hydra = HydraServer::start();
@@ -28,24 +35,24 @@ fn sigterm_during_a_hanging_realise_stops_promptly() {
     hydra.add_build(BuildSpec::succeeded(&path));
     let nix_config = format!("substituters = http://127.0.0.1:{port}\nconnect-timeout = 0\n");
     let notify = NotifySocket::bind();
-    let hail = Hail::new(
-        env!("CARGO_BIN_EXE_hail"),
-        &hydra.default_job_uri(),
-        &nix_config,
-    )
-    .notify(&notify);
+    let hail = Hail::new(HAIL, &hydra.default_job_uri(), &nix_config).notify(&notify);
     let mut running = hail.spawn(&["--poll-period", "1h"]);
 
     let deploying = notify.wait_for(
         |l| l.starts_with("STATUS=") && l.contains("deploying build"),
-        Duration::from_secs(30),
+        RUN,
     );
     assert!(
         deploying.is_some(),
         "no deployment started: {}",
         running.output()
     );
-    std::thread::sleep(Duration::from_secs(1));
+    // The realise hangs: Nix has connected to the cache.
+    assert!(
+        wait_until(RUN, || connections.load(Ordering::SeqCst) >= 1),
+        "Nix never asked the cache: {}",
+        running.output()
+    );
 
     let asked = Instant::now();
     let status = running.terminate(Duration::from_secs(15));
@@ -56,7 +63,7 @@ fn sigterm_during_a_hanging_realise_stops_promptly() {
     );
     assert!(asked.elapsed() < Duration::from_secs(15));
     assert!(
-        notify.wait_for_line("STOPPING=1", Duration::from_secs(1)),
+        notify.wait_for_line("STOPPING=1", RUN),
         "{:?}",
         notify.lines()
     );

@@ -2,12 +2,10 @@
 //! no-op polls, new builds, start-up activation, refused signatures, failed activations,
 //! SIGHUP, the profile lock and the exit codes of `--oneshot`.
 
-mod common;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Fixture, RUN, activated, wait_until};
+use crate::fixture::{Fixture, RUN, activated, assert_running, wait_until};
 use hail_testkit::notify::NotifySocket;
 
 #[test]
@@ -41,8 +39,7 @@ fn first_deploy_substitutes_switches_and_activates_once() {
 #[test]
 fn oneshot_again_is_a_no_op() {
     let Some(f) = Fixture::new() else { return };
-    let (p, _) = f.release("1");
-    assert_eq!(f.hail.oneshot(&[], RUN).code(), Some(0));
+    let p = f.deployed("1");
     let fetched = f.cache.requests().len();
 
     let r = f.hail.oneshot(&[], RUN);
@@ -104,7 +101,7 @@ fn service_no_op_polls_then_deploys_the_next_build_once() {
     // Several more polls of the same build: no new generation, no activation.
     let polls = f.latest_requests();
     assert!(
-        wait_until(Duration::from_secs(20), || f.latest_requests() >= polls + 3),
+        wait_until(RUN, || f.latest_requests() >= polls + 3),
         "{}",
         hail.output()
     );
@@ -112,23 +109,13 @@ fn service_no_op_polls_then_deploys_the_next_build_once() {
     assert_eq!(f.generations().len(), 1);
 
     let (p2, _) = f.release("2");
-    let acts = f.wait_activations(2, RUN);
-    assert_eq!(
-        acts,
-        [activated("1", &p1), activated("2", &p2)],
-        "{}",
-        hail.output()
-    );
+    f.assert_activations(&[activated("1", &p1), activated("2", &p2)], &hail);
     assert_eq!(f.profile_target().as_deref(), Some(p2.out_path.as_str()));
     let polls = f.latest_requests();
-    assert!(wait_until(Duration::from_secs(20), || f.latest_requests() >= polls + 3));
+    assert!(wait_until(RUN, || f.latest_requests() >= polls + 3));
     assert_eq!(f.activations().len(), 2, "{}", hail.output());
     assert_eq!(f.generations().len(), 2);
-    assert!(
-        hail.try_status().is_none(),
-        "hail exited: {}",
-        hail.output()
-    );
+    assert_running(&mut hail);
 }
 
 #[test]
@@ -155,11 +142,10 @@ fn startup_activation_runs_once_before_ready() {
     );
     // The first poll finds the profile up to date: no second activation.
     assert!(
-        wait_until(Duration::from_secs(20), || f.latest_requests() >= 2),
+        hail.wait_for_output("is deployed; nothing to do", RUN),
         "{}",
         hail.output()
     );
-    std::thread::sleep(Duration::from_millis(500));
     assert_eq!(f.activations().len(), 2, "{}", hail.output());
 }
 
@@ -167,8 +153,7 @@ fn startup_activation_runs_once_before_ready() {
 fn unsigned_path_is_refused_and_nothing_changes() {
     let Some(f) = Fixture::new() else { return };
     let p = f.cache.publish_unsigned(&f.spec("1"));
-    f.hydra
-        .add_build(hail_testkit::hydra::BuildSpec::succeeded(&p.out_path));
+    f.make_latest(&p);
 
     let r = f.hail.oneshot(&[], RUN);
     assert_eq!(r.code(), Some(6), "{}", r.output);
@@ -184,12 +169,10 @@ fn unsigned_path_is_refused_and_nothing_changes() {
 #[test]
 fn path_signed_by_an_untrusted_key_is_refused_and_the_profile_stays() {
     let Some(f) = Fixture::new() else { return };
-    let (p1, _) = f.release("1");
-    assert_eq!(f.hail.oneshot(&[], RUN).code(), Some(0));
+    let p1 = f.deployed("1");
 
     let p2 = f.cache.publish_untrusted(&f.spec("2"));
-    f.hydra
-        .add_build(hail_testkit::hydra::BuildSpec::succeeded(&p2.out_path));
+    f.make_latest(&p2);
     let r = f.hail.oneshot(&[], RUN);
     assert_eq!(r.code(), Some(6), "{}", r.output);
     assert_eq!(f.profile_target().as_deref(), Some(p1.out_path.as_str()));
@@ -207,12 +190,9 @@ fn path_signed_by_an_untrusted_key_is_refused_and_the_profile_stays() {
 #[test]
 fn failed_activation_exits_7_and_switches_back() {
     let Some(f) = Fixture::new() else { return };
-    let (p1, _) = f.release("1");
-    assert_eq!(f.hail.oneshot(&[], RUN).code(), Some(0));
+    let p1 = f.deployed("1");
 
-    let p2 = f.cache.publish(&f.spec("2").exit_code(3));
-    f.hydra
-        .add_build(hail_testkit::hydra::BuildSpec::succeeded(&p2.out_path));
+    let (p2, _) = f.release_spec(&f.spec("2").exit_code(3));
     let r = f.hail.oneshot(&[], RUN);
     assert_eq!(r.code(), Some(7), "{}", r.output);
     assert_eq!(
@@ -233,12 +213,9 @@ fn failed_activation_exits_7_and_switches_back() {
 #[test]
 fn activation_timeout_exits_7_and_switches_back() {
     let Some(f) = Fixture::new() else { return };
-    let (p1, _) = f.release("1");
-    assert_eq!(f.hail.oneshot(&[], RUN).code(), Some(0));
+    let p1 = f.deployed("1");
 
-    let p2 = f.cache.publish(&f.spec("2").sleep(60.0));
-    f.hydra
-        .add_build(hail_testkit::hydra::BuildSpec::succeeded(&p2.out_path));
+    f.release_spec(&f.spec("2").sleep(60.0));
     let start = Instant::now();
     let r = f.hail.oneshot(&["--activation-timeout", "2s"], RUN);
     assert_eq!(r.code(), Some(7), "{}", r.output);
@@ -262,23 +239,18 @@ fn service_does_not_redeploy_a_build_whose_activation_failed() {
     let mut hail = f.hail.spawn(&["--poll-period", "1s"]);
     f.wait_activations(1, RUN);
 
-    let p2 = f.cache.publish(&f.spec("2").exit_code(1));
-    f.hydra
-        .add_build(hail_testkit::hydra::BuildSpec::succeeded(&p2.out_path));
-    let acts = f.wait_activations(3, RUN);
-    assert_eq!(
-        acts,
-        [
+    let (p2, _) = f.release_spec(&f.spec("2").exit_code(1));
+    f.assert_activations(
+        &[
             activated("1", &p1),
             activated("2", &p2),
-            activated("1", &p1)
+            activated("1", &p1),
         ],
-        "{}",
-        hail.output()
+        &hail,
     );
     let polls = f.latest_requests();
     assert!(
-        wait_until(Duration::from_secs(30), || f.latest_requests() >= polls + 3),
+        wait_until(RUN, || f.latest_requests() >= polls + 3),
         "{}",
         hail.output()
     );
@@ -294,11 +266,7 @@ fn service_does_not_redeploy_a_build_whose_activation_failed() {
     let (p3, _) = f.release("3");
     let acts = f.wait_activations(4, RUN);
     assert_eq!(acts.last(), Some(&activated("3", &p3)), "{}", hail.output());
-    assert!(
-        hail.try_status().is_none(),
-        "hail exited: {}",
-        hail.output()
-    );
+    assert_running(&mut hail);
 }
 
 #[test]
@@ -324,13 +292,7 @@ fn sighup_polls_at_once() {
         "deployed without SIGHUP"
     );
     hail.signal(libc::SIGHUP);
-    let acts = f.wait_activations(2, RUN);
-    assert_eq!(
-        acts,
-        [activated("1", &p1), activated("2", &p2)],
-        "{}",
-        hail.output()
-    );
+    f.assert_activations(&[activated("1", &p1), activated("2", &p2)], &hail);
 }
 
 #[test]
@@ -345,11 +307,7 @@ fn second_hail_on_the_same_profile_exits_4() {
     assert_eq!(r.code(), Some(4), "{}", r.output);
     let r = f.hail.run(&["--poll-period", "1h"], RUN);
     assert_eq!(r.code(), Some(4), "{}", r.output);
-    assert!(
-        first.try_status().is_none(),
-        "the first hail exited: {}",
-        first.output()
-    );
+    assert_running(&mut first);
 }
 
 #[test]
@@ -357,58 +315,35 @@ fn oneshot_usage_and_configuration_errors() {
     let Some(f) = Fixture::new() else { return };
     let profile = f.hail.profile.to_str().unwrap().to_string();
     let job = f.hail.job_uri.clone();
+    let with_job = |extra: &[&str]| -> Vec<String> {
+        ["--oneshot", "--profile", &profile, "--job-uri", &job]
+            .iter()
+            .chain(extra)
+            .map(|a| a.to_string())
+            .collect()
+    };
+    let owned = |args: &[&str]| -> Vec<String> { args.iter().map(|a| a.to_string()).collect() };
     for (args, want) in [
+        (with_job(&["--bogus"]), 2),
+        (with_job(&["--http-timeout", "soon"]), 2),
+        (owned(&["--oneshot", "--profile", &profile]), 2),
         (
-            vec![
-                "--oneshot",
-                "--profile",
-                &profile,
-                "--job-uri",
-                &job,
-                "--bogus",
-            ],
-            2,
-        ),
-        (
-            vec![
-                "--oneshot",
-                "--profile",
-                &profile,
-                "--job-uri",
-                &job,
-                "--http-timeout",
-                "soon",
-            ],
-            2,
-        ),
-        (vec!["--oneshot", "--profile", &profile], 2),
-        (
-            vec![
+            owned(&[
                 "--oneshot",
                 "--profile",
                 &profile,
                 "--job-uri",
                 "ftp://example.org/job/a/b/c",
-            ],
+            ]),
             3,
         ),
         (
-            vec!["--oneshot", "--profile", "../escape", "--job-uri", &job],
+            owned(&["--oneshot", "--profile", "../escape", "--job-uri", &job]),
             3,
         ),
-        (
-            vec![
-                "--oneshot",
-                "--profile",
-                &profile,
-                "--job-uri",
-                &job,
-                "--netrc-file",
-                "/nonexistent/netrc",
-            ],
-            3,
-        ),
+        (with_job(&["--netrc-file", "/nonexistent/netrc"]), 3),
     ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let r = f.hail.run_bare(&args, RUN);
         assert_eq!(r.code(), Some(want), "{args:?}: {}", r.output);
         assert!(!r.output.trim().is_empty(), "{args:?}: no message");

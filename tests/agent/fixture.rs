@@ -1,14 +1,12 @@
 //! Shared set-up of the agent's integration tests: a Hydra-compatible server, a signed binary
 //! cache and the real hail binary, all private to one test.
 
-#![allow(dead_code)] // each test file uses its own part of this
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use hail_testkit::cache::{Cache, ProfileSpec, Published};
-use hail_testkit::hail::Hail;
+use hail_testkit::hail::{Hail, Running};
 use hail_testkit::hydra::{BuildSpec, HydraServer};
 use tempfile::TempDir;
 
@@ -68,8 +66,29 @@ impl Fixture {
     /// Publishes a signed test profile and makes it the job's latest successful build.
     pub fn release(&self, version: &str) -> (Published, u64) {
         let p = self.publish(version);
-        let id = self.hydra.add_build(BuildSpec::succeeded(&p.out_path));
+        let id = self.make_latest(&p);
         (p, id)
+    }
+
+    /// Releases a test profile and deploys it with `hail --oneshot`.
+    pub fn deployed(&self, version: &str) -> Published {
+        let (p, _) = self.release(version);
+        let r = self.hail.oneshot(&[], RUN);
+        assert_eq!(r.code(), Some(0), "{}", r.output);
+        p
+    }
+
+    /// Publishes a signed test profile made from `spec` and makes it the job's latest successful
+    /// build.
+    pub fn release_spec(&self, spec: &ProfileSpec) -> (Published, u64) {
+        let p = self.cache.publish(spec);
+        let id = self.make_latest(&p);
+        (p, id)
+    }
+
+    /// Makes a published closure the job's latest successful build; returns the build id.
+    pub fn make_latest(&self, p: &Published) -> u64 {
+        self.hydra.add_build(BuildSpec::succeeded(&p.out_path))
     }
 
     /// The lines `bin/activate` wrote so far.
@@ -83,6 +102,12 @@ impl Fixture {
     pub fn wait_activations(&self, n: usize, timeout: Duration) -> Vec<String> {
         wait_until(timeout, || self.activations().len() >= n);
         self.activations()
+    }
+
+    /// Waits until there are as many activation lines as `want` and checks they are `want`.
+    pub fn assert_activations(&self, want: &[String], hail: &Running) {
+        let acts = self.wait_activations(want.len(), RUN);
+        assert_eq!(acts, want, "{}", hail.output());
     }
 
     /// Where the profile points (fully resolved), if it exists.
@@ -144,6 +169,15 @@ impl Fixture {
             .requests_to(&self.hydra.default_latest_path())
             .len()
     }
+}
+
+/// hail has not exited (whatever the test did to it).
+pub fn assert_running(hail: &mut Running) {
+    assert!(
+        hail.try_status().is_none(),
+        "hail exited: {}",
+        hail.output()
+    );
 }
 
 /// `activated <version> <out path>`, as the test profile writes it.

@@ -1,13 +1,12 @@
 //! netrc credentials: sent as HTTP Basic auth to the job URI's host only, curl's netrc syntax
 //! (comments, quoted tokens) understood, an unparsable file refused, secrets never printed.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{Fixture, RUN, wait_until};
+use crate::fixture::{Fixture, RUN, wait_until};
+use hail_testkit::hail::Finished;
 use hail_testkit::hydra::Override;
 
 const PASSWORD: &str = "s3cret-netrc-pw";
@@ -17,6 +16,20 @@ fn write_netrc(f: &Fixture, text: &str) -> PathBuf {
     std::fs::write(&path, text).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     path
+}
+
+/// Runs `hail --oneshot` with a netrc file holding `text`; its result and the file.
+fn oneshot_with_netrc(f: &Fixture, text: &str) -> (Finished, PathBuf) {
+    let netrc = write_netrc(f, text);
+    let r = f
+        .hail
+        .oneshot(&["--netrc-file", netrc.to_str().unwrap()], RUN);
+    (r, netrc)
+}
+
+/// The netrc entry of alice, with the password everything checks hail never prints.
+fn alice() -> String {
+    format!("machine 127.0.0.1 login alice password {PASSWORD}\n")
 }
 
 fn basic(login: &str, password: &str) -> String {
@@ -57,13 +70,7 @@ fn assert_no_secret(output: &str, secrets: &[&str]) {
 fn credentials_are_sent_to_the_job_uris_host() {
     let Some(f) = Fixture::new() else { return };
     let (p, _) = f.release("1");
-    let netrc = write_netrc(
-        &f,
-        &format!("machine 127.0.0.1 login alice password {PASSWORD}\n"),
-    );
-    let r = f
-        .hail
-        .oneshot(&["--netrc-file", netrc.to_str().unwrap()], RUN);
+    let (r, _) = oneshot_with_netrc(&f, &alice());
     assert_eq!(r.code(), Some(0), "{}", r.output);
     assert_eq!(f.profile_target().as_deref(), Some(p.out_path.as_str()));
 
@@ -88,14 +95,7 @@ fn credentials_are_not_sent_to_another_host_after_a_redirect() {
         &f.hydra.default_latest_path(),
         Override::redirect(&elsewhere),
     );
-    let netrc = write_netrc(
-        &f,
-        &format!("machine 127.0.0.1 login alice password {PASSWORD}\n"),
-    );
-
-    let r = f
-        .hail
-        .oneshot(&["--netrc-file", netrc.to_str().unwrap()], RUN);
+    let (r, _) = oneshot_with_netrc(&f, &alice());
     let latest = f.hydra.requests_to(&f.hydra.default_latest_path());
     assert_eq!(
         latest[0].header("Authorization"),
@@ -126,7 +126,7 @@ fn credentials_are_not_sent_to_another_host_after_a_redirect() {
 fn netrc_with_comments_and_quoted_tokens() {
     let Some(f) = Fixture::new() else { return };
     f.release("1");
-    let netrc = write_netrc(
+    let (r, _) = oneshot_with_netrc(
         &f,
         concat!(
             "# credentials for the test Hydra\n",
@@ -137,9 +137,6 @@ fn netrc_with_comments_and_quoted_tokens() {
             "  password \"p a\\\"ss#word\"\n",
         ),
     );
-    let r = f
-        .hail
-        .oneshot(&["--netrc-file", netrc.to_str().unwrap()], RUN);
     assert_eq!(r.code(), Some(0), "{}", r.output);
     let latest = f.hydra.requests_to(&f.hydra.default_latest_path());
     assert_eq!(
@@ -156,10 +153,7 @@ fn unparsable_netrc_is_a_configuration_error() {
         format!("machine 127.0.0.1 login alice password \"{PASSWORD}\n"),
         "machine 127.0.0.1 login alice password\n".to_string(),
     ] {
-        let netrc = write_netrc(&f, &text);
-        let r = f
-            .hail
-            .oneshot(&["--netrc-file", netrc.to_str().unwrap()], RUN);
+        let (r, netrc) = oneshot_with_netrc(&f, &text);
         assert_eq!(r.code(), Some(3), "{text:?}: {}", r.output);
         assert!(
             r.output.contains(netrc.to_str().unwrap()),
@@ -179,10 +173,7 @@ fn unparsable_netrc_is_a_configuration_error() {
 #[test]
 fn credentials_never_appear_in_the_output() {
     let Some(f) = Fixture::new() else { return };
-    let netrc = write_netrc(
-        &f,
-        &format!("machine 127.0.0.1 login alice password {PASSWORD}\n"),
-    );
+    let netrc = write_netrc(&f, &alice());
     let b64 = base64(format!("alice:{PASSWORD}").as_bytes());
     // Failing polls (private Hydra: 403), then a deploy, all at RUST_LOG=debug.
     f.hydra.set_private(true);
@@ -193,15 +184,15 @@ fn credentials_never_appear_in_the_output() {
         "1s",
     ]);
     assert!(wait_until(RUN, || f.latest_requests() >= 1));
-    assert!(
-        hail.wait_for_output("sign in", Duration::from_secs(30)),
-        "{}",
-        hail.output()
-    );
+    assert!(hail.wait_for_output("sign in", RUN), "{}", hail.output());
     f.hydra.set_private(false);
     f.release("1");
     f.wait_activations(1, RUN);
-    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        hail.wait_for_output("deployed build", RUN),
+        "{}",
+        hail.output()
+    );
     hail.signal(libc::SIGTERM);
     let r = hail.finish_within(Duration::from_secs(90));
     assert_eq!(f.activations().len(), 1, "{}", r.output);
@@ -214,13 +205,10 @@ fn credentials_never_appear_in_the_output() {
 fn misspelt_keyword_is_warned_about_without_the_secret() {
     let Some(f) = Fixture::new() else { return };
     f.release("1");
-    let netrc = write_netrc(
+    let (r, _) = oneshot_with_netrc(
         &f,
         &format!("machine 127.0.0.1 login alice pasword {PASSWORD}\n"),
     );
-    let r = f
-        .hail
-        .oneshot(&["--netrc-file", netrc.to_str().unwrap()], RUN);
     assert_eq!(r.code(), Some(0), "{}", r.output);
     assert!(r.output.contains("skipped words"), "{}", r.output);
     assert!(r.output.contains("no password"), "{}", r.output);

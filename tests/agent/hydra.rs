@@ -4,18 +4,21 @@
 //! Where it matters, the bad answer names a real, signed, published closure, so a hail that
 //! ignored the problem would deploy it and the test would fail.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Fixture, RUN, wait_until};
-use hail_testkit::hail::Finished;
+use crate::fixture::{Fixture, RUN, assert_running, wait_until};
+use hail_testkit::hail::{Finished, Running};
 use hail_testkit::hydra::{BuildSpec, Override};
 
 /// Runs `hail --oneshot`, expects exit 5 and an untouched system.
 fn refused(f: &Fixture, extra: &[&str]) -> Finished {
+    refused_case(f, extra, "")
+}
+
+/// As [`refused`]; failures name `case`.
+fn refused_case(f: &Fixture, extra: &[&str], case: &str) -> Finished {
     let r = f.hail.oneshot(extra, RUN);
-    assert_eq!(r.code(), Some(5), "{}", r.output);
+    assert_eq!(r.code(), Some(5), "{case}: {}", r.output);
     f.assert_untouched(&r.output);
     r
 }
@@ -82,9 +85,7 @@ fn paths_that_are_not_store_paths() {
         "",
     ] {
         f.hydra.add_build(BuildSpec::succeeded(bad));
-        let r = f.hail.oneshot(&[], RUN);
-        assert_eq!(r.code(), Some(5), "{bad:?}: {}", r.output);
-        f.assert_untouched(&r.output);
+        refused_case(&f, &[], &format!("{bad:?}"));
     }
 }
 
@@ -116,9 +117,7 @@ fn json_that_is_not_a_build() {
             &path,
             Override::respond(200, "application/json", body.clone()),
         );
-        let r = f.hail.oneshot(&[], RUN);
-        assert_eq!(r.code(), Some(5), "{body:?}: {}", r.output);
-        f.assert_untouched(&r.output);
+        refused_case(&f, &[], &format!("{body:?}"));
     }
 }
 
@@ -142,9 +141,7 @@ fn unknown_jobset_404() {
     f.release("1");
     let mut f = f;
     f.hail.job_uri = f.hydra.job_uri("hail", "no-such-jobset", "profile");
-    let r = f.hail.oneshot(&[], RUN);
-    assert_eq!(r.code(), Some(5), "{}", r.output);
-    f.assert_untouched(&r.output);
+    refused(&f, &[]);
 }
 
 #[test]
@@ -191,9 +188,7 @@ fn unreachable_hydra() {
         .port();
     let mut f = f;
     f.hail.job_uri = format!("http://127.0.0.1:{port}/job/hail/test/profile");
-    let r = f.hail.oneshot(&[], RUN);
-    assert_eq!(r.code(), Some(5), "{}", r.output);
-    f.assert_untouched(&r.output);
+    refused(&f, &[]);
 }
 
 #[test]
@@ -240,6 +235,23 @@ fn the_same_build_unpadded_is_deployed() {
     assert_eq!(f.profile_target().as_deref(), Some(p.out_path.as_str()));
 }
 
+/// Runs the service with `--poll-period 2s` and checks, over 8 s from its first poll, that its
+/// failing polls or deploys keep to one poll per period at most (plus the first; a busy loop
+/// would make hundreds) and that it stays up.
+fn backs_off(f: &Fixture) -> Running {
+    let mut hail = f.hail.spawn(&["--poll-period", "2s"]);
+    assert!(wait_until(RUN, || f.latest_requests() >= 1));
+    std::thread::sleep(Duration::from_secs(8));
+    let n = f.latest_requests();
+    assert!(
+        n <= 6,
+        "{n} polls in 8 s with --poll-period 2s:\n{}",
+        hail.output()
+    );
+    assert_running(&mut hail);
+    hail
+}
+
 #[test]
 fn failing_polls_back_off() {
     let Some(f) = Fixture::new() else { return };
@@ -247,21 +259,7 @@ fn failing_polls_back_off() {
         &f.hydra.default_latest_path(),
         Override::respond(500, "text/plain", "down"),
     );
-    let mut hail = f.hail.spawn(&["--poll-period", "2s"]);
-    assert!(wait_until(RUN, || f.latest_requests() >= 1));
-    std::thread::sleep(Duration::from_secs(8));
-    let n = f.latest_requests();
-    // One poll per period at most (plus the first); a busy loop would make hundreds.
-    assert!(
-        n <= 6,
-        "{n} requests in 8 s with --poll-period 2s:\n{}",
-        hail.output()
-    );
-    assert!(
-        hail.try_status().is_none(),
-        "hail exited on a poll failure: {}",
-        hail.output()
-    );
+    let hail = backs_off(&f);
     f.assert_untouched(&hail.output());
 
     // Recovery: once Hydra answers again, the build is deployed.
@@ -274,26 +272,17 @@ fn failing_polls_back_off() {
 fn failing_deploys_back_off() {
     let Some(f) = Fixture::new() else { return };
     let p = f.cache.publish_unsigned(&f.spec("1"));
-    f.hydra.add_build(BuildSpec::succeeded(&p.out_path));
-    let mut hail = f.hail.spawn(&["--poll-period", "2s"]);
-    assert!(wait_until(RUN, || f.latest_requests() >= 1));
-    std::thread::sleep(Duration::from_secs(8));
-    let n = f.latest_requests();
-    assert!(
-        n <= 6,
-        "{n} polls in 8 s with --poll-period 2s:\n{}",
-        hail.output()
-    );
+    f.make_latest(&p);
+    let _hail = backs_off(&f);
     // The deploy was really tried (and refused by Nix), not skipped.
     assert!(
-        f.cache.requests().iter().any(|r| r.ends_with(".narinfo")),
+        wait_until(RUN, || f
+            .cache
+            .requests()
+            .iter()
+            .any(|r| r.ends_with(".narinfo"))),
         "{:?}",
         f.cache.requests()
-    );
-    assert!(
-        hail.try_status().is_none(),
-        "hail exited on a deploy failure: {}",
-        hail.output()
     );
     assert_eq!(f.activations(), Vec::<String>::new());
 }

@@ -4,10 +4,13 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+
+use hail_testkit::notify::NotifySocket;
+
+use crate::fixture::{HAIL, RUN, wait_until};
 
 fn hail(dir: &Path, env: &[(&str, &str)]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_hail"));
+    let mut c = Command::new(HAIL);
     c.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HAIL_PROFILE", dir.join("profile"))
@@ -34,23 +37,36 @@ fn hail_oneshot_yes_polls_once_and_exits() {
 fn hail_oneshot_no_runs_the_service_even_with_a_poll_period() {
     let dir = tempfile::tempdir().unwrap();
     for no in ["0", "false", "no", "off"] {
+        let notify = NotifySocket::bind();
         let mut child = hail(
             dir.path(),
-            &[("HAIL_ONESHOT", no), ("HAIL_POLL_PERIOD", "30s")],
+            &[
+                ("HAIL_ONESHOT", no),
+                ("HAIL_POLL_PERIOD", "30s"),
+                notify.env(),
+            ],
         )
         .spawn()
         .unwrap();
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_millis(1500) {
-            if let Some(status) = child.try_wait().unwrap() {
-                let out = child.wait_with_output().unwrap();
-                panic!(
-                    "HAIL_ONESHOT={no}: exited ({status}): {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        // The service reports its failed poll and waits for the next; `--oneshot` exits instead.
+        let waiting = |l: &String| l.starts_with("STATUS=") && l.contains("retrying in");
+        let mut exited = None;
+        wait_until(RUN, || {
+            exited = child.try_wait().unwrap();
+            exited.is_some() || notify.lines().iter().any(waiting)
+        });
+        if let Some(status) = exited {
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "HAIL_ONESHOT={no}: exited ({status}): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
+        assert!(
+            notify.lines().iter().any(waiting),
+            "HAIL_ONESHOT={no}: {:?}",
+            notify.lines()
+        );
         child.kill().unwrap();
         child.wait().unwrap();
     }

@@ -2,12 +2,9 @@
 //! and a process the activation leaves running in the background can keep writing: hail never
 //! closes the pipes under it.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Fixture, RUN, wait_until};
-use hail_testkit::hydra::BuildSpec;
+use crate::fixture::{Fixture, RUN, wait_until};
 
 #[test]
 fn odd_output_and_a_background_writer_do_not_fail_the_activation() {
@@ -20,8 +17,7 @@ fn odd_output_and_a_background_writer_do_not_fail_the_activation() {
          ( sleep 1; echo late-output; echo alive > '{}' ) &",
         alive.display()
     );
-    let p = f.cache.publish(&f.spec("1").extra(&extra));
-    f.hydra.add_build(BuildSpec::succeeded(&p.out_path));
+    let (p, _) = f.release_spec(&f.spec("1").extra(&extra));
 
     let mut running = f.hail.spawn(&["--poll-period", "1h"]);
     assert!(
@@ -37,7 +33,7 @@ fn odd_output_and_a_background_writer_do_not_fail_the_activation() {
     assert_eq!(f.profile_target().as_deref(), Some(p.out_path.as_str()));
     // Written after its first write following the activation's end: no SIGPIPE.
     assert!(
-        wait_until(Duration::from_secs(10), || alive.exists()),
+        wait_until(RUN, || alive.exists()),
         "the background process died: {}",
         running.output()
     );

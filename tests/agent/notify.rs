@@ -1,12 +1,10 @@
 //! What a service manager sees of hail through `NOTIFY_SOCKET` (READY=1, STATUS=, WATCHDOG=1,
 //! STOPPING=1), and that hail's children do not inherit the notification variables.
 
-mod common;
-
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::{Fixture, RUN, wait_until};
+use crate::fixture::{Fixture, RUN, wait_until};
 use hail_testkit::notify::NotifySocket;
 
 #[test]
@@ -46,20 +44,38 @@ fn ready_status_watchdog_and_stopping() {
         );
     }
 
-    // Pings at about half of WATCHDOG_USEC while idle.
+    // Pings at about half of WATCHDOG_USEC while idle: each within WATCHDOG_USEC of the one
+    // before, as systemd requires, and not in a busy loop.
     let before = count(&notify, "WATCHDOG=1");
-    std::thread::sleep(Duration::from_secs(3));
-    let pings = count(&notify, "WATCHDOG=1") - before;
+    let watching = Instant::now();
     assert!(
-        (3..=20).contains(&pings),
-        "{pings} watchdog pings in 3 s with WATCHDOG_USEC=1s"
+        wait_until(RUN, || count(&notify, "WATCHDOG=1") >= before + 3),
+        "{:?}",
+        notify.lines()
     );
+    let (pings, elapsed) = (count(&notify, "WATCHDOG=1") - before, watching.elapsed());
+    assert!(
+        pings as u128 <= elapsed.as_millis() / 250 + 2,
+        "{pings} watchdog pings in {elapsed:?} with WATCHDOG_USEC=1s"
+    );
+    let at: Vec<Instant> = notify
+        .messages()
+        .iter()
+        .filter(|m| m.at >= watching && m.lines().any(|l| l == "WATCHDOG=1"))
+        .map(|m| m.at)
+        .collect();
+    for gap in at.windows(2).map(|w| w[1] - w[0]) {
+        assert!(
+            gap <= Duration::from_secs(1),
+            "{gap:?} between watchdog pings with WATCHDOG_USEC=1s"
+        );
+    }
 
     let status = hail
         .terminate(Duration::from_secs(70))
         .expect("hail exits on SIGTERM");
     assert!(
-        notify.wait_for_line("STOPPING=1", Duration::from_secs(5)),
+        notify.wait_for_line("STOPPING=1", RUN),
         "{:?}",
         notify.lines()
     );
@@ -106,9 +122,7 @@ fn status_reports_a_failing_poll() {
 #[test]
 fn ready_waits_for_a_slow_startup_activation() {
     let Some(f) = Fixture::new() else { return };
-    let p = f.cache.publish(&f.spec("1").sleep(3.0));
-    f.hydra
-        .add_build(hail_testkit::hydra::BuildSpec::succeeded(&p.out_path));
+    f.release_spec(&f.spec("1").sleep(3.0));
     let r = f.hail.oneshot(&[], RUN);
     assert_eq!(r.code(), Some(0), "{}", r.output);
     let notify = NotifySocket::bind();
@@ -130,9 +144,7 @@ fn children_do_not_inherit_the_notification_variables() {
         dump.display(),
         dump.display()
     ));
-    let p = f.cache.publish(&spec);
-    f.hydra
-        .add_build(hail_testkit::hydra::BuildSpec::succeeded(&p.out_path));
+    f.release_spec(&spec);
     let notify = NotifySocket::bind();
     let env = [
         notify.env(),
@@ -174,20 +186,31 @@ fn children_do_not_inherit_the_notification_variables() {
 #[test]
 fn stopping_waits_for_a_running_activation() {
     let Some(f) = Fixture::new() else { return };
-    let p = f.cache.publish(&f.spec("1").sleep(3.0));
-    f.hydra
-        .add_build(hail_testkit::hydra::BuildSpec::succeeded(&p.out_path));
+    // The activation holds until the test removes `hold`.
+    let (started, hold) = (f.tmp.path().join("started"), f.tmp.path().join("hold"));
+    std::fs::write(&hold, "").unwrap();
+    let extra = format!(
+        "touch '{}'; while [ -e '{}' ]; do sleep 0.1; done",
+        started.display(),
+        hold.display()
+    );
+    f.release_spec(&f.spec("1").extra(&extra));
     let notify = NotifySocket::bind();
     let mut hail = f.hail.spawn_env(&["--poll-period", "1h"], &[notify.env()]);
-    // Wait for the activation to start (the deploy realised and switched), then SIGTERM.
     assert!(
-        wait_until(RUN, || f.profile_target().is_some()),
-        "{}",
+        wait_until(RUN, || started.exists()),
+        "the activation did not start: {}",
         hail.output()
     );
-    std::thread::sleep(Duration::from_millis(500));
+    hail.signal(libc::SIGTERM);
+    assert!(
+        hail.wait_timeout(Duration::from_secs(1)).is_none(),
+        "hail did not wait for its activation: {}",
+        hail.output()
+    );
+    std::fs::remove_file(&hold).unwrap();
     let status = hail
-        .terminate(Duration::from_secs(70))
+        .wait_timeout(Duration::from_secs(70))
         .expect("hail exits on SIGTERM");
     assert_eq!(
         f.activations().len(),

@@ -1,0 +1,13 @@
+//! The real hail binary against a Hydra-compatible server and a signed binary cache on
+//! 127.0.0.1, with real Nix: one test binary, a module per concern, the set-up in [`fixture`].
+
+mod activation;
+mod deploy;
+mod env;
+mod fixture;
+mod hydra;
+mod netrc;
+mod notify;
+mod profile;
+mod status;
+mod stop;
