@@ -1,4 +1,5 @@
-//! The deployment decision and the poll schedule: pure functions of what hail knows.
+//! The deployment decision, the poll schedule and which generations to keep: pure functions of
+//! what hail knows.
 
 use std::time::Duration;
 
@@ -11,25 +12,51 @@ pub enum Decision {
     UpToDate,
     /// Realise, switch and activate the latest build.
     Deploy,
-    /// The latest build is the one whose activation failed: keep what is deployed, wait for a new one.
+    /// The latest build is known to be bad: keep what is deployed, wait for a new one.
     SkipKnownBad,
+    /// The latest build would be deployed, but hail is paused.
+    Paused,
 }
 
-/// `current`: what the profile points at; `known_bad`: a path whose activation failed;
+/// `current`: what the profile points at; `known_bad`: whether a path must not be deployed;
 /// `latest`: Hydra's latest successful build.
 pub fn decide(
     current: Option<&StorePath>,
-    known_bad: Option<&StorePath>,
+    known_bad: impl Fn(&StorePath) -> bool,
+    paused: bool,
     latest: &Build,
 ) -> Decision {
-    if known_bad == Some(&latest.path) {
+    if known_bad(&latest.path) {
         // Even when the profile still points at it (switching back failed): it never activated.
         Decision::SkipKnownBad
     } else if current == Some(&latest.path) {
         Decision::UpToDate
+    } else if paused {
+        Decision::Paused
     } else {
         Decision::Deploy
     }
+}
+
+/// The generations to delete so that the newest `keep` remain (0 keeps all), never `current` nor
+/// `rollback_to` (the one a rollback would return to).
+pub fn generations_to_delete(
+    generations: &[u64],
+    keep: usize,
+    current: Option<u64>,
+    rollback_to: Option<u64>,
+) -> Vec<u64> {
+    if keep == 0 {
+        return Vec::new();
+    }
+    let mut newest_first = generations.to_vec();
+    newest_first.sort_unstable_by(|a, b| b.cmp(a));
+    newest_first.dedup();
+    newest_first
+        .into_iter()
+        .skip(keep)
+        .filter(|g| Some(*g) != current && Some(*g) != rollback_to)
+        .collect()
 }
 
 /// The first retry after a failure waits this long (or the poll period, if shorter).
@@ -79,6 +106,10 @@ mod tests {
         }
     }
 
+    fn decide(current: Option<&StorePath>, bad: Option<&StorePath>, latest: &Build) -> Decision {
+        super::decide(current, |p| Some(p) == bad, false, latest)
+    }
+
     #[test]
     fn decisions() {
         let none = None;
@@ -105,6 +136,29 @@ mod tests {
             decide(Some(&path('a')), bad, &build('a')),
             Decision::SkipKnownBad
         );
+    }
+
+    #[test]
+    fn pause_holds_back_a_deployment_only() {
+        fn paused(current: Option<&StorePath>, latest: &Build) -> Decision {
+            super::decide(current, |p| *p == path('a'), true, latest)
+        }
+        let b = path('b');
+        assert_eq!(paused(None, &build('b')), Decision::Paused);
+        assert_eq!(paused(Some(&b), &build('b')), Decision::UpToDate);
+        assert_eq!(paused(Some(&b), &build('a')), Decision::SkipKnownBad);
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest_the_current_and_the_rollback_target() {
+        let gens = [1, 2, 3, 4, 5, 6];
+        assert_eq!(generations_to_delete(&gens, 3, Some(6), Some(5)), [3, 2, 1]);
+        assert_eq!(generations_to_delete(&gens, 0, Some(6), Some(5)), [0u64; 0]);
+        // An operator's rollback to generation 2: it and its predecessor stay.
+        assert_eq!(generations_to_delete(&gens, 2, Some(2), Some(1)), [4, 3]);
+        assert_eq!(generations_to_delete(&gens, 10, Some(6), None), [0u64; 0]);
+        assert_eq!(generations_to_delete(&[7, 3, 5], 1, Some(7), None), [5, 3]);
+        assert_eq!(generations_to_delete(&[], 3, None, None), [0u64; 0]);
     }
 
     #[test]

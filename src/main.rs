@@ -1,7 +1,8 @@
 use std::process::ExitCode;
 
-use hail::cli::{Cli, Command, ConfigError};
-use hail::{agent, logging, manager, systemd};
+use hail::cli::{Cli, Command, ConfigError, Env};
+use hail::state::Request;
+use hail::{agent, control, logging, manager, systemd};
 
 /// What ended hail unsuccessfully: the one place exit codes are chosen and last words said.
 #[derive(Debug, thiserror::Error)]
@@ -12,6 +13,8 @@ enum Failure {
     Agent(#[from] agent::AgentError),
     #[error(transparent)]
     Manager(#[from] manager::ManagerError),
+    #[error(transparent)]
+    Control(#[from] control::ControlError),
 }
 
 impl Failure {
@@ -23,6 +26,10 @@ impl Failure {
                 tracing::error!(hail.event = "apply-failed", hail.error = %e, "{e}");
                 return e.exit_code();
             }
+            Failure::Control(e) => {
+                eprintln!("hail: {e}");
+                return e.exit_code();
+            }
             Failure::Agent(e) if e.logged() => {}
             _ => tracing::error!(hail.event = "exit", hail.error = %self, "{self}"),
         }
@@ -31,14 +38,14 @@ impl Failure {
             Failure::Config(_) => 3,
             Failure::Agent(e) => e.exit_code(),
             Failure::Manager(e) => e.exit_code(),
+            Failure::Control(e) => e.exit_code(),
         }
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::from_env();
-    let credentials_dir = std::env::var_os("CREDENTIALS_DIRECTORY").map(std::path::PathBuf::from);
-    let config = cli.agent.into_config(credentials_dir.as_deref());
+    let config = cli.agent.into_config(&Env::from_process());
     // Every journal entry names the job and profile, the manager's too (it runs in their unit).
     logging::init(
         &config
@@ -48,6 +55,22 @@ fn main() -> ExitCode {
     );
     let result = match (cli.command, config) {
         (Some(Command::ApplyInstances(args)), _) => manager::apply(&args).map_err(Failure::from),
+        (Some(Command::Status(args)), _) => control::status(&args).map_err(Failure::from),
+        (Some(Command::Pause(args)), _) => {
+            let request = Request::Pause {
+                reason: args.reason,
+            };
+            control::request(&args.instance, request).map_err(Failure::from)
+        }
+        (Some(Command::Resume(instance)), _) => {
+            control::request(&instance, Request::Resume).map_err(Failure::from)
+        }
+        (Some(Command::Retry(args)), _) => {
+            let request = Request::Retry {
+                build_id: args.build,
+            };
+            control::request(&args.instance, request).map_err(Failure::from)
+        }
         (None, Ok(config)) => agent::run(config).map_err(Failure::from),
         (None, Err(e)) => Err(Failure::from(e)),
     };

@@ -23,6 +23,8 @@ pub enum ProfileError {
     Locked { profile: PathBuf, lock: PathBuf },
     #[error("cannot read profile {profile}: {source}")]
     Read { profile: PathBuf, source: io::Error },
+    #[error("cannot delete the generation link {link}: {source}")]
+    Delete { link: PathBuf, source: io::Error },
     #[error("profile {profile} points at {target}, which is not a store path")]
     NotAStorePath { profile: PathBuf, target: String },
 }
@@ -120,6 +122,37 @@ impl Profile {
         })
     }
 
+    /// The numbers of the profile's generation links (`NAME-N-link` beside it).
+    pub fn generations(&self) -> Result<Vec<u64>, ProfileError> {
+        let dir = self.path.parent().unwrap_or(Path::new("/"));
+        let entries = std::fs::read_dir(dir).map_err(|source| ProfileError::Read {
+            profile: self.path.clone(),
+            source,
+        })?;
+        Ok(entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| self.generation_of(e.file_name().to_str()?))
+            .collect())
+    }
+
+    /// Deletes generation links, as `nix-env --delete-generations` does (their store paths
+    /// become garbage for Nix's own collection).
+    pub fn delete_generations(&self, generations: &[u64]) -> Result<(), ProfileError> {
+        for g in generations {
+            match std::fs::remove_file(self.generation_link(*g)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(ProfileError::Delete {
+                        link: self.generation_link(*g),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// `NAME-N-link` → N, for this profile's NAME.
     fn generation_of(&self, link_name: &str) -> Option<u64> {
         let name = self.path.file_name()?.to_str()?;
@@ -156,6 +189,27 @@ mod tests {
         assert_eq!(p.generation_of("web-x-link"), None);
         assert_eq!(p.generation_of("webby-1-link"), None);
         assert_eq!(p.generation_of("web-1-link-2-link"), None);
+    }
+
+    #[test]
+    fn generations_are_listed_and_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Profile::new(dir.path().join("web"));
+        for name in [
+            "web-1-link",
+            "web-3-link",
+            "web-12-link",
+            "webby-2-link",
+            "web.hail.lock",
+        ] {
+            std::fs::write(dir.path().join(name), "").unwrap();
+        }
+        let mut gens = p.generations().unwrap();
+        gens.sort();
+        assert_eq!(gens, [1, 3, 12]);
+        p.delete_generations(&[1, 12, 40]).unwrap();
+        assert_eq!(p.generations().unwrap(), [3]);
+        assert!(dir.path().join("webby-2-link").exists());
     }
 
     #[test]

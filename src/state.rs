@@ -1,33 +1,39 @@
-//! The agent's state and its transitions, as pure functions: what hail knows, what it does after
-//! a poll and after a deployment, how long it waits, and what its status line says. The agent
-//! ([`crate::agent`]) performs the effects and feeds their outcomes in as [`Event`]s.
+//! The agent's state and its transitions, as pure functions of (state, event, clock): what hail
+//! knows, what it does after a poll, a deployment or a control request, how long it waits, and
+//! what its status line says. The agent ([`crate::agent`]) performs the effects and feeds their
+//! outcomes in as [`Event`]s; what must survive a restart is the [`Record`] it saves.
 
 use std::fmt;
 use std::time::Duration;
 
+use jiff::Timestamp;
+
 use crate::decide::{self, Decision};
 use crate::format;
+use crate::record::{
+    self, BuildRef, Deployed, DeploymentRecord, DeploymentResult, KnownBad, Poll, Record,
+};
 use crate::store_path::StorePath;
 use crate::types::{Build, ProfileState};
 
-/// What hail knows between polls (in memory: a restart forgets it, so a restart retries).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Why a build is known-bad, as `hail status` and the journal say it.
+pub const REASON_ROLLED_BACK_BY_HAND: &str = "rolled back by hand";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct State {
+    /// What survives a restart.
+    record: Record,
     /// What the profile points at, as last seen.
     profile: ProfileState,
-    /// The Hydra build id of what the profile points at, once a poll or deployment has told us.
-    deployed_build: Option<u64>,
-    /// A path whose activation failed; it is not deployed again until Hydra names another one.
-    known_bad: Option<StorePath>,
-    /// Failures in a row (poll or deployment); 0 after a good poll.
-    failures: u32,
     /// Why the start-up activation failed; shown until a deployment succeeds.
     startup_failure: Option<String>,
     /// How the last round ended; `None` before the first.
     last: Option<Round>,
+    /// What the agent should log, in order; taken with [`State::take_notices`].
+    notices: Vec<Notice>,
 }
 
-/// What the effects report.
+/// What the effects report, and what operators ask for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// The profile's `bin/activate` ran at start-up.
@@ -45,6 +51,8 @@ pub enum Event {
         profile: ProfileState,
         result: Result<(), DeployFailure>,
     },
+    /// An operator's request (`hail pause`, `resume`, `retry`).
+    Control(Request),
 }
 
 /// Why a deployment failed, as the core needs to know it.
@@ -56,13 +64,45 @@ pub struct DeployFailure {
     pub message: String,
 }
 
+/// An operator's request, carried from a control command to the agent.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "request", rename_all = "kebab-case")]
+pub enum Request {
+    Pause {
+        reason: Option<String>,
+    },
+    Resume,
+    /// Forget one known-bad build (by Hydra build id), or all of them.
+    Retry {
+        build_id: Option<u64>,
+    },
+}
+
 /// What the agent does next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Next {
-    /// Realise, switch to and activate this build, then report [`Event::Deployed`].
+    /// Save the record (it says a deployment is under way), then realise, switch to and
+    /// activate this build, and report [`Event::Deployed`].
     Deploy(Build),
-    /// This round is over: wait for the next poll.
+    /// Poll again at once.
+    PollNow,
+    /// Wait for the next poll.
     Wait,
+}
+
+/// Something the agent should log with its own fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// The profile no longer points at what hail deployed: an operator moved it. The build
+    /// moved away from is known-bad now.
+    ManualChange {
+        build_id: Option<u64>,
+        from: String,
+        to: Option<StorePath>,
+        generation: Option<u64>,
+    },
+    /// Known-bad builds forgotten at an operator's request (none when nothing matched).
+    Forgotten(Vec<KnownBad>),
 }
 
 /// How one round (a poll, and the deployment it led to) ended.
@@ -70,8 +110,14 @@ pub enum Next {
 pub enum Round {
     UpToDate,
     Deployed,
-    /// Hydra's latest build is the one that failed to activate.
+    /// Hydra's latest build is known-bad.
     KnownBad {
+        id: u64,
+        path: StorePath,
+        reason: String,
+    },
+    /// Hydra's latest build would be deployed, but hail is paused.
+    Paused {
         id: u64,
         path: StorePath,
     },
@@ -90,6 +136,7 @@ impl Round {
             Round::PollFailed(_) => 5,
             Round::DeployFailed { failure, .. } if !failure.activation => 6,
             Round::KnownBad { .. } | Round::DeployFailed { .. } => 7,
+            Round::Paused { .. } => 8,
         }
     }
 
@@ -103,10 +150,13 @@ impl fmt::Display for Round {
         match self {
             Round::UpToDate => write!(f, "up to date"),
             Round::Deployed => write!(f, "deployed"),
-            Round::KnownBad { id, path } => write!(
+            Round::KnownBad { id, path, reason } => write!(
                 f,
-                "build {id} ({path}) failed to activate before; waiting for a newer build"
+                "build {id} ({path}) is known to be bad ({reason}); waiting for a newer build"
             ),
+            Round::Paused { id, path } => {
+                write!(f, "paused: build {id} ({}) waits", path.short())
+            }
             Round::PollFailed(e) => write!(f, "poll failed: {e}"),
             Round::DeployFailed { id, failure } => {
                 write!(f, "deploying build {id} failed: {}", failure.message)
@@ -128,12 +178,48 @@ pub enum Activity<'a> {
 }
 
 impl State {
-    /// The state at start-up, with the profile as found.
-    pub fn new(profile: ProfileState) -> Self {
-        State {
-            profile,
-            ..State::default()
+    /// The state at start-up: the record as saved (for this job and profile) and the profile as
+    /// found. A deployment the last hail left half-way is settled here; an operator's change made
+    /// while hail was stopped is noticed.
+    pub fn new(
+        mut record: Record,
+        job: &str,
+        profile_path: &str,
+        profile: ProfileState,
+        now: Timestamp,
+    ) -> Self {
+        if record.profile != profile_path {
+            // The state of another profile says nothing about what this one holds.
+            record.deployed = None;
+            record.deploying = None;
         }
+        record.job = job.to_owned();
+        record.profile = profile_path.to_owned();
+        if let Some(b) = record.deploying.take() {
+            // The last hail switched to it (its activation may not have run: the start-up
+            // activation runs it now).
+            if profile.current.as_ref().map(StorePath::as_str) == Some(b.store_path.as_str()) {
+                record.deployed = Some(Deployed {
+                    build_id: Some(b.build_id),
+                    store_path: b.store_path,
+                    generation: profile.generation,
+                    since: now,
+                });
+            }
+        }
+        let mut state = State {
+            record,
+            profile: ProfileState::default(),
+            startup_failure: None,
+            last: None,
+            notices: Vec::new(),
+        };
+        state.see(profile, now);
+        state
+    }
+
+    pub fn record(&self) -> &Record {
+        &self.record
     }
 
     pub fn profile(&self) -> &ProfileState {
@@ -145,65 +231,61 @@ impl State {
         self.last.as_ref()
     }
 
-    pub fn apply(&mut self, event: Event) -> Next {
+    pub fn take_notices(&mut self) -> Vec<Notice> {
+        std::mem::take(&mut self.notices)
+    }
+
+    pub fn apply(&mut self, now: Timestamp, event: Event) -> Next {
         match event {
             Event::StartupActivation(result) => {
                 self.startup_failure = result.err();
                 Next::Wait
             }
-            Event::PollFailed(e) => self.finish(Round::PollFailed(e)),
+            Event::PollFailed(error) => {
+                self.record.last_poll = Some(Poll {
+                    time: now,
+                    ok: false,
+                    error: Some(error.clone()),
+                });
+                self.record.counters.polls_failed += 1;
+                self.finish(Round::PollFailed(error))
+            }
             Event::Polled { profile, latest } => {
-                self.see(profile);
-                let current = self.profile.current.as_ref();
-                match decide::decide(current, self.known_bad.as_ref(), &latest) {
-                    Decision::UpToDate => {
-                        self.deployed_build = Some(latest.id);
-                        self.finish(Round::UpToDate)
-                    }
-                    Decision::SkipKnownBad => self.finish(Round::KnownBad {
-                        id: latest.id,
-                        path: latest.path,
-                    }),
-                    Decision::Deploy => Next::Deploy(latest),
-                }
+                self.record.last_poll = Some(Poll {
+                    time: now,
+                    ok: true,
+                    error: None,
+                });
+                self.record.counters.polls_ok += 1;
+                self.record.counters.last_poll_success = Some(now);
+                self.record.latest = Some(build_ref(&latest));
+                self.see(profile, now);
+                self.decide(latest)
             }
             Event::Deployed {
                 build,
                 profile,
                 result,
-            } => match result {
-                Ok(()) => {
-                    self.profile = profile;
-                    self.deployed_build = Some(build.id);
-                    self.known_bad = None;
-                    self.startup_failure = None;
-                    self.finish(Round::Deployed)
-                }
-                Err(failure) => {
-                    // Rolled back to what was deployed before: its build id still describes it.
-                    self.see(profile);
-                    if failure.activation {
-                        self.known_bad = Some(build.path);
-                    }
-                    self.finish(Round::DeployFailed {
-                        id: build.id,
-                        failure,
-                    })
-                }
-            },
+            } => self.deployed(now, build, profile, result),
+            Event::Control(request) => self.control(request),
         }
     }
 
     /// How long to wait before the next poll: the period, or a growing backoff after failures,
-    /// plus jitter from `entropy`.
-    pub fn next_wait(&self, period: Duration, entropy: u64) -> Duration {
-        decide::with_jitter(decide::next_wait(period, self.failures), entropy)
+    /// plus jitter from `entropy`. The time of the next poll goes into the record.
+    pub fn schedule(&mut self, now: Timestamp, period: Duration, entropy: u64) -> Duration {
+        let wait = decide::with_jitter(
+            decide::next_wait(period, self.record.consecutive_failures),
+            entropy,
+        );
+        self.record.next_poll = now.checked_add(wait).ok();
+        wait
     }
 
     /// `deployed <what>; <activity>`: the one line systemd shows under the unit.
     pub fn status_line(&self, activity: Activity) -> String {
         let generation = format::generation(self.profile.generation);
-        let what = match (&self.profile.current, self.deployed_build) {
+        let what = match (&self.profile.current, self.deployed_build()) {
             (None, _) => "nothing".to_owned(),
             (Some(p), Some(id)) => format!("build {id} ({}), generation {generation}", p.short()),
             (Some(p), None) => format!("{}, generation {generation}", p.short()),
@@ -214,33 +296,223 @@ impl State {
             Activity::Polling => "polling Hydra".to_owned(),
             Activity::Deploying(b) => format!("deploying build {} ({})", b.id, b.path.short()),
             Activity::Stopping => "stopping".to_owned(),
-            Activity::Waiting(wait) => {
-                let wait = format::duration(wait);
-                match (&self.last, &self.startup_failure) {
-                    (Some(r), _) if r.is_failure() => format!("{r}; retrying in {wait}"),
-                    (Some(r @ Round::KnownBad { .. }), _) => format!("{r}; next poll in {wait}"),
-                    (_, None) => format!("idle, next poll in {wait}"),
-                    (_, Some(e)) => {
-                        format!("idle, next poll in {wait} (start-up activation failed: {e})")
-                    }
-                }
-            }
+            Activity::Waiting(wait) => self.waiting(wait),
         };
         format!("deployed {what}; {activity}")
     }
 
-    /// Takes note of the profile as read now; a build id known for another path no longer
-    /// describes it.
-    fn see(&mut self, profile: ProfileState) {
-        if profile.current != self.profile.current {
-            self.deployed_build = None;
+    fn waiting(&self, wait: Duration) -> String {
+        let wait = format::duration(wait);
+        let mut line = match &self.last {
+            Some(r) if r.is_failure() => format!("{r}; retrying in {wait}"),
+            Some(r @ (Round::KnownBad { .. } | Round::Paused { .. })) => {
+                format!("{r}; next poll in {wait}")
+            }
+            _ if self.record.paused => format!("paused; next poll in {wait}"),
+            _ => format!("idle, next poll in {wait}"),
+        };
+        if let Some(reason) = self
+            .record
+            .pause_reason
+            .as_ref()
+            .filter(|_| self.record.paused)
+        {
+            line += &format!(" (paused: {reason})");
+        }
+        if let Some(e) = &self.startup_failure {
+            line += &format!(" (start-up activation failed: {e})");
+        }
+        line
+    }
+
+    /// The Hydra build id of what the profile points at, when hail knows it.
+    fn deployed_build(&self) -> Option<u64> {
+        self.record.deployed.as_ref().and_then(|d| d.build_id)
+    }
+
+    fn decide(&mut self, latest: Build) -> Next {
+        let known_bad = &self.record.known_bad;
+        let is_bad = |p: &StorePath| known_bad.iter().any(|k| k.store_path == p.as_str());
+        let current = self.profile.current.as_ref();
+        match decide::decide(current, is_bad, self.record.paused, &latest) {
+            Decision::UpToDate => {
+                if let Some(d) = &mut self.record.deployed {
+                    d.build_id = Some(latest.id);
+                }
+                self.finish(Round::UpToDate)
+            }
+            Decision::SkipKnownBad => {
+                let reason = known_bad
+                    .iter()
+                    .rev()
+                    .find(|k| k.store_path == latest.path.as_str())
+                    .map(|k| k.reason.clone())
+                    .unwrap_or_default();
+                self.finish(Round::KnownBad {
+                    id: latest.id,
+                    path: latest.path,
+                    reason,
+                })
+            }
+            Decision::Paused => self.finish(Round::Paused {
+                id: latest.id,
+                path: latest.path,
+            }),
+            Decision::Deploy => {
+                self.record.deploying = Some(build_ref(&latest));
+                Next::Deploy(latest)
+            }
+        }
+    }
+
+    fn deployed(
+        &mut self,
+        now: Timestamp,
+        build: Build,
+        profile: ProfileState,
+        result: Result<(), DeployFailure>,
+    ) -> Next {
+        self.record.deploying = None;
+        let (outcome, error) = match &result {
+            Ok(()) => (DeploymentResult::Deployed, None),
+            Err(f) if f.activation => (DeploymentResult::ActivationFailed, Some(&f.message)),
+            Err(f) => (DeploymentResult::Failed, Some(&f.message)),
+        };
+        let entry = DeploymentRecord {
+            build_id: build.id,
+            store_path: build.path.to_string(),
+            generation: profile.generation,
+            time: now,
+            result: outcome,
+            error: error.cloned(),
+        };
+        self.record.history.insert(0, entry.clone());
+        self.record.history.truncate(record::MAX_HISTORY);
+        self.record.last_deployment = Some(entry);
+        let counters = &mut self.record.counters;
+        match outcome {
+            DeploymentResult::Deployed => counters.deployments_deployed += 1,
+            DeploymentResult::ActivationFailed => counters.deployments_activation_failed += 1,
+            DeploymentResult::Failed => counters.deployments_failed += 1,
+        }
+        if let Err(f) = &result
+            && f.activation
+        {
+            self.mark_bad(
+                Some(build.id),
+                build.path.as_str(),
+                &format!("activation failed: {}", f.message),
+                now,
+            );
+        }
+        let ours = profile.current.as_ref() == Some(&build.path);
+        if ours {
+            // Deployed, or left at the failed build because switching back failed.
+            self.record.deployed = Some(Deployed {
+                build_id: Some(build.id),
+                store_path: build.path.to_string(),
+                generation: profile.generation,
+                since: now,
+            });
+            self.profile = profile;
+        } else {
+            // Switched back (or never switched): what was deployed before still is.
+            self.see(profile, now);
+        }
+        match result {
+            Ok(()) => {
+                self.record.counters.last_deployment_success = Some(now);
+                self.startup_failure = None;
+                self.finish(Round::Deployed)
+            }
+            Err(failure) => self.finish(Round::DeployFailed {
+                id: build.id,
+                failure,
+            }),
+        }
+    }
+
+    fn control(&mut self, request: Request) -> Next {
+        match request {
+            Request::Pause { reason } => {
+                self.record.paused = true;
+                self.record.pause_reason = reason;
+                Next::Wait
+            }
+            Request::Resume => {
+                self.record.paused = false;
+                self.record.pause_reason = None;
+                Next::PollNow
+            }
+            Request::Retry { build_id } => {
+                let (forgotten, kept) = std::mem::take(&mut self.record.known_bad)
+                    .into_iter()
+                    .partition(|k| build_id.is_none() || k.build_id == build_id);
+                self.record.known_bad = kept;
+                self.notices.push(Notice::Forgotten(forgotten));
+                Next::PollNow
+            }
+        }
+    }
+
+    /// Takes note of the profile as read now. A profile moved away from what hail deployed was
+    /// moved by an operator: that is respected, and the build moved away from is not deployed
+    /// again.
+    fn see(&mut self, profile: ProfileState, now: Timestamp) {
+        let current = profile.current.as_ref().map(StorePath::as_str);
+        if let Some(d) = &self.record.deployed
+            && current != Some(d.store_path.as_str())
+        {
+            let d = self.record.deployed.take().expect("checked above");
+            self.mark_bad(d.build_id, &d.store_path, REASON_ROLLED_BACK_BY_HAND, now);
+            self.notices.push(Notice::ManualChange {
+                build_id: d.build_id,
+                from: d.store_path,
+                to: profile.current.clone(),
+                generation: profile.generation,
+            });
+        }
+        match (&mut self.record.deployed, &profile.current) {
+            (Some(d), Some(_)) => d.generation = profile.generation,
+            (None, Some(p)) => {
+                let build_id = self.build_id_of(p);
+                self.record.deployed = Some(Deployed {
+                    build_id,
+                    store_path: p.to_string(),
+                    generation: profile.generation,
+                    since: now,
+                });
+            }
+            (_, None) => self.record.deployed = None,
         }
         self.profile = profile;
     }
 
+    /// The build id of a path hail deployed before, from its history.
+    fn build_id_of(&self, path: &StorePath) -> Option<u64> {
+        self.record
+            .history
+            .iter()
+            .find(|h| h.store_path == path.as_str())
+            .map(|h| h.build_id)
+    }
+
+    fn mark_bad(&mut self, build_id: Option<u64>, path: &str, reason: &str, now: Timestamp) {
+        let list = &mut self.record.known_bad;
+        list.retain(|k| k.store_path != path);
+        list.push(KnownBad {
+            build_id,
+            store_path: path.to_owned(),
+            reason: reason.to_owned(),
+            time: now,
+        });
+        let excess = list.len().saturating_sub(record::MAX_KNOWN_BAD);
+        list.drain(..excess);
+    }
+
     fn finish(&mut self, round: Round) -> Next {
-        self.failures = if round.is_failure() {
-            self.failures.saturating_add(1)
+        self.record.consecutive_failures = if round.is_failure() {
+            self.record.consecutive_failures.saturating_add(1)
         } else {
             0
         };
@@ -249,270 +521,12 @@ impl State {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn path(c: char) -> StorePath {
-        StorePath::parse(&format!("/nix/store/{}-p", c.to_string().repeat(32))).unwrap()
-    }
-
-    fn build(id: u64, c: char) -> Build {
-        Build { id, path: path(c) }
-    }
-
-    fn at(c: char, generation: u64) -> ProfileState {
-        ProfileState {
-            current: Some(path(c)),
-            generation: Some(generation),
-        }
-    }
-
-    fn polled(profile: ProfileState, latest: Build) -> Event {
-        Event::Polled { profile, latest }
-    }
-
-    fn deployed(b: Build, profile: ProfileState) -> Event {
-        Event::Deployed {
-            build: b,
-            profile,
-            result: Ok(()),
-        }
-    }
-
-    fn failed(b: Build, profile: ProfileState, activation: bool) -> Event {
-        Event::Deployed {
-            build: b,
-            profile,
-            result: Err(DeployFailure {
-                activation,
-                message: "it broke".into(),
-            }),
-        }
-    }
-
-    const MIN5: Duration = Duration::from_secs(300);
-
-    /// Applies `events` in turn; returns the state, what the last event asked for, and the status
-    /// line while waiting (with no jitter).
-    fn run(start: ProfileState, events: Vec<Event>) -> (State, Next, String) {
-        let mut s = State::new(start);
-        let mut next = Next::Wait;
-        for e in events {
-            next = s.apply(e);
-        }
-        let wait = s.next_wait(MIN5, 0);
-        let status = s.status_line(Activity::Waiting(wait));
-        (s, next, status)
-    }
-
-    /// A name, the profile at start, the events, what the last one asks for, the status line
-    /// while waiting, and the last round's exit code.
-    type Case = (
-        &'static str,
-        ProfileState,
-        Vec<Event>,
-        Next,
-        &'static str,
-        Option<u8>,
-    );
-
-    #[test]
-    fn rounds_as_tables() {
-        let cases: Vec<Case> = vec![
-            (
-                "first poll of an empty profile deploys",
-                ProfileState::default(),
-                vec![polled(ProfileState::default(), build(1, 'a'))],
-                Next::Deploy(build(1, 'a')),
-                "deployed nothing; idle, next poll in 5m",
-                None,
-            ),
-            (
-                "a deployment that succeeds",
-                ProfileState::default(),
-                vec![
-                    polled(ProfileState::default(), build(1, 'a')),
-                    deployed(build(1, 'a'), at('a', 1)),
-                ],
-                Next::Wait,
-                "deployed build 1 (aaaaaaaa…-p), generation 1; idle, next poll in 5m",
-                Some(0),
-            ),
-            (
-                "up to date learns the build id",
-                at('a', 3),
-                vec![polled(at('a', 3), build(7, 'a'))],
-                Next::Wait,
-                "deployed build 7 (aaaaaaaa…-p), generation 3; idle, next poll in 5m",
-                Some(0),
-            ),
-            (
-                "a failed poll backs off",
-                at('a', 3),
-                vec![Event::PollFailed("Hydra answered 500".into())],
-                Next::Wait,
-                "deployed aaaaaaaa…-p, generation 3; poll failed: Hydra answered 500; retrying in 30s",
-                Some(5),
-            ),
-            (
-                "failures in a row double the wait",
-                at('a', 3),
-                vec![
-                    Event::PollFailed("x".into()),
-                    Event::PollFailed("x".into()),
-                    Event::PollFailed("y".into()),
-                ],
-                Next::Wait,
-                "deployed aaaaaaaa…-p, generation 3; poll failed: y; retrying in 2m",
-                Some(5),
-            ),
-            (
-                "a good poll ends the backoff",
-                at('a', 3),
-                vec![
-                    Event::PollFailed("x".into()),
-                    polled(at('a', 3), build(7, 'a')),
-                ],
-                Next::Wait,
-                "deployed build 7 (aaaaaaaa…-p), generation 3; idle, next poll in 5m",
-                Some(0),
-            ),
-            (
-                "a failed activation, rolled back: the old build id stays, the new one is bad",
-                at('a', 3),
-                vec![
-                    polled(at('a', 3), build(7, 'a')),
-                    polled(at('a', 3), build(8, 'b')),
-                    failed(build(8, 'b'), at('a', 3), true),
-                ],
-                Next::Wait,
-                "deployed build 7 (aaaaaaaa…-p), generation 3; deploying build 8 failed: it broke; retrying in 30s",
-                Some(7),
-            ),
-            (
-                "the known-bad build is not deployed again, and that is no failure",
-                at('a', 3),
-                vec![
-                    polled(at('a', 3), build(8, 'b')),
-                    failed(build(8, 'b'), at('a', 3), true),
-                    polled(at('a', 3), build(8, 'b')),
-                ],
-                Next::Wait,
-                "deployed aaaaaaaa…-p, generation 3; build 8 (/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-p) failed to activate before; waiting for a newer build; next poll in 5m",
-                Some(7),
-            ),
-            (
-                "a newer build after a known-bad one is deployed",
-                at('a', 3),
-                vec![
-                    polled(at('a', 3), build(8, 'b')),
-                    failed(build(8, 'b'), at('a', 3), true),
-                    polled(at('a', 3), build(9, 'c')),
-                ],
-                Next::Deploy(build(9, 'c')),
-                "deployed aaaaaaaa…-p, generation 3; deploying build 8 failed: it broke; retrying in 30s",
-                Some(7),
-            ),
-            (
-                "a profile left at the failed build (switching back failed) is not up to date",
-                at('a', 3),
-                vec![
-                    polled(at('a', 3), build(8, 'b')),
-                    failed(build(8, 'b'), at('b', 4), true),
-                    polled(at('b', 4), build(8, 'b')),
-                ],
-                Next::Wait,
-                "deployed bbbbbbbb…-p, generation 4; build 8 (/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-p) failed to activate before; waiting for a newer build; next poll in 5m",
-                Some(7),
-            ),
-            (
-                "a failed download is retried: the build is not known-bad",
-                at('a', 3),
-                vec![
-                    polled(at('a', 3), build(8, 'b')),
-                    failed(build(8, 'b'), at('a', 3), false),
-                    polled(at('a', 3), build(8, 'b')),
-                ],
-                Next::Deploy(build(8, 'b')),
-                "deployed aaaaaaaa…-p, generation 3; deploying build 8 failed: it broke; retrying in 30s",
-                Some(6),
-            ),
-            (
-                "a start-up activation failure stays in the status until a deployment succeeds",
-                at('a', 3),
-                vec![
-                    Event::StartupActivation(Err("exit status 1".into())),
-                    polled(at('a', 3), build(7, 'a')),
-                ],
-                Next::Wait,
-                "deployed build 7 (aaaaaaaa…-p), generation 3; idle, next poll in 5m (start-up activation failed: exit status 1)",
-                Some(0),
-            ),
-            (
-                "... and goes with one",
-                at('a', 3),
-                vec![
-                    Event::StartupActivation(Err("exit status 1".into())),
-                    polled(at('a', 3), build(8, 'b')),
-                    deployed(build(8, 'b'), at('b', 4)),
-                ],
-                Next::Wait,
-                "deployed build 8 (bbbbbbbb…-p), generation 4; idle, next poll in 5m",
-                Some(0),
-            ),
-            (
-                "a profile changed by someone else loses its build id",
-                at('a', 3),
-                vec![
-                    polled(at('a', 3), build(7, 'a')),
-                    polled(at('c', 2), build(7, 'a')),
-                ],
-                Next::Deploy(build(7, 'a')),
-                "deployed cccccccc…-p, generation 2; idle, next poll in 5m",
-                Some(0),
-            ),
-        ];
-        for (name, start, events, next, status, code) in cases {
-            let (s, got_next, got_status) = run(start, events);
-            assert_eq!(got_next, next, "{name}");
-            assert_eq!(got_status, status, "{name}");
-            assert_eq!(s.last_round().map(Round::exit_code), code, "{name}");
-        }
-    }
-
-    #[test]
-    fn activities() {
-        let s = State::new(at('a', 3));
-        let b = build(8, 'b');
-        let line = |a| s.status_line(a);
-        assert_eq!(
-            line(Activity::Starting),
-            "deployed aaaaaaaa…-p, generation 3; starting"
-        );
-        assert_eq!(
-            line(Activity::Deploying(&b)),
-            "deployed aaaaaaaa…-p, generation 3; deploying build 8 (bbbbbbbb…-p)"
-        );
-        assert_eq!(
-            line(Activity::Polling),
-            "deployed aaaaaaaa…-p, generation 3; polling Hydra"
-        );
-        assert_eq!(
-            State::new(ProfileState {
-                current: Some(path('a')),
-                generation: None
-            })
-            .status_line(Activity::Stopping),
-            "deployed aaaaaaaa…-p, generation ?; stopping"
-        );
-    }
-
-    #[test]
-    fn failures_never_overflow() {
-        let mut s = State::new(ProfileState::default());
-        s.failures = u32::MAX;
-        s.apply(Event::PollFailed("x".into()));
-        assert_eq!(s.next_wait(Duration::from_secs(1), 0), decide::BACKOFF_CAP);
+fn build_ref(b: &Build) -> BuildRef {
+    BuildRef {
+        build_id: b.id,
+        store_path: b.path.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests;

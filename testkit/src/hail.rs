@@ -188,6 +188,11 @@ impl Running {
         self.finish()
     }
 
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends a signal, e.g. `libc::SIGHUP`.
     pub fn signal(&self, signal: i32) {
         if self.status.is_none() {

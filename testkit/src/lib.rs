@@ -7,6 +7,7 @@
 //! - [`cache::Cache`]: a signed binary cache filled by real Nix; published closures are removed
 //!   from the local store so the agent really substitutes them.
 //! - [`prereq`]: skip (or, with `CI=true`, fail) when root or a command is missing.
+//! - [`prometheus`]: the Prometheus project's own parser for the metrics hail writes.
 //! - [`notify::NotifySocket`]: receives sd_notify datagrams.
 //! - [`hail::Hail`]: runs the real hail binary in isolation.
 //! - [`container::Container`]: a booted systemd (Debian 12 in systemd-nspawn); [`rig::Rig`] is
@@ -21,4 +22,5 @@ pub mod hydra;
 pub mod manager;
 pub mod notify;
 pub mod prereq;
+pub mod prometheus;
 pub mod rig;

@@ -245,9 +245,11 @@ impl ManagerRig {
         while let Some(why) = self.divergence(names) {
             assert!(
                 Instant::now() < deadline,
-                "not at {names:?} after {CONVERGE:?}: {why}\n--- manager:\n{}\n--- applies:\n{}",
+                "not at {names:?} after {CONVERGE:?}: {why}\n--- manager:\n{}\n--- applies:\n{}\n\
+                 --- instances:\n{}",
                 self.c.unit_log(MANAGER),
-                self.c.unit_log("hail-apply-*")
+                self.c.unit_log("hail-apply-*"),
+                self.c.unit_log("hail@*")
             );
             std::thread::sleep(Duration::from_millis(300));
         }

@@ -29,11 +29,13 @@ pub fn require(what: &[&str]) -> bool {
             }
         })
         .collect();
-    if missing.is_empty() {
-        return true;
-    }
+    missing.is_empty() || missing_one(&missing.join(", "))
+}
+
+/// Reports `what` as missing: panics with `CI=true`, else prints `skipped: …`; returns false.
+pub fn missing_one(what: &str) -> bool {
     let test = std::thread::current().name().unwrap_or("test").to_string();
-    let reason = format!("{test}: missing {}", missing.join(", "));
+    let reason = format!("{test}: missing {what}");
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("prerequisite missing on CI: {reason}");
     }

@@ -9,5 +9,6 @@ mod hydra;
 mod netrc;
 mod notify;
 mod profile;
+mod state;
 mod status;
 mod stop;

@@ -1,40 +1,14 @@
-//! Command line and `HAIL_*` environment: what the operator can set, parsed and checked.
+//! The agent's options, checked into a [`Config`].
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::Args;
 
+use super::Cli;
+use super::values::{DEFAULT_POLL_PERIOD, parse_duration, parse_period, profile_path};
 use crate::hydra::Job;
-
-/// The original's default: five minutes.
-pub const DEFAULT_POLL_PERIOD: Duration = Duration::from_secs(300);
-
-/// Where profiles given by name live, as with `nix-env --profile NAME`.
-pub const PROFILES_DIR: &str = "/nix/var/nix/profiles";
-
-/// hail: pull-based continuous deployment of a Nix profile from a Hydra job.
-///
-/// hail polls the job's latest successful build, realises its output from the binary cache,
-/// switches the profile to it and runs the profile's `bin/activate`.
-#[derive(Debug, Parser)]
-#[command(name = "hail", version, about, long_about = None, args_conflicts_with_subcommands = true,
-         subcommand_negates_reqs = true)]
-pub struct Cli {
-    #[command(flatten)]
-    pub agent: AgentArgs,
-
-    #[command(subcommand)]
-    pub command: Option<Command>,
-}
-
-impl Cli {
-    /// The command line and `HAIL_*` variables of this process; exits with a usage message (code
-    /// 2) when they are wrong.
-    pub fn from_env() -> Cli {
-        Cli::parse()
-    }
-}
+use crate::state_file::StateDir;
 
 /// The deployment agent's options (the default mode of `hail`).
 #[derive(Debug, Args)]
@@ -80,13 +54,44 @@ pub struct AgentArgs {
     #[arg(long, env = "HAIL_HTTP_TIMEOUT", value_name = "PERIOD", default_value = "60s",
           value_parser = parse_duration)]
     pub http_timeout: Duration,
+
+    /// Directory of hail's own state (`state.json`) [default: $STATE_DIRECTORY when systemd
+    /// sets it, else PROFILE.hail-state beside the profile].
+    #[arg(long, env = "HAIL_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Write Prometheus metrics to this file (text format, atomically) after every poll and
+    /// deployment, e.g. into node_exporter's textfile collector directory.
+    #[arg(long, env = "HAIL_METRICS_FILE", value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+
+    /// After a successful deployment, delete the profile's generations beyond the newest N
+    /// (0 keeps all); never the current one nor the one a rollback would return to.
+    #[arg(
+        long,
+        env = "HAIL_KEEP_GENERATIONS",
+        value_name = "N",
+        default_value_t = 10
+    )]
+    pub keep_generations: usize,
 }
 
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Converge this host's hail@ instances to a set described in a JSON file
-    /// (what a manager profile's `bin/activate` runs).
-    ApplyInstances(ApplyArgs),
+/// What systemd hands the agent through its environment (read once, in `main`).
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    /// `$CREDENTIALS_DIRECTORY`.
+    pub credentials_directory: Option<PathBuf>,
+    /// `$STATE_DIRECTORY`.
+    pub state_directory: Option<String>,
+}
+
+impl Env {
+    pub fn from_process() -> Env {
+        Env {
+            credentials_directory: std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from),
+            state_directory: std::env::var("STATE_DIRECTORY").ok(),
+        }
+    }
 }
 
 /// A checked agent configuration.
@@ -100,6 +105,9 @@ pub struct Config {
     pub activation_timeout: Duration,
     pub realise_timeout: Duration,
     pub http_timeout: Duration,
+    pub state_dir: StateDir,
+    pub metrics_file: Option<PathBuf>,
+    pub keep_generations: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,8 +125,8 @@ pub enum ConfigError {
 }
 
 impl AgentArgs {
-    /// Checks the options; `credentials_dir` is `$CREDENTIALS_DIRECTORY` (passed in to keep this pure).
-    pub fn into_config(self, credentials_dir: Option<&Path>) -> Result<Config, ConfigError> {
+    /// Checks the options; `env` is what systemd set (passed in to keep this pure).
+    pub fn into_config(self, env: &Env) -> Result<Config, ConfigError> {
         let profile_arg = self.profile.unwrap_or_default();
         let profile = profile_path(&profile_arg).ok_or(ConfigError::BadProfile(profile_arg))?;
         let job = Job::parse(self.job_uri.as_deref().unwrap_or_default())
@@ -134,7 +142,13 @@ impl AgentArgs {
                 Some(period)
             }
         };
-        let netrc_file = self.netrc_file.or_else(|| default_netrc(credentials_dir));
+        let netrc_file = self
+            .netrc_file
+            .or_else(|| default_netrc(env.credentials_directory.as_deref()));
+        let state_dir = match self.state_dir {
+            Some(dir) => StateDir::new(dir),
+            None => StateDir::default_for(&profile, env.state_directory.as_deref()),
+        };
         Ok(Config {
             profile,
             job,
@@ -143,6 +157,9 @@ impl AgentArgs {
             activation_timeout: self.activation_timeout,
             realise_timeout: self.realise_timeout,
             http_timeout: self.http_timeout,
+            state_dir,
+            metrics_file: self.metrics_file,
+            keep_generations: self.keep_generations,
         })
     }
 }
@@ -165,90 +182,6 @@ fn default_netrc(credentials_dir: Option<&Path>) -> Option<PathBuf> {
         .into_iter()
         .chain(Some(PathBuf::from("/etc/netrc")));
     candidates.into_iter().find(|p| p.exists())
-}
-
-/// `NAME` → `/nix/var/nix/profiles/NAME`; an absolute path as is; anything else is refused.
-pub fn profile_path(arg: &str) -> Option<PathBuf> {
-    if arg.starts_with('/') {
-        let p = Path::new(arg);
-        let clean = p.components().all(|c| {
-            matches!(
-                c,
-                std::path::Component::RootDir | std::path::Component::Normal(_)
-            )
-        });
-        return (clean && p.file_name().is_some()).then(|| p.to_path_buf());
-    }
-    let ok = !arg.is_empty()
-        && !arg.starts_with('.')
-        && arg
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
-    ok.then(|| Path::new(PROFILES_DIR).join(arg))
-}
-
-/// A poll period: a bare number is minutes (the original's unit), or a number with s, m or h.
-pub fn parse_period(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) {
-        let minutes: u64 = s.parse().map_err(|_| format!("{s:?} is too large"))?;
-        return parse_duration(&format!("{minutes}m"));
-    }
-    parse_duration(s)
-}
-
-/// The longest period or timeout accepted: larger ones are surely mistakes (and would overflow
-/// a deadline).
-pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
-
-/// A duration with a unit: `30s`, `5m`, `1h`, `250ms`; at most a year.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = parse_duration_unbounded(s)?;
-    if d > MAX_DURATION {
-        return Err(format!("{s:?} is too large (at most a year)"));
-    }
-    Ok(d)
-}
-
-fn parse_duration_unbounded(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?}: expected a number with a unit, such as 30s, 5m or 1h"))?;
-    let secs_per = match unit {
-        "ms" => return Ok(Duration::from_millis(n)),
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use s, m or h)")),
-    };
-    n.checked_mul(secs_per)
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("{s:?} is too large"))
-}
-
-/// Options of `hail apply-instances`.
-#[derive(Debug, Args)]
-pub struct ApplyArgs {
-    /// JSON file describing the instance set (a manager profile's `instances.json`).
-    #[arg(value_name = "FILE")]
-    pub instances: PathBuf,
-
-    /// Apply in this process instead of a transient systemd unit (what that unit runs). An
-    /// apply run this way from a hail instance's activation dies if it restarts that instance.
-    #[arg(long)]
-    pub direct: bool,
-
-    /// Only check the set and print each instance's drop-in; change nothing (no systemd needed).
-    #[arg(long, conflicts_with = "direct")]
-    pub check: bool,
-
-    /// The hail instance whose activation runs this apply; if the set changes it, it is
-    /// restarted last and without waiting [default: the hail@ unit this process runs in].
-    #[arg(long, value_name = "NAME", requires = "direct")]
-    pub caller: Option<String>,
 }
 
 /// Checks an agent's settings exactly as `hail` checks its own at start-up, and returns the
@@ -300,51 +233,15 @@ pub fn check_agent_settings(
     if cli.command.is_some() {
         return Err("the arguments run a subcommand, not the agent".to_string());
     }
-    cli.agent.into_config(None).map_err(|e| e.to_string())
+    cli.agent
+        .into_config(&Env::default())
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bare_number_is_minutes() {
-        assert_eq!(parse_period("5"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_period("0"), Ok(Duration::ZERO));
-    }
-
-    #[test]
-    fn units() {
-        assert_eq!(parse_period("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_period("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_period("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert!(parse_period("5x").is_err());
-        assert!(parse_period("").is_err());
-        assert!(parse_period("-1").is_err());
-        assert!(parse_period("99999999999999999999").is_err());
-        assert!(parse_period("999999999999999999m").is_err());
-        assert!(parse_duration("5000000000000000h").is_err());
-        assert!(parse_period("527041").is_err());
-        assert_eq!(parse_duration("8784h"), Ok(MAX_DURATION));
-    }
-
-    #[test]
-    fn profile_names_and_paths() {
-        assert_eq!(
-            profile_path("web"),
-            Some(PathBuf::from("/nix/var/nix/profiles/web"))
-        );
-        assert_eq!(
-            profile_path("/srv/p/web"),
-            Some(PathBuf::from("/srv/p/web"))
-        );
-        assert_eq!(profile_path("../etc"), None);
-        assert_eq!(profile_path("a/b"), None);
-        assert_eq!(profile_path(""), None);
-        assert_eq!(profile_path("/srv/../etc"), None);
-        assert_eq!(profile_path("/"), None);
-    }
+    use clap::Parser;
 
     #[test]
     fn oneshot_conflicts_with_poll_period() {
@@ -358,7 +255,7 @@ mod tests {
             "--poll-period",
             "5",
         ]);
-        let err = r.unwrap().agent.into_config(None).unwrap_err();
+        let err = r.unwrap().agent.into_config(&Env::default()).unwrap_err();
         assert!(matches!(err, ConfigError::OneshotWithPollPeriod), "{err}");
     }
 
@@ -366,7 +263,7 @@ mod tests {
     fn default_poll_period_is_five_minutes() {
         let cli =
             Cli::try_parse_from(["hail", "--profile", "p", "--job-uri", "http://h/job/a/b/c"]);
-        let config = cli.unwrap().agent.into_config(None).unwrap();
+        let config = cli.unwrap().agent.into_config(&Env::default()).unwrap();
         assert_eq!(config.poll_period, Some(Duration::from_secs(300)));
     }
 
@@ -375,7 +272,11 @@ mod tests {
         let cli =
             Cli::try_parse_from(["hail", "--profile", "p", "--job-uri", "ftp://u:s3cret@h/x"])
                 .unwrap();
-        let err = cli.agent.into_config(None).unwrap_err().to_string();
+        let err = cli
+            .agent
+            .into_config(&Env::default())
+            .unwrap_err()
+            .to_string();
         assert!(!err.contains("s3cret"), "{err}");
     }
 
@@ -384,7 +285,7 @@ mod tests {
         let cli =
             Cli::try_parse_from(["hail", "--profile", "p", "--job-uri", "ftp://h/x"]).unwrap();
         assert!(matches!(
-            cli.agent.into_config(None),
+            cli.agent.into_config(&Env::default()),
             Err(ConfigError::BadJobUri(_))
         ));
     }

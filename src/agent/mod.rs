@@ -1,0 +1,463 @@
+//! The agent: start-up, the poll → decide → deploy → report loop, signals, operators' requests,
+//! and `--oneshot`. It performs the effects; what they mean for hail's state is decided in
+//! [`crate::state`], and [`report`] writes the journal entries.
+
+mod report;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tokio::sync::{Notify, watch};
+use tracing::{info, warn};
+
+pub use report::{
+    MSG_ACTIVATION_FAILED, MSG_DEPLOY_FAILED, MSG_DEPLOYED, MSG_MANUAL_CHANGE, MSG_POLL_FAILED,
+    MSG_STATE_RESET,
+};
+
+use crate::cli::Config;
+use crate::deploy::{self, DeployError, Deployment, Limits};
+use crate::hydra::{self, HydraClient, HydraError};
+use crate::netrc::{Netrc, NetrcError};
+use crate::profile::{Profile, ProfileError};
+use crate::state::{Activity, DeployFailure, Event, Next, Round, State};
+use crate::state_file::{AgentMark, StateDir, StateError};
+use crate::systemd::{self, Watchdog};
+use crate::types::{Build, ProfileState};
+use crate::{decide, metrics};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Netrc(#[from] NetrcError),
+    #[error(transparent)]
+    HttpClient(#[from] hydra::ClientError),
+    #[error("cannot listen for signals: {0}")]
+    Signals(std::io::Error),
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// How a `--oneshot` round ended, when it did not end well (already logged where it happened).
+    #[error("{0}")]
+    Round(Round),
+    #[error("stopping")]
+    Stopping,
+}
+
+impl AgentError {
+    /// The documented exit codes (README, "Exit codes").
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            AgentError::Signals(_) | AgentError::Runtime(_) | AgentError::Stopping => 1,
+            AgentError::Netrc(_) | AgentError::HttpClient(_) => 3,
+            AgentError::Profile(ProfileError::Locked { .. }) => 4,
+            AgentError::State(StateError::Lock { .. }) => 4,
+            AgentError::Profile(ProfileError::CreateDir { .. } | ProfileError::LockFile { .. }) => {
+                3
+            }
+            AgentError::State(_) => 3,
+            AgentError::Profile(_) => 6,
+            AgentError::Round(round) => round.exit_code(),
+        }
+    }
+
+    /// Whether the error was logged, with its fields, where it happened.
+    pub fn logged(&self) -> bool {
+        matches!(self, AgentError::Round(_))
+    }
+}
+
+/// Runs the agent to completion.
+pub fn run(config: Config) -> Result<(), AgentError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(AgentError::Runtime)?;
+    rt.block_on(async { Agent::start(config).await?.run().await })
+}
+
+struct Agent {
+    config: Config,
+    hydra: HydraClient,
+    profile: Profile,
+    _lock: crate::profile::ProfileLock,
+    books: Books,
+    watchdog: Watchdog,
+    stop: watch::Receiver<bool>,
+    signals: Arc<Signals>,
+}
+
+/// What the agent knows and where it keeps it: the state, its file and the metrics file.
+struct Books {
+    state: State,
+    dir: StateDir,
+    _mark: AgentMark,
+    metrics_file: Option<std::path::PathBuf>,
+    /// An operator asked for a poll now (`hail retry`, `hail resume`).
+    poll_now: bool,
+}
+
+/// SIGHUP (poll now) and SIGUSR1 (an operator's request is waiting).
+#[derive(Default)]
+struct Signals {
+    poll_now: Notify,
+    requests: Notify,
+}
+
+impl Agent {
+    /// Checks the configuration, takes the profile and the state, runs the start-up activation,
+    /// says READY.
+    async fn start(config: Config) -> Result<Agent, AgentError> {
+        let credentials = match &config.netrc_file {
+            Some(path) => {
+                let (netrc, warnings) = Netrc::load(path)?;
+                for w in warnings {
+                    warn!(hail.event = "started", "{w}");
+                }
+                let host = config.job.latest().host_str().unwrap_or_default();
+                let credentials = netrc.credentials_for(host);
+                if credentials.is_none() && netrc.has_entry_for(host) {
+                    warn!(
+                        hail.event = "started",
+                        "netrc file {}: the entry for {host} has no password; sending no credentials",
+                        path.display()
+                    );
+                }
+                credentials
+            }
+            None => None,
+        };
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let hydra = HydraClient::new(&config.job, credentials, config.http_timeout)?;
+        let (stop, signals) = listen_for_signals()?;
+        let profile = Profile::new(config.profile.clone());
+        let lock = profile.lock()?;
+        let dir = config.state_dir.clone();
+        dir.create()?;
+        let mark = dir.mark_agent()?;
+        let now = Timestamp::now();
+        let (record, problem) = dir.load(now);
+        if let Some(problem) = problem {
+            report::state_reset(&problem);
+        }
+        // A profile that cannot be read (e.g. it points outside the store) is reported, not
+        // fatal: the next deployment replaces it.
+        let found = profile.state().unwrap_or_else(|e| {
+            warn!(hail.event = "started", hail.error = %e, "{e}; treating it as empty");
+            ProfileState::default()
+        });
+        let profile_path = profile.path().display().to_string();
+        let state = State::new(record, config.job.display(), &profile_path, found, now);
+        info!(
+            hail.event = "started",
+            "hail {} deploying {} to {}",
+            env!("CARGO_PKG_VERSION"),
+            config.job.display(),
+            profile_path
+        );
+        let mut agent = Agent {
+            hydra,
+            profile,
+            _lock: lock,
+            books: Books {
+                state,
+                dir,
+                _mark: mark,
+                metrics_file: config.metrics_file.clone(),
+                poll_now: false,
+            },
+            watchdog: Watchdog::from_env(),
+            stop,
+            signals,
+            config,
+        };
+        agent.books.take_requests();
+        agent.books.settle();
+        let deployed = agent.books.state.profile().current.is_some();
+        if agent.config.poll_period.is_some() && deployed {
+            agent.startup_activation().await;
+        }
+        systemd::ready(&agent.books.state.status_line(Activity::Starting));
+        Ok(agent)
+    }
+
+    /// Re-applies the deployed generation (e.g. after a reboot), as the original hail did.
+    async fn startup_activation(&mut self) {
+        self.report(Activity::StartupActivation);
+        let activation = deploy::activate(
+            &self.profile,
+            None,
+            self.config.activation_timeout,
+            &self.watchdog,
+            &mut self.stop,
+        );
+        let result = self
+            .books
+            .with_requests(&self.signals, activation)
+            .await
+            .map_err(|e| e.to_string());
+        report::startup_activation(self.books.state.profile().generation, &result);
+        self.books
+            .state
+            .apply(Timestamp::now(), Event::StartupActivation(result));
+    }
+
+    async fn run(mut self) -> Result<(), AgentError> {
+        let Some(period) = self.config.poll_period else {
+            self.round().await?;
+            return match self.books.state.last_round() {
+                Some(r) if r.exit_code() != 0 => Err(AgentError::Round(r.clone())),
+                _ => Ok(()),
+            };
+        };
+        let mut ticks = self.watchdog.ticks();
+        loop {
+            if let Err(AgentError::Stopping) = self.round().await {
+                break;
+            }
+            if std::mem::take(&mut self.books.poll_now) {
+                continue;
+            }
+            let wait = self
+                .books
+                .state
+                .schedule(Timestamp::now(), period, entropy());
+            self.books.settle();
+            self.report(Activity::Waiting(wait));
+            let sleep = tokio::time::sleep(wait);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    _ = &mut sleep => break,
+                    _ = self.signals.poll_now.notified() => {
+                        info!(hail.event = "poll", "reload requested: polling now");
+                        break;
+                    }
+                    _ = self.signals.requests.notified() => {
+                        self.books.take_requests();
+                        self.books.settle();
+                        if std::mem::take(&mut self.books.poll_now) {
+                            break;
+                        }
+                        self.report(Activity::Waiting(
+                            sleep.deadline().saturating_duration_since(tokio::time::Instant::now()),
+                        ));
+                    }
+                    _ = self.stop.changed() => break,
+                    _ = systemd::tick(&mut ticks) => self.watchdog.ping(),
+                }
+            }
+            if *self.stop.borrow() {
+                break;
+            }
+        }
+        info!(hail.event = "stopping", "stopping");
+        systemd::stopping(&self.books.state.status_line(Activity::Stopping));
+        Ok(())
+    }
+
+    /// One round: ask Hydra, decide, deploy if needed; its outcome goes into the state.
+    /// `Err` only when hail is stopping.
+    async fn round(&mut self) -> Result<(), AgentError> {
+        self.books.take_requests();
+        self.report(Activity::Polling);
+        let latest = match self.fetch_latest().await? {
+            Ok(b) => b,
+            Err(e) => {
+                let round = Round::PollFailed(e.to_string());
+                report::poll_failed(&round.to_string());
+                self.books
+                    .state
+                    .apply(Timestamp::now(), Event::PollFailed(e.to_string()));
+                self.books.settle();
+                return Ok(());
+            }
+        };
+        let profile = self.profile.state().unwrap_or_else(|e| {
+            warn!(hail.event = "poll", hail.error = %e, "{e}; deploying over it");
+            ProfileState::default()
+        });
+        let event = Event::Polled {
+            profile,
+            latest: latest.clone(),
+        };
+        let next = self.books.state.apply(Timestamp::now(), event);
+        // Saved before a deployment: it says one is under way.
+        self.books.settle();
+        match next {
+            Next::Deploy(build) => self.deploy(build).await?,
+            Next::PollNow | Next::Wait => match self.books.state.last_round() {
+                Some(Round::UpToDate) => {
+                    report::up_to_date(&latest, self.books.state.profile().generation)
+                }
+                Some(round) => report::held_back(&latest, round),
+                None => {}
+            },
+        }
+        Ok(())
+    }
+
+    /// Hydra's answer, or `Err` when hail is stopping.
+    async fn fetch_latest(&mut self) -> Result<Result<Build, HydraError>, AgentError> {
+        let bound = self.config.http_timeout + Duration::from_secs(5);
+        let mut stop = self.stop.clone();
+        let fetch = async {
+            tokio::select! {
+                r = self.watchdog.bounded(bound, self.hydra.latest()) => {
+                    Ok(r.unwrap_or_else(|()| Err(HydraError::Timeout {
+                        url: hydra::redact(self.hydra.latest_url().as_str()),
+                        timeout: self.config.http_timeout,
+                    })))
+                }
+                _ = stopped(&mut stop) => Err(AgentError::Stopping),
+            }
+        };
+        self.books.with_requests(&self.signals, fetch).await
+    }
+
+    async fn deploy(&mut self, build: Build) -> Result<(), AgentError> {
+        self.report(Activity::Deploying(&build));
+        report::deploying(&build);
+        let limits = Limits {
+            realise: self.config.realise_timeout,
+            activation: self.config.activation_timeout,
+        };
+        let rollback_to = self.books.state.profile().generation;
+        let mut stop = self.stop.clone();
+        let deployment = deploy::deploy(&self.profile, &build, &limits, &self.watchdog, &mut stop);
+        let Deployment { profile, result } =
+            self.books.with_requests(&self.signals, deployment).await;
+        report::deployment(&build, profile.generation, &result);
+        let result = match result {
+            Err(DeployError::Stopped { .. }) => return Err(AgentError::Stopping),
+            Ok(()) => {
+                self.prune(profile.generation, rollback_to);
+                Ok(())
+            }
+            Err(e) => Err(DeployFailure {
+                activation: matches!(e, DeployError::Activation { .. }),
+                message: e.to_string(),
+            }),
+        };
+        let event = Event::Deployed {
+            build,
+            profile,
+            result,
+        };
+        self.books.state.apply(Timestamp::now(), event);
+        self.books.settle();
+        Ok(())
+    }
+
+    /// Deletes the generations beyond `--keep-generations` after a successful deployment.
+    fn prune(&self, current: Option<u64>, rollback_to: Option<u64>) {
+        let keep = self.config.keep_generations;
+        let pruned = self.profile.generations().and_then(|all| {
+            let old = decide::generations_to_delete(&all, keep, current, rollback_to);
+            self.profile.delete_generations(&old).map(|()| old)
+        });
+        match pruned {
+            Ok(old) if old.is_empty() => {}
+            Ok(old) => info!(
+                hail.event = "pruned",
+                "deleted generations {old:?} of {} (keeping {keep})",
+                self.profile.path().display()
+            ),
+            Err(e) => warn!(hail.event = "pruned", hail.error = %e, "{e}"),
+        }
+    }
+
+    fn report(&self, activity: Activity) {
+        systemd::status(&self.books.state.status_line(activity));
+    }
+}
+
+impl Books {
+    /// Awaits `work`, applying operators' requests as they come (a pause asked for during a
+    /// deployment is recorded at once; the deployment under way completes).
+    async fn with_requests<T>(&mut self, signals: &Signals, work: impl Future<Output = T>) -> T {
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                _ = signals.requests.notified() => {
+                    self.take_requests();
+                    self.settle();
+                }
+            }
+        }
+    }
+
+    /// Applies the requests waiting in the state directory.
+    fn take_requests(&mut self) {
+        for request in self.dir.take_requests() {
+            match request {
+                Ok(r) => {
+                    info!(hail.event = "request", "operator's request: {r:?}");
+                    if self.state.apply(Timestamp::now(), Event::Control(r)) == Next::PollNow {
+                        self.poll_now = true;
+                    }
+                }
+                Err(e) => warn!(hail.event = "request", "{e}"),
+            }
+        }
+    }
+
+    /// Logs what the state noticed, saves it, and writes the metrics.
+    fn settle(&mut self) {
+        for notice in self.state.take_notices() {
+            report::notice(&notice);
+        }
+        let record = self.state.record();
+        if let Err(e) = self.dir.save(record) {
+            report::not_saved("state", &e);
+        }
+        if let Some(path) = &self.metrics_file
+            && let Err(e) = metrics::write(path, record)
+        {
+            report::not_saved("metrics", &e);
+        }
+    }
+}
+
+/// SIGTERM/SIGINT set the stop flag; SIGHUP asks for a poll now; SIGUSR1 says an operator's
+/// request waits in the state directory.
+fn listen_for_signals() -> Result<(watch::Receiver<bool>, Arc<Signals>), AgentError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(AgentError::Signals)?;
+    let mut usr1 = signal(SignalKind::user_defined1()).map_err(AgentError::Signals)?;
+    let (tx, rx) = watch::channel(false);
+    let signals = Arc::new(Signals::default());
+    let notify = signals.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => { let _ = tx.send(true); }
+                _ = int.recv() => { let _ = tx.send(true); }
+                _ = hup.recv() => notify.poll_now.notify_one(),
+                _ = usr1.recv() => notify.requests.notify_one(),
+            }
+        }
+    });
+    Ok((rx, signals))
+}
+
+/// Resolves once the stop flag is set.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// A different value at every call (std's hasher keys are random per process and per call).
+fn entropy() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+}

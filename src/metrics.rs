@@ -1,0 +1,158 @@
+//! Prometheus metrics in the text exposition format, for node_exporter's textfile collector:
+//! built from the record (so counters survive restarts) and written atomically; nothing listens.
+//! The encoding (escaping, `# HELP`/`# TYPE`) is the `prometheus` crate's.
+
+use std::path::Path;
+
+use prometheus::{Encoder, Gauge, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+
+use crate::record::Record;
+use crate::state_file::{self, StateError};
+
+/// The metrics of one agent, as text.
+pub fn render(record: &Record) -> String {
+    let registry = Registry::new();
+    let add = |c: Box<dyn prometheus::core::Collector>| {
+        registry.register(c).expect("metric names are unique");
+    };
+    let gauge = |name: &str, help: &str, value: i64| {
+        let g = IntGauge::new(name, help).expect("a valid metric name");
+        g.set(value);
+        Box::new(g)
+    };
+    let seconds = |name: &str, help: &str, t: Option<jiff::Timestamp>| {
+        t.map(|t| {
+            let g = Gauge::new(name, help).expect("a valid metric name");
+            g.set(t.as_millisecond() as f64 / 1000.0);
+            Box::new(g)
+        })
+    };
+
+    let info = IntGauge::with_opts(
+        Opts::new(
+            "hail_build_info",
+            "hail's version, the job and the profile; always 1",
+        )
+        .const_label("version", env!("CARGO_PKG_VERSION"))
+        .const_label("job", &record.job)
+        .const_label("profile", &record.profile),
+    )
+    .expect("valid labels");
+    info.set(1);
+    add(Box::new(info));
+
+    if let Some(d) = &record.deployed {
+        if let Some(id) = d.build_id {
+            add(gauge(
+                "hail_deployed_build_id",
+                "The Hydra build id the profile points at",
+                id as i64,
+            ));
+        }
+        if let Some(g) = d.generation {
+            add(gauge(
+                "hail_deployed_generation",
+                "The profile generation deployed",
+                g as i64,
+            ));
+        }
+    }
+    if let Some(l) = &record.latest {
+        add(gauge(
+            "hail_latest_build_id",
+            "The build id Hydra offered at the last poll that got an answer",
+            l.build_id as i64,
+        ));
+    }
+    let c = &record.counters;
+    for g in [
+        seconds(
+            "hail_last_poll_timestamp_seconds",
+            "When hail last polled Hydra",
+            record.last_poll.as_ref().map(|p| p.time),
+        ),
+        seconds(
+            "hail_last_poll_success_timestamp_seconds",
+            "When a poll last got a usable answer",
+            c.last_poll_success,
+        ),
+        seconds(
+            "hail_last_deployment_success_timestamp_seconds",
+            "When a deployment last succeeded",
+            c.last_deployment_success,
+        ),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        add(g);
+    }
+
+    let polls = IntCounterVec::new(
+        Opts::new("hail_polls_total", "Polls of Hydra, by result"),
+        &["result"],
+    )
+    .expect("valid labels");
+    polls.with_label_values(&["ok"]).inc_by(c.polls_ok);
+    polls.with_label_values(&["failed"]).inc_by(c.polls_failed);
+    add(Box::new(polls));
+    let deployments = IntCounterVec::new(
+        Opts::new("hail_deployments_total", "Deployments, by result"),
+        &["result"],
+    )
+    .expect("valid labels");
+    for (label, n) in [
+        ("deployed", c.deployments_deployed),
+        ("activation-failed", c.deployments_activation_failed),
+        ("failed", c.deployments_failed),
+    ] {
+        deployments.with_label_values(&[label]).inc_by(n);
+    }
+    add(Box::new(deployments));
+
+    add(gauge(
+        "hail_consecutive_failures",
+        "Failed polls and deployments in a row",
+        record.consecutive_failures.into(),
+    ));
+    add(gauge(
+        "hail_paused",
+        "1 while hail is paused",
+        record.paused.into(),
+    ));
+    add(gauge(
+        "hail_known_bad_builds",
+        "Builds hail will not deploy again",
+        record.known_bad.len() as i64,
+    ));
+
+    let mut out = Vec::new();
+    TextEncoder::new()
+        .encode(&registry.gather(), &mut out)
+        .expect("encoding into memory");
+    String::from_utf8(out).expect("the text format is UTF-8")
+}
+
+/// Writes the metrics to `path` atomically (node_exporter never reads half a file).
+pub fn write(path: &Path, record: &Record) -> Result<(), StateError> {
+    state_file::write_atomically(path, render(record).as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_escaped_and_absent_values_are_left_out() {
+        let record = Record {
+            job: "http://h/job/a\"b\\c\nd".into(),
+            profile: "/p".into(),
+            ..Record::default()
+        };
+        let text = render(&record);
+        assert!(text.contains(r#"job="http://h/job/a\"b\\c\nd""#), "{text}");
+        assert!(!text.contains("hail_deployed_build_id"), "{text}");
+        assert!(text.contains("hail_polls_total{result=\"ok\"} 0"), "{text}");
+        assert!(text.contains("# TYPE hail_polls_total counter"), "{text}");
+    }
+}

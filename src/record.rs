@@ -1,0 +1,153 @@
+//! What hail keeps across restarts: the schema of `state.json` (pure data; [`crate::state_file`]
+//! reads and writes it, [`crate::state`] changes it). The README's "State" section documents it.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// The format version written now; a file with a higher one is not read (it is moved aside).
+pub const VERSION: u32 = 1;
+/// Known-bad builds remembered at most (the oldest is forgotten first).
+pub const MAX_KNOWN_BAD: usize = 50;
+/// Deployments remembered in `history`.
+pub const MAX_HISTORY: usize = 20;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub version: u32,
+    /// The job (without credentials) and profile this state belongs to.
+    #[serde(default)]
+    pub job: String,
+    #[serde(default)]
+    pub profile: String,
+    /// What the profile points at, as hail deployed it (or found it).
+    #[serde(default)]
+    pub deployed: Option<Deployed>,
+    /// A deployment under way: written before the switch, so that a hail stopped half-way knows
+    /// at its next start that the profile moved by its own hand, not an operator's.
+    #[serde(default)]
+    pub deploying: Option<BuildRef>,
+    /// What Hydra offered at the last poll that got an answer.
+    #[serde(default)]
+    pub latest: Option<BuildRef>,
+    #[serde(default)]
+    pub last_poll: Option<Poll>,
+    #[serde(default)]
+    pub last_deployment: Option<DeploymentRecord>,
+    /// Builds not to deploy again (oldest first).
+    #[serde(default)]
+    pub known_bad: Vec<KnownBad>,
+    #[serde(default)]
+    pub paused: bool,
+    #[serde(default)]
+    pub pause_reason: Option<String>,
+    /// The last deployments, newest first.
+    #[serde(default)]
+    pub history: Vec<DeploymentRecord>,
+    #[serde(default)]
+    pub next_poll: Option<Timestamp>,
+    /// Failed polls and deployments in a row.
+    #[serde(default)]
+    pub consecutive_failures: u32,
+    #[serde(default)]
+    pub counters: Counters,
+}
+
+impl Default for Record {
+    fn default() -> Self {
+        Record {
+            version: VERSION,
+            job: String::new(),
+            profile: String::new(),
+            deployed: None,
+            deploying: None,
+            latest: None,
+            last_poll: None,
+            last_deployment: None,
+            known_bad: Vec::new(),
+            paused: false,
+            pause_reason: None,
+            history: Vec::new(),
+            next_poll: None,
+            consecutive_failures: 0,
+            counters: Counters::default(),
+        }
+    }
+}
+
+/// A build as Hydra named it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildRef {
+    pub build_id: u64,
+    pub store_path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deployed {
+    /// `None` for a profile hail found rather than deployed (before its first deployment, or
+    /// after an operator moved it).
+    pub build_id: Option<u64>,
+    pub store_path: String,
+    pub generation: Option<u64>,
+    pub since: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Poll {
+    pub time: Timestamp,
+    pub ok: bool,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownBad {
+    pub build_id: Option<u64>,
+    pub store_path: String,
+    pub reason: String,
+    pub time: Timestamp,
+}
+
+/// How a deployment ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeploymentResult {
+    Deployed,
+    /// `bin/activate` failed; the profile was switched back.
+    ActivationFailed,
+    /// Fetching or switching failed; the profile is untouched.
+    Failed,
+}
+
+impl DeploymentResult {
+    /// The `result` label of `hail_deployments_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            DeploymentResult::Deployed => "deployed",
+            DeploymentResult::ActivationFailed => "activation-failed",
+            DeploymentResult::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentRecord {
+    pub build_id: u64,
+    pub store_path: String,
+    /// The generation the profile was at afterwards.
+    pub generation: Option<u64>,
+    pub time: Timestamp,
+    pub result: DeploymentResult,
+    pub error: Option<String>,
+}
+
+/// Totals since the state file was created (for the metrics' counters).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    pub polls_ok: u64,
+    pub polls_failed: u64,
+    pub deployments_deployed: u64,
+    pub deployments_activation_failed: u64,
+    pub deployments_failed: u64,
+    /// When a poll last succeeded, and a deployment.
+    pub last_poll_success: Option<Timestamp>,
+    pub last_deployment_success: Option<Timestamp>,
+}

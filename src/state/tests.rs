@@ -1,0 +1,517 @@
+//! The state machine as tables: a start, a sequence of events, and what must follow.
+
+use super::*;
+
+fn path(c: char) -> StorePath {
+    StorePath::parse(&format!("/nix/store/{}-p", c.to_string().repeat(32))).unwrap()
+}
+
+fn build(id: u64, c: char) -> Build {
+    Build { id, path: path(c) }
+}
+
+fn at(c: char, generation: u64) -> ProfileState {
+    ProfileState {
+        current: Some(path(c)),
+        generation: Some(generation),
+    }
+}
+
+fn empty() -> ProfileState {
+    ProfileState::default()
+}
+
+fn polled(profile: ProfileState, latest: Build) -> Event {
+    Event::Polled { profile, latest }
+}
+
+fn deployed(b: Build, profile: ProfileState) -> Event {
+    Event::Deployed {
+        build: b,
+        profile,
+        result: Ok(()),
+    }
+}
+
+fn failed(b: Build, profile: ProfileState, activation: bool) -> Event {
+    Event::Deployed {
+        build: b,
+        profile,
+        result: Err(DeployFailure {
+            activation,
+            message: "it broke".into(),
+        }),
+    }
+}
+
+fn control(r: Request) -> Event {
+    Event::Control(r)
+}
+
+const MIN5: Duration = Duration::from_secs(300);
+const JOB: &str = "http://h/job/p/j/x";
+const PROFILE: &str = "/nix/var/nix/profiles/web";
+
+/// A clock that moves a minute per event.
+fn minute(n: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + 60 * n).unwrap()
+}
+
+/// Starts from `record` with the profile at `start`, applies `events` (a minute apart); returns
+/// the state, what the last event asked for, and the status line while waiting (no jitter).
+fn run(record: Record, start: ProfileState, events: Vec<Event>) -> (State, Next, String) {
+    let mut s = State::new(record, JOB, PROFILE, start, minute(0));
+    let mut next = Next::Wait;
+    for (i, e) in events.into_iter().enumerate() {
+        next = s.apply(minute(i as i64 + 1), e);
+    }
+    let wait = s.schedule(minute(100), MIN5, 0);
+    let status = s.status_line(Activity::Waiting(wait));
+    (s, next, status)
+}
+
+/// A name, the profile at start, the events, what the last one asks for, the status line while
+/// waiting, and the last round's exit code.
+type Case = (
+    &'static str,
+    ProfileState,
+    Vec<Event>,
+    Next,
+    &'static str,
+    Option<u8>,
+);
+
+#[test]
+fn rounds_as_tables() {
+    let cases: Vec<Case> = vec![
+        (
+            "first poll of an empty profile deploys",
+            empty(),
+            vec![polled(empty(), build(1, 'a'))],
+            Next::Deploy(build(1, 'a')),
+            "deployed nothing; idle, next poll in 5m",
+            None,
+        ),
+        (
+            "a deployment that succeeds",
+            empty(),
+            vec![
+                polled(empty(), build(1, 'a')),
+                deployed(build(1, 'a'), at('a', 1)),
+            ],
+            Next::Wait,
+            "deployed build 1 (aaaaaaaa…-p), generation 1; idle, next poll in 5m",
+            Some(0),
+        ),
+        (
+            "up to date learns the build id",
+            at('a', 3),
+            vec![polled(at('a', 3), build(7, 'a'))],
+            Next::Wait,
+            "deployed build 7 (aaaaaaaa…-p), generation 3; idle, next poll in 5m",
+            Some(0),
+        ),
+        (
+            "a failed poll backs off",
+            at('a', 3),
+            vec![Event::PollFailed("Hydra answered 500".into())],
+            Next::Wait,
+            "deployed aaaaaaaa…-p, generation 3; poll failed: Hydra answered 500; retrying in 30s",
+            Some(5),
+        ),
+        (
+            "failures in a row double the wait",
+            at('a', 3),
+            vec![
+                Event::PollFailed("x".into()),
+                Event::PollFailed("x".into()),
+                Event::PollFailed("y".into()),
+            ],
+            Next::Wait,
+            "deployed aaaaaaaa…-p, generation 3; poll failed: y; retrying in 2m",
+            Some(5),
+        ),
+        (
+            "a good poll ends the backoff",
+            at('a', 3),
+            vec![
+                Event::PollFailed("x".into()),
+                polled(at('a', 3), build(7, 'a')),
+            ],
+            Next::Wait,
+            "deployed build 7 (aaaaaaaa…-p), generation 3; idle, next poll in 5m",
+            Some(0),
+        ),
+        (
+            "a failed activation, rolled back: the old build id stays, the new one is bad",
+            at('a', 3),
+            vec![
+                polled(at('a', 3), build(7, 'a')),
+                polled(at('a', 3), build(8, 'b')),
+                failed(build(8, 'b'), at('a', 3), true),
+            ],
+            Next::Wait,
+            "deployed build 7 (aaaaaaaa…-p), generation 3; deploying build 8 failed: it broke; retrying in 30s",
+            Some(7),
+        ),
+        (
+            "the known-bad build is not deployed again, and that is no failure",
+            at('a', 3),
+            vec![
+                polled(at('a', 3), build(8, 'b')),
+                failed(build(8, 'b'), at('a', 3), true),
+                polled(at('a', 3), build(8, 'b')),
+            ],
+            Next::Wait,
+            "deployed aaaaaaaa…-p, generation 3; build 8 (/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-p) is known to be bad (activation failed: it broke); waiting for a newer build; next poll in 5m",
+            Some(7),
+        ),
+        (
+            "a newer build after a known-bad one is deployed",
+            at('a', 3),
+            vec![
+                polled(at('a', 3), build(8, 'b')),
+                failed(build(8, 'b'), at('a', 3), true),
+                polled(at('a', 3), build(9, 'c')),
+            ],
+            Next::Deploy(build(9, 'c')),
+            "deployed aaaaaaaa…-p, generation 3; deploying build 8 failed: it broke; retrying in 30s",
+            Some(7),
+        ),
+        (
+            "a profile left at the failed build (switching back failed) is not up to date",
+            at('a', 3),
+            vec![
+                polled(at('a', 3), build(8, 'b')),
+                failed(build(8, 'b'), at('b', 4), true),
+                polled(at('b', 4), build(8, 'b')),
+            ],
+            Next::Wait,
+            "deployed build 8 (bbbbbbbb…-p), generation 4; build 8 (/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-p) is known to be bad (activation failed: it broke); waiting for a newer build; next poll in 5m",
+            Some(7),
+        ),
+        (
+            "a failed download is retried: the build is not known-bad",
+            at('a', 3),
+            vec![
+                polled(at('a', 3), build(8, 'b')),
+                failed(build(8, 'b'), at('a', 3), false),
+                polled(at('a', 3), build(8, 'b')),
+            ],
+            Next::Deploy(build(8, 'b')),
+            "deployed aaaaaaaa…-p, generation 3; deploying build 8 failed: it broke; retrying in 30s",
+            Some(6),
+        ),
+        (
+            "a start-up activation failure stays in the status until a deployment succeeds",
+            at('a', 3),
+            vec![
+                Event::StartupActivation(Err("exit status 1".into())),
+                polled(at('a', 3), build(7, 'a')),
+            ],
+            Next::Wait,
+            "deployed build 7 (aaaaaaaa…-p), generation 3; idle, next poll in 5m (start-up activation failed: exit status 1)",
+            Some(0),
+        ),
+        (
+            "... and goes with one",
+            at('a', 3),
+            vec![
+                Event::StartupActivation(Err("exit status 1".into())),
+                polled(at('a', 3), build(8, 'b')),
+                deployed(build(8, 'b'), at('b', 4)),
+            ],
+            Next::Wait,
+            "deployed build 8 (bbbbbbbb…-p), generation 4; idle, next poll in 5m",
+            Some(0),
+        ),
+        (
+            "a manual rollback is kept, and the build rolled away from is not deployed again",
+            at('a', 3),
+            vec![
+                polled(at('a', 3), build(8, 'b')),
+                deployed(build(8, 'b'), at('b', 4)),
+                polled(at('a', 3), build(8, 'b')),
+            ],
+            Next::Wait,
+            "deployed aaaaaaaa…-p, generation 3; build 8 (/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-p) is known to be bad (rolled back by hand); waiting for a newer build; next poll in 5m",
+            Some(7),
+        ),
+        (
+            "after a manual rollback a newer build is deployed",
+            at('a', 3),
+            vec![
+                polled(at('a', 3), build(8, 'b')),
+                deployed(build(8, 'b'), at('b', 4)),
+                polled(at('a', 3), build(9, 'c')),
+            ],
+            Next::Deploy(build(9, 'c')),
+            "deployed aaaaaaaa…-p, generation 3; idle, next poll in 5m",
+            Some(0),
+        ),
+        (
+            "a rollback by hand to a build hail deployed before names its build id",
+            empty(),
+            vec![
+                polled(empty(), build(7, 'a')),
+                deployed(build(7, 'a'), at('a', 1)),
+                polled(at('a', 1), build(8, 'b')),
+                deployed(build(8, 'b'), at('b', 2)),
+                polled(at('a', 3), build(8, 'b')),
+            ],
+            Next::Wait,
+            "deployed build 7 (aaaaaaaa…-p), generation 3; build 8 (/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-p) is known to be bad (rolled back by hand); waiting for a newer build; next poll in 5m",
+            Some(7),
+        ),
+        (
+            "paused: polls, reports what it would deploy, changes nothing",
+            at('a', 3),
+            vec![
+                control(Request::Pause {
+                    reason: Some("maintenance".into()),
+                }),
+                polled(at('a', 3), build(8, 'b')),
+            ],
+            Next::Wait,
+            "deployed aaaaaaaa…-p, generation 3; paused: build 8 (bbbbbbbb…-p) waits; next poll in 5m (paused: maintenance)",
+            Some(8),
+        ),
+        (
+            "paused and up to date",
+            at('a', 3),
+            vec![
+                control(Request::Pause { reason: None }),
+                polled(at('a', 3), build(7, 'a')),
+            ],
+            Next::Wait,
+            "deployed build 7 (aaaaaaaa…-p), generation 3; paused; next poll in 5m",
+            Some(0),
+        ),
+        (
+            "resume polls at once",
+            at('a', 3),
+            vec![
+                control(Request::Pause { reason: None }),
+                control(Request::Resume),
+            ],
+            Next::PollNow,
+            "deployed aaaaaaaa…-p, generation 3; idle, next poll in 5m",
+            None,
+        ),
+        (
+            "retry forgets a known-bad build, which is then deployed",
+            at('a', 3),
+            vec![
+                polled(at('a', 3), build(8, 'b')),
+                failed(build(8, 'b'), at('a', 3), true),
+                control(Request::Retry { build_id: Some(8) }),
+                polled(at('a', 3), build(8, 'b')),
+            ],
+            Next::Deploy(build(8, 'b')),
+            "deployed aaaaaaaa…-p, generation 3; deploying build 8 failed: it broke; retrying in 30s",
+            Some(7),
+        ),
+        (
+            "retry of another build keeps this one bad",
+            at('a', 3),
+            vec![
+                polled(at('a', 3), build(8, 'b')),
+                failed(build(8, 'b'), at('a', 3), true),
+                control(Request::Retry { build_id: Some(5) }),
+                polled(at('a', 3), build(8, 'b')),
+            ],
+            Next::Wait,
+            "deployed aaaaaaaa…-p, generation 3; build 8 (/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-p) is known to be bad (activation failed: it broke); waiting for a newer build; next poll in 5m",
+            Some(7),
+        ),
+    ];
+    for (name, start, events, next, status, code) in cases {
+        let (s, got_next, got_status) = run(Record::default(), start, events);
+        assert_eq!(got_next, next, "{name}");
+        assert_eq!(got_status, status, "{name}");
+        assert_eq!(s.last_round().map(Round::exit_code), code, "{name}");
+    }
+}
+
+/// The record a state leaves behind, as the next process reads it.
+fn after(start: ProfileState, events: Vec<Event>) -> Record {
+    run(Record::default(), start, events).0.record().clone()
+}
+
+#[test]
+fn known_bad_builds_survive_a_restart() {
+    let record = after(
+        at('a', 3),
+        vec![
+            polled(at('a', 3), build(8, 'b')),
+            failed(build(8, 'b'), at('a', 3), true),
+        ],
+    );
+    let (_, next, _) = run(
+        record.clone(),
+        at('a', 3),
+        vec![polled(at('a', 3), build(8, 'b'))],
+    );
+    assert_eq!(next, Next::Wait);
+    let (_, next, _) = run(record, at('a', 3), vec![polled(at('a', 3), build(9, 'c'))]);
+    assert_eq!(next, Next::Deploy(build(9, 'c')));
+}
+
+#[test]
+fn a_manual_rollback_while_stopped_is_noticed_at_start() {
+    let record = after(
+        at('a', 3),
+        vec![
+            polled(at('a', 3), build(8, 'b')),
+            deployed(build(8, 'b'), at('b', 4)),
+        ],
+    );
+    let mut s = State::new(record, JOB, PROFILE, at('a', 3), minute(50));
+    assert_eq!(
+        s.take_notices(),
+        [Notice::ManualChange {
+            build_id: Some(8),
+            from: path('b').to_string(),
+            to: Some(path('a')),
+            generation: Some(3),
+        }]
+    );
+    let bad = &s.record().known_bad;
+    assert_eq!(bad.len(), 1);
+    assert_eq!(bad[0].build_id, Some(8));
+    assert_eq!(bad[0].reason, REASON_ROLLED_BACK_BY_HAND);
+    assert_eq!(bad[0].time, minute(50));
+    assert_eq!(
+        s.apply(minute(51), polled(at('a', 3), build(8, 'b'))),
+        Next::Wait
+    );
+}
+
+#[test]
+fn a_deployment_interrupted_after_its_switch_is_hails_own() {
+    let mut s = State::new(Record::default(), JOB, PROFILE, at('a', 3), minute(0));
+    assert_eq!(
+        s.apply(minute(1), polled(at('a', 3), build(8, 'b'))),
+        Next::Deploy(build(8, 'b'))
+    );
+    // The agent saves this record before it switches, then dies after the switch.
+    let record = s.record().clone();
+    assert!(record.deploying.is_some());
+    let mut s = State::new(record.clone(), JOB, PROFILE, at('b', 4), minute(2));
+    assert_eq!(s.take_notices(), []);
+    assert_eq!(s.record().deploying, None);
+    assert_eq!(s.record().deployed.as_ref().unwrap().build_id, Some(8));
+    // ... or before it: nothing happened.
+    let mut s = State::new(record, JOB, PROFILE, at('a', 3), minute(2));
+    assert_eq!(s.take_notices(), []);
+    assert_eq!(
+        s.record().deployed.as_ref().unwrap().store_path,
+        path('a').as_str()
+    );
+}
+
+#[test]
+fn another_profiles_record_is_not_taken_for_a_manual_change() {
+    let record = after(
+        empty(),
+        vec![
+            polled(empty(), build(8, 'b')),
+            deployed(build(8, 'b'), at('b', 1)),
+        ],
+    );
+    let mut s = State::new(
+        record,
+        JOB,
+        "/nix/var/nix/profiles/other",
+        at('a', 3),
+        minute(9),
+    );
+    assert_eq!(s.take_notices(), []);
+    assert!(s.record().known_bad.is_empty());
+    assert_eq!(s.record().profile, "/nix/var/nix/profiles/other");
+}
+
+#[test]
+fn history_counters_and_polls_are_recorded() {
+    let record = after(
+        at('a', 3),
+        vec![
+            Event::PollFailed("down".into()),
+            polled(at('a', 3), build(8, 'b')),
+            failed(build(8, 'b'), at('a', 3), true),
+            polled(at('a', 3), build(9, 'c')),
+            deployed(build(9, 'c'), at('c', 5)),
+        ],
+    );
+    assert_eq!(record.history.len(), 2);
+    assert_eq!(record.history[0].build_id, 9);
+    assert_eq!(record.history[0].result, DeploymentResult::Deployed);
+    assert_eq!(record.history[1].result, DeploymentResult::ActivationFailed);
+    assert_eq!(record.last_deployment, Some(record.history[0].clone()));
+    assert_eq!(record.counters.polls_ok, 2);
+    assert_eq!(record.counters.polls_failed, 1);
+    assert_eq!(record.counters.deployments_deployed, 1);
+    assert_eq!(record.counters.deployments_activation_failed, 1);
+    assert_eq!(record.counters.last_deployment_success, Some(minute(5)));
+    assert_eq!(record.latest.as_ref().unwrap().build_id, 9);
+    let poll = record.last_poll.as_ref().unwrap();
+    assert!(poll.ok && poll.time == minute(4));
+    assert_eq!(record.consecutive_failures, 0);
+    assert_eq!(record.next_poll, Some(minute(105)));
+}
+
+#[test]
+fn lists_are_bounded() {
+    let mut s = State::new(Record::default(), JOB, PROFILE, at('a', 1), minute(0));
+    for id in 0..(record::MAX_KNOWN_BAD as u64 + 5) {
+        let b = Build {
+            id,
+            path: StorePath::parse(&format!("/nix/store/{:0>32}-p", id)).unwrap(),
+        };
+        s.apply(minute(1), polled(at('a', 1), b.clone()));
+        s.apply(minute(1), failed(b, at('a', 1), true));
+    }
+    let r = s.record();
+    assert_eq!(r.known_bad.len(), record::MAX_KNOWN_BAD);
+    assert_eq!(r.known_bad[0].build_id, Some(5), "the oldest go first");
+    assert_eq!(r.history.len(), record::MAX_HISTORY);
+}
+
+#[test]
+fn activities() {
+    let s = State::new(Record::default(), JOB, PROFILE, at('a', 3), minute(0));
+    let b = build(8, 'b');
+    let line = |a| s.status_line(a);
+    assert_eq!(
+        line(Activity::Starting),
+        "deployed aaaaaaaa…-p, generation 3; starting"
+    );
+    assert_eq!(
+        line(Activity::Deploying(&b)),
+        "deployed aaaaaaaa…-p, generation 3; deploying build 8 (bbbbbbbb…-p)"
+    );
+    assert_eq!(
+        line(Activity::Polling),
+        "deployed aaaaaaaa…-p, generation 3; polling Hydra"
+    );
+    let unnumbered = ProfileState {
+        current: Some(path('a')),
+        generation: None,
+    };
+    assert_eq!(
+        State::new(Record::default(), JOB, PROFILE, unnumbered, minute(0))
+            .status_line(Activity::Stopping),
+        "deployed aaaaaaaa…-p, generation ?; stopping"
+    );
+}
+
+#[test]
+fn failures_never_overflow() {
+    let mut s = State::new(Record::default(), JOB, PROFILE, empty(), minute(0));
+    s.record.consecutive_failures = u32::MAX;
+    s.apply(minute(1), Event::PollFailed("x".into()));
+    assert_eq!(
+        s.schedule(minute(1), Duration::from_secs(1), 0),
+        decide::BACKOFF_CAP
+    );
+}
