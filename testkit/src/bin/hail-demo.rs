@@ -3,7 +3,9 @@
 //! It builds versions of a small profile with Nix, publishes them to a signed binary cache and
 //! a Hydra-compatible server on 127.0.0.1, and lets the real `hail` binary deploy them:
 //! a first deployment, a new build picked up by the running service, a build whose activation
-//! fails (hail puts the previous generation back), and an unsigned build (Nix refuses it).
+//! fails (hail puts the previous generation back and remembers the build), `hail status`, an
+//! unsigned build (Nix refuses it), an operator's rollback (hail keeps it), pause and resume,
+//! and the metrics file.
 //!
 //! Usage: hail-demo PATH-TO-HAIL
 
@@ -55,13 +57,10 @@ fn main() {
     say(&format!("job    {job}  (latest = build {b1})"));
 
     let nix_config = cache.nix_config();
-    let run = |extra: &[&str]| -> Command {
+    let metrics = work.path().join("hail.prom");
+    let bare = |args: &[&str]| -> Command {
         let mut c = Command::new(&hail);
-        c.arg("--profile")
-            .arg(&profile)
-            .arg("--job-uri")
-            .arg(&job)
-            .args(extra);
+        c.args(args);
         c.env("NIX_CONFIG", &nix_config)
             .env("HOME", &home)
             .env("XDG_CACHE_HOME", home.join("cache"))
@@ -69,6 +68,21 @@ fn main() {
             .env_remove("NOTIFY_SOCKET")
             .stdin(Stdio::null());
         c
+    };
+    let run = |extra: &[&str]| -> Command {
+        let mut c = bare(&["--profile", profile.to_str().unwrap(), "--job-uri", &job]);
+        c.args(extra);
+        c
+    };
+    // `hail status`, `pause`, `resume` for this demo's agent, found by its profile.
+    let control = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--profile", profile.to_str().unwrap()]);
+        say(&format!("$ hail {}", all.join(" ")));
+        let out = bare(&all).output().expect("run hail");
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            say(&format!("  {line}"));
+        }
     };
 
     step("3. hail --oneshot: poll, realise from the cache, switch the profile, activate");
@@ -78,9 +92,16 @@ fn main() {
     say(&format!("activation wrote: {}", last_line(&marker)));
     assert_eq!(code, Some(0), "the first deployment failed");
 
-    step("4. hail as a service (poll every 2s); Hydra finishes build v2");
-    show_command(&profile, &job, "--poll-period 2s");
-    let mut service = run(&["--poll-period", "2s"]).spawn().expect("start hail");
+    step("4. hail as a service (poll every 2s, metrics to a file); Hydra finishes build v2");
+    let metrics_arg = metrics.to_str().unwrap();
+    show_command(
+        &profile,
+        &job,
+        &format!("--poll-period 2s --metrics-file {metrics_arg}"),
+    );
+    let mut service = run(&["--poll-period", "2s", "--metrics-file", metrics_arg])
+        .spawn()
+        .expect("start hail");
     wait_for(
         || activations(&marker) >= 2,
         "the start-up activation",
@@ -111,6 +132,8 @@ fn main() {
         &mut service,
     );
     say(&describe(&profile));
+    say("build 3 is known-bad now: no hail deploys it again, also after a restart");
+    control(&["status"]);
 
     step("6. An unsigned build: Nix refuses it, the profile stays where it is");
     let v4 = cache.publish_unsigned(&ProfileSpec::new("4-unsigned", &marker));
@@ -133,7 +156,52 @@ fn main() {
         "the unsigned build was deployed"
     );
 
-    step("7. SIGTERM: hail stops cleanly");
+    step("7. An operator rolls back by hand: hail keeps the operator's choice");
+    say(&format!("$ nix-env --profile {} --rollback", profile.display()));
+    let rolled = Command::new("nix-env")
+        .arg("--profile")
+        .arg(&profile)
+        .arg("--rollback")
+        .env("HOME", &home)
+        .status()
+        .expect("run nix-env");
+    assert!(rolled.success(), "nix-env --rollback failed");
+    let polls = hydra.requests().len();
+    wait_for(
+        || hydra.requests().len() >= polls + 2,
+        "hail to look again",
+        &mut service,
+    );
+    say(&describe(&profile));
+    assert_eq!(current(&profile), v1.out_path, "hail undid the rollback");
+
+    step("8. Pause, a new build, resume");
+    control(&["pause", "--reason", "demo maintenance"]);
+    let v5 = cache.publish(&ProfileSpec::new("5", &marker));
+    let b5 = hydra.add_build(BuildSpec::succeeded(&v5.out_path));
+    say(&format!("Hydra: build {b5} succeeded; hail sees it but waits"));
+    let polls = hydra.requests().len();
+    wait_for(
+        || hydra.requests().len() >= polls + 2,
+        "hail to poll while paused",
+        &mut service,
+    );
+    say(&describe(&profile));
+    control(&["resume"]);
+    wait_for(
+        || current(&profile) == v5.out_path,
+        "build 5 to be deployed",
+        &mut service,
+    );
+    say(&describe(&profile));
+
+    step("9. The metrics file, for node_exporter's textfile collector");
+    let text = std::fs::read_to_string(&metrics).unwrap_or_default();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        say(line);
+    }
+
+    step("10. SIGTERM: hail stops cleanly");
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(service.id() as i32, libc::SIGTERM) };
     let status = service.wait().expect("wait for hail");
