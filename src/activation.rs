@@ -9,6 +9,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use crate::process::CommandLine;
 use crate::systemd::{self, Watchdog};
 
 /// How long a running activation may go on once hail is asked to stop.
@@ -41,18 +42,20 @@ pub fn exists(script: &Path) -> bool {
     script.is_file()
 }
 
-/// Runs `script` (no arguments), bounded by `timeout`, cut short to `STOP_GRACE` once `stop`
-/// turns true. Each output line is passed to `on_line`.
+/// Runs `cmd` (a profile's `bin/activate`, or a health check) with `env` added, bounded by
+/// `timeout`, cut short to `STOP_GRACE` once `stop` turns true. Each output line is passed to
+/// `on_line`.
 pub async fn run(
-    script: &Path,
+    cmd: &CommandLine,
+    env: &[(&str, String)],
     timeout: Duration,
     watchdog: &Watchdog,
     stop: &mut watch::Receiver<bool>,
     mut on_line: impl FnMut(&str),
 ) -> Result<(), ActivationError> {
-    let name = script.display().to_string();
-    let mut cmd = tokio::process::Command::new(script);
-    cmd.stdin(Stdio::null())
+    let name = cmd.display();
+    let mut cmd = tokio::process::Command::from(cmd.command());
+    cmd.envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     // Its own process group, so a timeout can end everything it started.

@@ -3,8 +3,34 @@
 
 use std::time::Duration;
 
+use jiff::Timestamp;
+
 use crate::store_path::StorePath;
 use crate::types::Build;
+
+/// What the operator decided about deploying (the command line), as the decision needs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Deploy a build with a lower id than the deployed one (`--allow-downgrade`).
+    pub allow_downgrade: bool,
+    /// A build is deployed only once Hydra finished it this long ago (`--min-build-age`).
+    pub min_build_age: Duration,
+    /// This host's own delay within the fleet's rollout window (from `--rollout-spread`).
+    pub rollout_delay: Duration,
+}
+
+/// What hail knows when Hydra names a build.
+#[derive(Debug, Clone, Copy)]
+pub struct Situation<'a> {
+    /// What the profile points at.
+    pub current: Option<&'a StorePath>,
+    /// The Hydra build id of what is deployed, when known.
+    pub deployed_build: Option<u64>,
+    pub paused: bool,
+    pub now: Timestamp,
+    /// When hail first saw the build (its age when Hydra does not say when it finished).
+    pub first_seen: Timestamp,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
@@ -14,28 +40,86 @@ pub enum Decision {
     Deploy,
     /// The latest build is known to be bad: keep what is deployed, wait for a new one.
     SkipKnownBad,
-    /// The latest build would be deployed, but hail is paused.
-    Paused,
+    /// The latest build is not deployed now.
+    Hold(Hold),
 }
 
-/// `current`: what the profile points at; `known_bad`: whether a path must not be deployed;
-/// `latest`: Hydra's latest successful build.
+/// Why a build waits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hold {
+    Paused,
+    /// Its id is lower than the deployed build's (builds were deleted, or a gate fell back).
+    Downgrade {
+        deployed: u64,
+    },
+    /// Younger than `--min-build-age` until then.
+    TooYoung {
+        until: Timestamp,
+    },
+    /// This host's rollout slot comes then.
+    RolloutSlot {
+        until: Timestamp,
+    },
+}
+
+impl Hold {
+    /// When the build becomes eligible by itself, if it will.
+    pub fn until(&self) -> Option<Timestamp> {
+        match self {
+            Hold::TooYoung { until } | Hold::RolloutSlot { until } => Some(*until),
+            Hold::Paused | Hold::Downgrade { .. } => None,
+        }
+    }
+}
+
+/// Whether to deploy Hydra's `latest` build. `known_bad` says whether a path must not be deployed.
 pub fn decide(
-    current: Option<&StorePath>,
+    s: &Situation,
+    policy: &Policy,
     known_bad: impl Fn(&StorePath) -> bool,
-    paused: bool,
     latest: &Build,
 ) -> Decision {
     if known_bad(&latest.path) {
         // Even when the profile still points at it (switching back failed): it never activated.
-        Decision::SkipKnownBad
-    } else if current == Some(&latest.path) {
-        Decision::UpToDate
-    } else if paused {
-        Decision::Paused
-    } else {
-        Decision::Deploy
+        return Decision::SkipKnownBad;
     }
+    if s.current == Some(&latest.path) {
+        return Decision::UpToDate;
+    }
+    if let Some(deployed) = s
+        .deployed_build
+        .filter(|d| latest.id < *d && !policy.allow_downgrade)
+    {
+        return Decision::Hold(Hold::Downgrade { deployed });
+    }
+    let finished = latest.finished_at.unwrap_or(s.first_seen);
+    let old_enough = add(finished, policy.min_build_age);
+    if s.now < old_enough {
+        return Decision::Hold(Hold::TooYoung { until: old_enough });
+    }
+    let slot = add(old_enough, policy.rollout_delay);
+    if s.now < slot {
+        return Decision::Hold(Hold::RolloutSlot { until: slot });
+    }
+    if s.paused {
+        return Decision::Hold(Hold::Paused);
+    }
+    Decision::Deploy
+}
+
+fn add(t: Timestamp, d: Duration) -> Timestamp {
+    t.checked_add(d).unwrap_or(Timestamp::MAX)
+}
+
+/// This host's delay in a rollout window of `spread`: fixed for a host and a job (from `key`,
+/// the machine id or `--rollout-key`), spread evenly over [0, spread) across a fleet.
+pub fn rollout_delay(key: &str, job: &str, spread: Duration) -> Duration {
+    if spread.is_zero() {
+        return Duration::ZERO;
+    }
+    let h = crate::hash::spread(format!("{key}\n{job}").as_bytes());
+    let nanos = spread.as_nanos();
+    Duration::from_nanos(((u128::from(h) * nanos) >> 64) as u64)
 }
 
 /// The generations to delete so that the newest `keep` remain (0 keeps all), never `current` nor
@@ -100,14 +184,25 @@ mod tests {
     }
 
     fn build(c: char) -> Build {
-        Build {
-            id: 1,
-            path: path(c),
+        Build::new(1, path(c))
+    }
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + s).unwrap()
+    }
+
+    fn at(current: Option<&StorePath>) -> Situation<'_> {
+        Situation {
+            current,
+            deployed_build: None,
+            paused: false,
+            now: t(0),
+            first_seen: t(0),
         }
     }
 
     fn decide(current: Option<&StorePath>, bad: Option<&StorePath>, latest: &Build) -> Decision {
-        super::decide(current, |p| Some(p) == bad, false, latest)
+        super::decide(&at(current), &Policy::default(), |p| Some(p) == bad, latest)
     }
 
     #[test]
@@ -141,12 +236,101 @@ mod tests {
     #[test]
     fn pause_holds_back_a_deployment_only() {
         fn paused(current: Option<&StorePath>, latest: &Build) -> Decision {
-            super::decide(current, |p| *p == path('a'), true, latest)
+            let s = Situation {
+                paused: true,
+                ..at(current)
+            };
+            super::decide(&s, &Policy::default(), |p| *p == path('a'), latest)
         }
         let b = path('b');
-        assert_eq!(paused(None, &build('b')), Decision::Paused);
+        assert_eq!(paused(None, &build('b')), Decision::Hold(Hold::Paused));
         assert_eq!(paused(Some(&b), &build('b')), Decision::UpToDate);
         assert_eq!(paused(Some(&b), &build('a')), Decision::SkipKnownBad);
+    }
+
+    #[test]
+    fn no_downgrades_unless_allowed() {
+        let a = path('a');
+        let s = Situation {
+            deployed_build: Some(10),
+            ..at(Some(&a))
+        };
+        let older = Build::new(9, path('b'));
+        let newer = Build::new(11, path('b'));
+        let never = |_: &StorePath| false;
+        let policy = Policy::default();
+        assert_eq!(
+            super::decide(&s, &policy, never, &older),
+            Decision::Hold(Hold::Downgrade { deployed: 10 })
+        );
+        assert_eq!(super::decide(&s, &policy, never, &newer), Decision::Deploy);
+        let allow = Policy {
+            allow_downgrade: true,
+            ..Policy::default()
+        };
+        assert_eq!(super::decide(&s, &allow, never, &older), Decision::Deploy);
+    }
+
+    #[test]
+    fn age_and_rollout_slot_with_an_injected_clock() {
+        let hour = Duration::from_secs(3600);
+        let policy = Policy {
+            min_build_age: hour,
+            rollout_delay: Duration::from_secs(600),
+            ..Policy::default()
+        };
+        let b = Build {
+            finished_at: Some(t(0)),
+            ..build('b')
+        };
+        let never = |_: &StorePath| false;
+        let when = |now| Situation { now, ..at(None) };
+        let cases = [
+            (t(0), Decision::Hold(Hold::TooYoung { until: t(3600) })),
+            (t(3599), Decision::Hold(Hold::TooYoung { until: t(3600) })),
+            (
+                t(3600),
+                Decision::Hold(Hold::RolloutSlot { until: t(4200) }),
+            ),
+            (
+                t(4199),
+                Decision::Hold(Hold::RolloutSlot { until: t(4200) }),
+            ),
+            (t(4200), Decision::Deploy),
+        ];
+        for (now, want) in cases {
+            assert_eq!(super::decide(&when(now), &policy, never, &b), want, "{now}");
+        }
+        // Without Hydra's stoptime, the age counts from when hail first saw the build.
+        let unknown = build('b');
+        let s = Situation {
+            first_seen: t(100),
+            ..when(t(3650))
+        };
+        assert_eq!(
+            super::decide(&s, &policy, never, &unknown),
+            Decision::Hold(Hold::TooYoung { until: t(3700) })
+        );
+    }
+
+    #[test]
+    fn rollout_delays_are_fixed_per_host_and_spread_over_the_window() {
+        let window = Duration::from_secs(3600);
+        let a = rollout_delay("machine-a", "http://h/job/p/j/x", window);
+        assert_eq!(a, rollout_delay("machine-a", "http://h/job/p/j/x", window));
+        assert_ne!(a, rollout_delay("machine-a", "http://h/job/p/j/y", window));
+        assert_eq!(
+            rollout_delay("machine-a", "x", Duration::ZERO),
+            Duration::ZERO
+        );
+        // 1000 hosts: every delay inside the window, and each tenth of it holds some.
+        let mut tenths = [0; 10];
+        for i in 0..1000 {
+            let d = rollout_delay(&format!("machine-{i}"), "job", window);
+            assert!(d < window);
+            tenths[(d.as_secs() / 360) as usize] += 1;
+        }
+        assert!(tenths.iter().all(|n| (50..=150).contains(n)), "{tenths:?}");
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! One deployment: realise, switch, activate, and put the previous generation back when the
-//! activation fails.
+//! One deployment: realise, switch, activate, check its health, and put the previous generation
+//! back when the activation or a health check fails.
 
 use std::fmt;
 use std::time::Duration;
@@ -7,16 +7,20 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::activation::{self, ActivationError};
+use crate::cli::HealthChecks;
 use crate::format;
+use crate::health::{self, HealthError};
 use crate::nix::{self, NixError};
+use crate::process::CommandLine;
 use crate::profile::{Profile, ProfileError};
 use crate::store_path::StorePath;
 use crate::systemd::Watchdog;
 use crate::types::{Build, ProfileState};
 
-pub struct Limits {
+pub struct Limits<'a> {
     pub realise: Duration,
     pub activation: Duration,
+    pub health: &'a HealthChecks,
 }
 
 /// Bound on `nix-env --set` / `--switch-generation`: they only write symlinks.
@@ -37,6 +41,19 @@ pub enum DeployError {
         path: StorePath,
         source: ActivationError,
         rollback: Rollback,
+    },
+    #[error("health check of {path} failed: {source}; {rollback}")]
+    HealthCheck {
+        path: StorePath,
+        source: HealthError,
+        rollback: Rollback,
+    },
+    /// Stopped while health checks ran: the new generation stays, and is checked at the next
+    /// start.
+    #[error("hail is stopping; {path} stays deployed, unchecked: {source}")]
+    Unchecked {
+        path: StorePath,
+        source: HealthError,
     },
 }
 
@@ -102,7 +119,7 @@ pub struct Deployment {
 pub async fn deploy(
     profile: &Profile,
     build: &Build,
-    limits: &Limits,
+    limits: &Limits<'_>,
     watchdog: &Watchdog,
     stop: &mut watch::Receiver<bool>,
 ) -> Deployment {
@@ -124,7 +141,7 @@ async fn realise_switch_activate(
     profile: &Profile,
     before: &ProfileState,
     build: &Build,
-    limits: &Limits,
+    limits: &Limits<'_>,
     watchdog: &Watchdog,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<ProfileState, DeployError> {
@@ -175,17 +192,131 @@ async fn realise_switch_activate(
         format::generation(after.generation),
     );
 
-    match activate(profile, id, limits.activation, watchdog, stop).await {
+    if let Err(source) = activate(profile, id, limits.activation, watchdog, stop).await {
+        let rollback = roll_back(profile, id, before, limits, watchdog, stop).await;
+        return Err(DeployError::Activation {
+            path: path.clone(),
+            source,
+            rollback,
+        });
+    }
+    match check_health(
+        profile,
+        build,
+        after.generation,
+        limits.health,
+        watchdog,
+        stop,
+    )
+    .await
+    {
         Ok(()) => Ok(after),
+        Err(source @ HealthError::Stopped { .. }) => Err(DeployError::Unchecked {
+            path: path.clone(),
+            source,
+        }),
         Err(source) => {
             let rollback = roll_back(profile, id, before, limits, watchdog, stop).await;
-            Err(DeployError::Activation {
+            Err(DeployError::HealthCheck {
                 path: path.clone(),
                 source,
                 rollback,
             })
         }
     }
+}
+
+/// Checks the health of what the profile points at now: a build the last hail switched to but
+/// did not see through. A check that does not pass puts the generation before it back (or
+/// removes a first one), as a deployment would.
+pub async fn recheck(
+    profile: &Profile,
+    build: &Build,
+    limits: &Limits<'_>,
+    watchdog: &Watchdog,
+    stop: &mut watch::Receiver<bool>,
+) -> Deployment {
+    let now = profile.state().unwrap_or_default();
+    let checked = check_health(
+        profile,
+        build,
+        now.generation,
+        limits.health,
+        watchdog,
+        stop,
+    )
+    .await;
+    let result = match checked {
+        Ok(()) => Ok(()),
+        Err(source @ HealthError::Stopped { .. }) => Err(DeployError::Unchecked {
+            path: build.path.clone(),
+            source,
+        }),
+        Err(source) => {
+            let before = profile.before(now.generation);
+            let rollback =
+                roll_back(profile, Some(build.id), &before, limits, watchdog, stop).await;
+            Err(DeployError::HealthCheck {
+                path: build.path.clone(),
+                source,
+                rollback,
+            })
+        }
+    };
+    Deployment {
+        profile: profile.state().unwrap_or(now),
+        result,
+    }
+}
+
+/// Runs the profile's `bin/health-check` (if it has one) and `--health-check` (if given) until
+/// each passes; they learn what was deployed from `HAIL_*` variables.
+pub async fn check_health(
+    profile: &Profile,
+    build: &Build,
+    generation: Option<u64>,
+    health: &HealthChecks,
+    watchdog: &Watchdog,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), HealthError> {
+    let own = profile.health_check_script();
+    let checks: Vec<CommandLine> = activation::exists(&own)
+        .then(|| CommandLine::new(&own))
+        .into_iter()
+        .chain(
+            health
+                .command
+                .as_ref()
+                .map(|words| CommandLine::new(&words[0]).args(&words[1..])),
+        )
+        .collect();
+    if checks.is_empty() {
+        return Ok(());
+    }
+    let env = [
+        ("HAIL_BUILD_ID", build.id.to_string()),
+        ("HAIL_STORE_PATH", build.path.to_string()),
+        ("HAIL_PROFILE", profile.path().display().to_string()),
+        ("HAIL_GENERATION", format::generation(generation)),
+    ];
+    let schedule = health::Schedule {
+        interval: health.interval,
+        timeout: health.timeout,
+    };
+    tracing::info!(
+        hail.event = "health-check",
+        hail.build_id = build.id,
+        "checking the health of build {}",
+        build.id
+    );
+    health::check(&checks, &env, &schedule, watchdog, stop, |line| {
+        tracing::info!(
+            hail.event = "health-check-output",
+            hail.build_id = build.id,
+            "health-check: {line}"
+        );
+    })
+    .await
 }
 
 /// Runs the profile's `bin/activate`, forwarding its output to the log (with `build_id` when it
@@ -207,13 +338,20 @@ pub async fn activate(
         );
         return Ok(());
     }
-    activation::run(&script, timeout, watchdog, stop, |line| {
-        tracing::info!(
-            hail.event = "activation-output",
-            hail.build_id = build_id,
-            "activate: {line}"
-        );
-    })
+    activation::run(
+        &CommandLine::new(&script),
+        &[],
+        timeout,
+        watchdog,
+        stop,
+        |line| {
+            tracing::info!(
+                hail.event = "activation-output",
+                hail.build_id = build_id,
+                "activate: {line}"
+            );
+        },
+    )
     .await
 }
 
@@ -252,7 +390,7 @@ async fn roll_back(
     profile: &Profile,
     failed_build: Option<u64>,
     before: &ProfileState,
-    limits: &Limits,
+    limits: &Limits<'_>,
     watchdog: &Watchdog,
     stop: &mut watch::Receiver<bool>,
 ) -> Rollback {

@@ -14,6 +14,8 @@ pub mod control;
 pub mod decide;
 pub mod deploy;
 pub mod format;
+pub mod hash;
+pub mod health;
 pub mod hydra;
 pub mod logging;
 pub mod manager;

@@ -104,6 +104,7 @@ pub fn render(record: &Record) -> String {
     for (label, n) in [
         ("deployed", c.deployments_deployed),
         ("activation-failed", c.deployments_activation_failed),
+        ("health-check-failed", c.deployments_health_check_failed),
         ("failed", c.deployments_failed),
     ] {
         deployments.with_label_values(&[label]).inc_by(n);

@@ -60,7 +60,7 @@ impl CommandLine {
     }
 
     /// The command with nothing on its stdin: nobody answers a question it asks.
-    fn command(&self) -> std::process::Command {
+    pub(crate) fn command(&self) -> std::process::Command {
         let mut command = std::process::Command::new(&self.program);
         command.args(&self.args).stdin(Stdio::null());
         command

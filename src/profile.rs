@@ -58,6 +58,10 @@ impl Profile {
         self.path.join("bin/activate")
     }
 
+    pub fn health_check_script(&self) -> PathBuf {
+        self.path.join("bin/health-check")
+    }
+
     /// The profile's path with `suffix` appended: a file beside it.
     fn sibling(&self, suffix: &str) -> PathBuf {
         let mut s = self.path.clone().into_os_string();
@@ -133,6 +137,23 @@ impl Profile {
             .filter_map(|e| e.ok())
             .filter_map(|e| self.generation_of(e.file_name().to_str()?))
             .collect())
+    }
+
+    /// What the profile was before `generation`: the newest generation below it (what
+    /// `nix-env --rollback` returns to), or no profile at all.
+    pub fn before(&self, generation: Option<u64>) -> ProfileState {
+        let previous = generation.and_then(|g| {
+            let all = self.generations().ok()?;
+            all.into_iter().filter(|n| *n < g).max()
+        });
+        let current = previous.and_then(|g| {
+            let target = std::fs::canonicalize(self.generation_link(g)).ok()?;
+            StorePath::parse(&target.to_string_lossy()).ok()
+        });
+        ProfileState {
+            current,
+            generation: previous,
+        }
     }
 
     /// Deletes generation links, as `nix-env --delete-generations` does (their store paths

@@ -26,9 +26,11 @@ pub struct Record {
     /// at its next start that the profile moved by its own hand, not an operator's.
     #[serde(default)]
     pub deploying: Option<BuildRef>,
-    /// What Hydra offered at the last poll that got an answer.
+    /// What Hydra offered at the last poll that got an answer, and since when.
     #[serde(default)]
     pub latest: Option<BuildRef>,
+    #[serde(default)]
+    pub latest_since: Option<Timestamp>,
     #[serde(default)]
     pub last_poll: Option<Poll>,
     #[serde(default)]
@@ -61,6 +63,7 @@ impl Default for Record {
             deployed: None,
             deploying: None,
             latest: None,
+            latest_since: None,
             last_poll: None,
             last_deployment: None,
             known_bad: Vec::new(),
@@ -113,6 +116,8 @@ pub enum DeploymentResult {
     Deployed,
     /// `bin/activate` failed; the profile was switched back.
     ActivationFailed,
+    /// A health check did not pass in time; the profile was switched back.
+    HealthCheckFailed,
     /// Fetching or switching failed; the profile is untouched.
     Failed,
 }
@@ -123,6 +128,7 @@ impl DeploymentResult {
         match self {
             DeploymentResult::Deployed => "deployed",
             DeploymentResult::ActivationFailed => "activation-failed",
+            DeploymentResult::HealthCheckFailed => "health-check-failed",
             DeploymentResult::Failed => "failed",
         }
     }
@@ -146,6 +152,8 @@ pub struct Counters {
     pub polls_failed: u64,
     pub deployments_deployed: u64,
     pub deployments_activation_failed: u64,
+    #[serde(default)]
+    pub deployments_health_check_failed: u64,
     pub deployments_failed: u64,
     /// When a poll last succeeded, and a deployment.
     pub last_poll_success: Option<Timestamp>,

@@ -8,13 +8,16 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::decide::{self, Decision};
+use crate::decide::{self, Decision, Hold, Policy, Situation};
 use crate::format;
 use crate::record::{
     self, BuildRef, Deployed, DeploymentRecord, DeploymentResult, KnownBad, Poll, Record,
 };
 use crate::store_path::StorePath;
 use crate::types::{Build, ProfileState};
+
+/// The shortest wait between polls (a rollout slot due now still waits this long).
+const MIN_WAIT: Duration = Duration::from_secs(1);
 
 /// Why a build is known-bad, as `hail status` and the journal say it.
 pub const REASON_ROLLED_BACK_BY_HAND: &str = "rolled back by hand";
@@ -23,6 +26,8 @@ pub const REASON_ROLLED_BACK_BY_HAND: &str = "rolled back by hand";
 pub struct State {
     /// What survives a restart.
     record: Record,
+    /// The operator's rules for what may be deployed when.
+    policy: Policy,
     /// What the profile points at, as last seen.
     profile: ProfileState,
     /// Why the start-up activation failed; shown until a deployment succeeds.
@@ -31,6 +36,9 @@ pub struct State {
     last: Option<Round>,
     /// What the agent should log, in order; taken with [`State::take_notices`].
     notices: Vec<Notice>,
+    /// A build the last hail switched to but did not see through (stopped during its activation
+    /// or health checks): its health is checked at start-up.
+    unchecked: Option<BuildRef>,
 }
 
 /// What the effects report, and what operators ask for.
@@ -58,10 +66,12 @@ pub enum Event {
 /// Why a deployment failed, as the core needs to know it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeployFailure {
-    /// The build's activation failed (so the build is known-bad), rather than fetching or
-    /// switching to it.
-    pub activation: bool,
+    /// How: a failed activation or health check makes the build known-bad (for `reason`); a
+    /// failed download or switch is tried again.
+    pub result: DeploymentResult,
     pub message: String,
+    /// Why the build is known-bad now, in a few words (`activation failed: …`).
+    pub reason: String,
 }
 
 /// An operator's request, carried from a control command to the agent.
@@ -116,10 +126,13 @@ pub enum Round {
         path: StorePath,
         reason: String,
     },
-    /// Hydra's latest build would be deployed, but hail is paused.
-    Paused {
+    /// Hydra's latest build is not deployed now: paused, a downgrade, too young, or this host's
+    /// rollout slot has not come (`wait`: how long until it does, when it will by itself).
+    Held {
         id: u64,
         path: StorePath,
+        why: Hold,
+        wait: Option<Duration>,
     },
     PollFailed(String),
     DeployFailed {
@@ -134,9 +147,9 @@ impl Round {
         match self {
             Round::UpToDate | Round::Deployed => 0,
             Round::PollFailed(_) => 5,
-            Round::DeployFailed { failure, .. } if !failure.activation => 6,
+            Round::DeployFailed { failure, .. } if failure.result == DeploymentResult::Failed => 6,
             Round::KnownBad { .. } | Round::DeployFailed { .. } => 7,
-            Round::Paused { .. } => 8,
+            Round::Held { .. } => 8,
         }
     }
 
@@ -154,8 +167,27 @@ impl fmt::Display for Round {
                 f,
                 "build {id} ({path}) is known to be bad ({reason}); waiting for a newer build"
             ),
-            Round::Paused { id, path } => {
-                write!(f, "paused: build {id} ({}) waits", path.short())
+            Round::Held {
+                id,
+                path,
+                why,
+                wait,
+            } => {
+                let wait = wait.map(format::duration).unwrap_or_default();
+                match why {
+                    Hold::Paused => write!(f, "paused: build {id} ({}) waits", path.short()),
+                    Hold::Downgrade { deployed } => write!(
+                        f,
+                        "build {id} is older than the deployed build {deployed}; not \
+                         downgrading (--allow-downgrade allows it)"
+                    ),
+                    Hold::TooYoung { .. } => {
+                        write!(f, "build {id} waits until it is old enough (in {wait})")
+                    }
+                    Hold::RolloutSlot { .. } => {
+                        write!(f, "build {id} waits for its rollout slot (in {wait})")
+                    }
+                }
             }
             Round::PollFailed(e) => write!(f, "poll failed: {e}"),
             Round::DeployFailed { id, failure } => {
@@ -183,6 +215,7 @@ impl State {
     /// while hail was stopped is noticed.
     pub fn new(
         mut record: Record,
+        policy: Policy,
         job: &str,
         profile_path: &str,
         profile: ProfileState,
@@ -195,10 +228,12 @@ impl State {
         }
         record.job = job.to_owned();
         record.profile = profile_path.to_owned();
+        let mut unchecked = None;
         if let Some(b) = record.deploying.take() {
             // The last hail switched to it (its activation may not have run: the start-up
             // activation runs it now).
             if profile.current.as_ref().map(StorePath::as_str) == Some(b.store_path.as_str()) {
+                unchecked = Some(b.clone());
                 record.deployed = Some(Deployed {
                     build_id: Some(b.build_id),
                     store_path: b.store_path,
@@ -208,7 +243,9 @@ impl State {
             }
         }
         let mut state = State {
+            unchecked,
             record,
+            policy,
             profile: ProfileState::default(),
             startup_failure: None,
             last: None,
@@ -229,6 +266,11 @@ impl State {
     /// How the last round ended.
     pub fn last_round(&self) -> Option<&Round> {
         self.last.as_ref()
+    }
+
+    /// The build to check at start-up (see [`State::new`]), once.
+    pub fn take_unchecked(&mut self) -> Option<BuildRef> {
+        self.unchecked.take()
     }
 
     pub fn take_notices(&mut self) -> Vec<Notice> {
@@ -258,9 +300,13 @@ impl State {
                 });
                 self.record.counters.polls_ok += 1;
                 self.record.counters.last_poll_success = Some(now);
-                self.record.latest = Some(build_ref(&latest));
+                let latest_ref = build_ref(&latest);
+                if self.record.latest.as_ref() != Some(&latest_ref) {
+                    self.record.latest = Some(latest_ref);
+                    self.record.latest_since = Some(now);
+                }
                 self.see(profile, now);
-                self.decide(latest)
+                self.decide(now, latest)
             }
             Event::Deployed {
                 build,
@@ -274,10 +320,18 @@ impl State {
     /// How long to wait before the next poll: the period, or a growing backoff after failures,
     /// plus jitter from `entropy`. The time of the next poll goes into the record.
     pub fn schedule(&mut self, now: Timestamp, period: Duration, entropy: u64) -> Duration {
-        let wait = decide::with_jitter(
+        let mut wait = decide::with_jitter(
             decide::next_wait(period, self.record.consecutive_failures),
             entropy,
         );
+        // A build that becomes eligible by itself is deployed when it does, not a poll later.
+        if let Some(Round::Held {
+            wait: Some(eligible),
+            ..
+        }) = &self.last
+        {
+            wait = wait.min(*eligible).max(MIN_WAIT);
+        }
         self.record.next_poll = now.checked_add(wait).ok();
         wait
     }
@@ -305,7 +359,7 @@ impl State {
         let wait = format::duration(wait);
         let mut line = match &self.last {
             Some(r) if r.is_failure() => format!("{r}; retrying in {wait}"),
-            Some(r @ (Round::KnownBad { .. } | Round::Paused { .. })) => {
+            Some(r @ (Round::KnownBad { .. } | Round::Held { .. })) => {
                 format!("{r}; next poll in {wait}")
             }
             _ if self.record.paused => format!("paused; next poll in {wait}"),
@@ -330,11 +384,17 @@ impl State {
         self.record.deployed.as_ref().and_then(|d| d.build_id)
     }
 
-    fn decide(&mut self, latest: Build) -> Next {
+    fn decide(&mut self, now: Timestamp, latest: Build) -> Next {
         let known_bad = &self.record.known_bad;
         let is_bad = |p: &StorePath| known_bad.iter().any(|k| k.store_path == p.as_str());
-        let current = self.profile.current.as_ref();
-        match decide::decide(current, is_bad, self.record.paused, &latest) {
+        let situation = Situation {
+            current: self.profile.current.as_ref(),
+            deployed_build: self.deployed_build(),
+            paused: self.record.paused,
+            now,
+            first_seen: self.record.latest_since.unwrap_or(now),
+        };
+        match decide::decide(&situation, &self.policy, is_bad, &latest) {
             Decision::UpToDate => {
                 if let Some(d) = &mut self.record.deployed {
                     d.build_id = Some(latest.id);
@@ -354,10 +414,17 @@ impl State {
                     reason,
                 })
             }
-            Decision::Paused => self.finish(Round::Paused {
-                id: latest.id,
-                path: latest.path,
-            }),
+            Decision::Hold(why) => {
+                let wait = why
+                    .until()
+                    .map(|until| until.duration_since(now).unsigned_abs());
+                self.finish(Round::Held {
+                    id: latest.id,
+                    path: latest.path,
+                    why,
+                    wait,
+                })
+            }
             Decision::Deploy => {
                 self.record.deploying = Some(build_ref(&latest));
                 Next::Deploy(latest)
@@ -375,8 +442,7 @@ impl State {
         self.record.deploying = None;
         let (outcome, error) = match &result {
             Ok(()) => (DeploymentResult::Deployed, None),
-            Err(f) if f.activation => (DeploymentResult::ActivationFailed, Some(&f.message)),
-            Err(f) => (DeploymentResult::Failed, Some(&f.message)),
+            Err(f) => (f.result, Some(&f.message)),
         };
         let entry = DeploymentRecord {
             build_id: build.id,
@@ -393,17 +459,13 @@ impl State {
         match outcome {
             DeploymentResult::Deployed => counters.deployments_deployed += 1,
             DeploymentResult::ActivationFailed => counters.deployments_activation_failed += 1,
+            DeploymentResult::HealthCheckFailed => counters.deployments_health_check_failed += 1,
             DeploymentResult::Failed => counters.deployments_failed += 1,
         }
         if let Err(f) = &result
-            && f.activation
+            && f.result != DeploymentResult::Failed
         {
-            self.mark_bad(
-                Some(build.id),
-                build.path.as_str(),
-                &format!("activation failed: {}", f.message),
-                now,
-            );
+            self.mark_bad(Some(build.id), build.path.as_str(), &f.reason, now);
         }
         let ours = profile.current.as_ref() == Some(&build.path);
         if ours {

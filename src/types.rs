@@ -1,5 +1,7 @@
 //! Plain values the pure core and the effects share: what Hydra offers, what the profile holds.
 
+use jiff::Timestamp;
+
 use crate::store_path::StorePath;
 
 /// The part of a Hydra build hail acts on.
@@ -7,6 +9,18 @@ use crate::store_path::StorePath;
 pub struct Build {
     pub id: u64,
     pub path: StorePath,
+    /// When Hydra finished it (`stoptime`), if it says.
+    pub finished_at: Option<Timestamp>,
+}
+
+impl Build {
+    pub fn new(id: u64, path: StorePath) -> Build {
+        Build {
+            id,
+            path,
+            finished_at: None,
+        }
+    }
 }
 
 /// What the profile resolves to.

@@ -13,20 +13,22 @@ use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
 
 pub use report::{
-    MSG_ACTIVATION_FAILED, MSG_DEPLOY_FAILED, MSG_DEPLOYED, MSG_MANUAL_CHANGE, MSG_POLL_FAILED,
-    MSG_STATE_RESET,
+    MSG_ACTIVATION_FAILED, MSG_DEPLOY_FAILED, MSG_DEPLOYED, MSG_HEALTH_CHECK_FAILED,
+    MSG_MANUAL_CHANGE, MSG_POLL_FAILED, MSG_STATE_RESET,
 };
 
 use crate::cli::Config;
+use crate::decide::{self, Policy};
 use crate::deploy::{self, DeployError, Deployment, Limits};
 use crate::hydra::{self, HydraClient, HydraError};
+use crate::metrics;
 use crate::netrc::{Netrc, NetrcError};
 use crate::profile::{Profile, ProfileError};
+use crate::record::DeploymentResult;
 use crate::state::{Activity, DeployFailure, Event, Next, Round, State};
 use crate::state_file::{AgentMark, StateDir, StateError};
 use crate::systemd::{self, Watchdog};
 use crate::types::{Build, ProfileState};
-use crate::{decide, metrics};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -152,7 +154,19 @@ impl Agent {
             ProfileState::default()
         });
         let profile_path = profile.path().display().to_string();
-        let state = State::new(record, config.job.display(), &profile_path, found, now);
+        let policy = Policy {
+            allow_downgrade: config.allow_downgrade,
+            min_build_age: config.min_build_age,
+            rollout_delay: rollout_delay(&config),
+        };
+        let state = State::new(
+            record,
+            policy,
+            config.job.display(),
+            &profile_path,
+            found,
+            now,
+        );
         info!(
             hail.event = "started",
             "hail {} deploying {} to {}",
@@ -181,6 +195,11 @@ impl Agent {
         let deployed = agent.books.state.profile().current.is_some();
         if agent.config.poll_period.is_some() && deployed {
             agent.startup_activation().await;
+        }
+        if let Some(b) = agent.books.state.take_unchecked()
+            && let Ok(path) = crate::store_path::StorePath::parse(&b.store_path)
+        {
+            agent.recheck(Build::new(b.build_id, path)).await?;
         }
         systemd::ready(&agent.books.state.status_line(Activity::Starting));
         Ok(agent)
@@ -323,26 +342,42 @@ impl Agent {
     async fn deploy(&mut self, build: Build) -> Result<(), AgentError> {
         self.report(Activity::Deploying(&build));
         report::deploying(&build);
-        let limits = Limits {
-            realise: self.config.realise_timeout,
-            activation: self.config.activation_timeout,
-        };
+        let limits = limits(&self.config);
         let rollback_to = self.books.state.profile().generation;
         let mut stop = self.stop.clone();
         let deployment = deploy::deploy(&self.profile, &build, &limits, &self.watchdog, &mut stop);
-        let Deployment { profile, result } =
-            self.books.with_requests(&self.signals, deployment).await;
+        let deployment = self.books.with_requests(&self.signals, deployment).await;
+        self.conclude(build, deployment, rollback_to)
+    }
+
+    /// Checks a build the last hail switched to but did not see through (see
+    /// [`State::take_unchecked`]).
+    async fn recheck(&mut self, build: Build) -> Result<(), AgentError> {
+        let limits = limits(&self.config);
+        let rollback_to = self.profile.before(self.books.state.profile().generation);
+        let mut stop = self.stop.clone();
+        let deployment = deploy::recheck(&self.profile, &build, &limits, &self.watchdog, &mut stop);
+        let deployment = self.books.with_requests(&self.signals, deployment).await;
+        self.conclude(build, deployment, rollback_to.generation)
+    }
+
+    /// Logs how a deployment ended and feeds it to the state; `Err` when hail is stopping.
+    fn conclude(
+        &mut self,
+        build: Build,
+        Deployment { profile, result }: Deployment,
+        rollback_to: Option<u64>,
+    ) -> Result<(), AgentError> {
         report::deployment(&build, profile.generation, &result);
         let result = match result {
-            Err(DeployError::Stopped { .. }) => return Err(AgentError::Stopping),
+            Err(DeployError::Stopped { .. } | DeployError::Unchecked { .. }) => {
+                return Err(AgentError::Stopping);
+            }
             Ok(()) => {
                 self.prune(profile.generation, rollback_to);
                 Ok(())
             }
-            Err(e) => Err(DeployFailure {
-                activation: matches!(e, DeployError::Activation { .. }),
-                message: e.to_string(),
-            }),
+            Err(e) => Err(failure(&e)),
         };
         let event = Event::Deployed {
             build,
@@ -447,6 +482,63 @@ fn listen_for_signals() -> Result<(watch::Receiver<bool>, Arc<Signals>), AgentEr
         }
     });
     Ok((rx, signals))
+}
+
+/// This host's delay in the rollout window, from `--rollout-key` or the machine id.
+fn rollout_delay(config: &Config) -> Duration {
+    if config.rollout_spread.is_zero() {
+        return Duration::ZERO;
+    }
+    let key = config.rollout_key.clone().or_else(|| {
+        let id = std::fs::read_to_string(MACHINE_ID).ok()?;
+        Some(id.trim().to_owned()).filter(|id| !id.is_empty())
+    });
+    let key = key.unwrap_or_else(|| {
+        warn!(
+            hail.event = "started",
+            "no {MACHINE_ID} and no --rollout-key: this host takes the slot of the empty key"
+        );
+        String::new()
+    });
+    let delay = decide::rollout_delay(&key, config.job.display(), config.rollout_spread);
+    info!(
+        hail.event = "started",
+        "rollout slot: {} after a build is eligible (spread {})",
+        crate::format::duration(delay),
+        crate::format::duration(config.rollout_spread)
+    );
+    delay
+}
+
+fn limits(config: &Config) -> Limits<'_> {
+    Limits {
+        realise: config.realise_timeout,
+        activation: config.activation_timeout,
+        health: &config.health,
+    }
+}
+
+/// Where systemd keeps this host's id.
+const MACHINE_ID: &str = "/etc/machine-id";
+
+/// What the state needs to know of a failed deployment.
+fn failure(e: &DeployError) -> DeployFailure {
+    let (result, reason) = match e {
+        DeployError::Activation { source, .. } => (
+            DeploymentResult::ActivationFailed,
+            format!("activation failed: {source}"),
+        ),
+        DeployError::HealthCheck { source, .. } => (
+            DeploymentResult::HealthCheckFailed,
+            format!("health check failed: {source}"),
+        ),
+        _ => (DeploymentResult::Failed, String::new()),
+    };
+    DeployFailure {
+        result,
+        message: e.to_string(),
+        reason,
+    }
 }
 
 /// Resolves once the stop flag is set.

@@ -13,6 +13,7 @@ pub const MSG_DEPLOYED: &str = "35afcec8bcfb4db0ab3acb30a8cead66";
 pub const MSG_ACTIVATION_FAILED: &str = "5be39f6dd3a846e28ede5e841d6f7288";
 pub const MSG_POLL_FAILED: &str = "ec2149355bc34fe19a8fc00de4588794";
 pub const MSG_DEPLOY_FAILED: &str = "c304e6df32644e788062535ba3a6c98b";
+pub const MSG_HEALTH_CHECK_FAILED: &str = "4c2d7e91a0b34f58a6e3d9c1b7f05e28";
 pub const MSG_MANUAL_CHANGE: &str = "9a41f4d3b2c84e0f8d6e1c7b5a3f2e90";
 pub const MSG_STATE_RESET: &str = "e3c0a8b5d7f14a2c9b6e4d1f0a8c7b35";
 
@@ -79,6 +80,22 @@ pub fn deployment(build: &Build, generation: Option<u64>, result: &Result<(), De
             hail.store_path = %build.path,
             hail.generation = generation,
             hail.error = %e,
+            "{e}"
+        ),
+        Err(e @ DeployError::HealthCheck { .. }) => error!(
+            hail.event = "health-check-failed",
+            message_id = MSG_HEALTH_CHECK_FAILED,
+            hail.build_id = build.id,
+            hail.store_path = %build.path,
+            hail.generation = generation,
+            hail.error = %e,
+            "{e}"
+        ),
+        Err(e @ DeployError::Unchecked { .. }) => warn!(
+            hail.event = "health-check",
+            hail.build_id = build.id,
+            hail.store_path = %build.path,
+            hail.generation = generation,
             "{e}"
         ),
         Err(e) => error!(

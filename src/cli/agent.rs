@@ -74,6 +74,43 @@ pub struct AgentArgs {
         default_value_t = 10
     )]
     pub keep_generations: usize,
+
+    /// Deploy a build whose Hydra id is lower than the deployed build's (by default such a
+    /// build waits: builds were deleted, or a gate fell back to an older evaluation).
+    #[arg(long, env = "HAIL_ALLOW_DOWNGRADE", value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_downgrade: bool,
+
+    /// Deploy a build only once Hydra finished it at least this long ago.
+    #[arg(long, env = "HAIL_MIN_BUILD_AGE", value_name = "PERIOD", default_value = "0s",
+          value_parser = parse_duration)]
+    pub min_build_age: Duration,
+
+    /// Spread a fleet's deployments over this window: this host waits its own fixed delay in
+    /// [0, PERIOD), from its machine id (or --rollout-key) and the job; 0s (a canary) goes first.
+    #[arg(long, env = "HAIL_ROLLOUT_SPREAD", value_name = "PERIOD", default_value = "0s",
+          value_parser = parse_duration)]
+    pub rollout_spread: Duration,
+
+    /// What places this host in the rollout window [default: /etc/machine-id].
+    #[arg(long, env = "HAIL_ROLLOUT_KEY", value_name = "KEY")]
+    pub rollout_key: Option<String>,
+
+    /// A command that must succeed after each activation, besides the profile's own
+    /// bin/health-check: split into words as systemd splits ExecStart= (quotes honoured), run
+    /// without a shell, retried every --health-interval until --health-timeout.
+    #[arg(long, env = "HAIL_HEALTH_CHECK", value_name = "COMMAND")]
+    pub health_check: Option<String>,
+
+    /// Time between two tries of a failing health check.
+    #[arg(long, env = "HAIL_HEALTH_INTERVAL", value_name = "PERIOD", default_value = "5s",
+          value_parser = parse_duration)]
+    pub health_interval: Duration,
+
+    /// How long health checks may keep failing before the deployment counts as failed (and is
+    /// rolled back).
+    #[arg(long, env = "HAIL_HEALTH_TIMEOUT", value_name = "PERIOD", default_value = "2m",
+          value_parser = parse_duration)]
+    pub health_timeout: Duration,
 }
 
 /// What systemd hands the agent through its environment (read once, in `main`).
@@ -108,6 +145,20 @@ pub struct Config {
     pub state_dir: StateDir,
     pub metrics_file: Option<PathBuf>,
     pub keep_generations: usize,
+    pub allow_downgrade: bool,
+    pub min_build_age: Duration,
+    pub rollout_spread: Duration,
+    pub rollout_key: Option<String>,
+    pub health: HealthChecks,
+}
+
+/// The health checks after an activation.
+#[derive(Debug, Clone)]
+pub struct HealthChecks {
+    /// `--health-check`, split into words.
+    pub command: Option<Vec<String>>,
+    pub interval: Duration,
+    pub timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +173,10 @@ pub enum ConfigError {
     ZeroPollPeriod,
     #[error("--oneshot polls once: it takes no --poll-period (nor HAIL_POLL_PERIOD)")]
     OneshotWithPollPeriod,
+    #[error("--health-check {0:?}: unbalanced quotes, or no command")]
+    BadHealthCheck(String),
+    #[error("--health-interval must be at least 100ms")]
+    BadHealthTiming,
 }
 
 impl AgentArgs {
@@ -145,6 +200,22 @@ impl AgentArgs {
         let netrc_file = self
             .netrc_file
             .or_else(|| default_netrc(env.credentials_directory.as_deref()));
+        let command = match self.health_check.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(c) => Some(
+                shlex::split(c)
+                    .filter(|w| !w.is_empty())
+                    .ok_or_else(|| ConfigError::BadHealthCheck(c.to_owned()))?,
+            ),
+        };
+        if self.health_interval < Duration::from_millis(100) {
+            return Err(ConfigError::BadHealthTiming);
+        }
+        let health = HealthChecks {
+            command,
+            interval: self.health_interval,
+            timeout: self.health_timeout,
+        };
         let state_dir = match self.state_dir {
             Some(dir) => StateDir::new(dir),
             None => StateDir::default_for(&profile, env.state_directory.as_deref()),
@@ -160,6 +231,11 @@ impl AgentArgs {
             state_dir,
             metrics_file: self.metrics_file,
             keep_generations: self.keep_generations,
+            allow_downgrade: self.allow_downgrade,
+            min_build_age: self.min_build_age,
+            rollout_spread: self.rollout_spread,
+            rollout_key: self.rollout_key,
+            health,
         })
     }
 }

@@ -21,6 +21,8 @@ struct RawBuild {
     finished: serde_json::Value,
     buildstatus: Option<i64>,
     #[serde(default)]
+    stoptime: Option<i64>,
+    #[serde(default)]
     buildoutputs: HashMap<String, RawOutput>,
 }
 
@@ -61,7 +63,14 @@ pub(super) fn parse_build(body: &[u8]) -> Result<Build, BuildError> {
         .ok_or(invalid(HydraError::NoOutPath { id }))?;
     let path = StorePath::parse(path)
         .map_err(|source| invalid(HydraError::BadStorePath { id, source }))?;
-    Ok(Build { id, path })
+    let finished_at = raw
+        .stoptime
+        .and_then(|t| jiff::Timestamp::from_second(t).ok());
+    Ok(Build {
+        id,
+        path,
+        finished_at,
+    })
 }
 
 #[cfg(test)]

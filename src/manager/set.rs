@@ -225,7 +225,7 @@ fn check_instance(name: &str, spec: InstanceFile) -> Result<Instance, String> {
     let body = render_settings(&spec);
     let config_id = format!(
         "{:016x}",
-        fnv1a64(format!("{}\n{body}", profile.display()).as_bytes())
+        crate::hash::fnv1a64(format!("{}\n{body}", profile.display()).as_bytes())
     );
     let dropin = format!(
         "# Configuration of hail@{name}.service, written by `hail apply-instances` from the\n\
@@ -307,16 +307,6 @@ fn check_agent_settings_of(
         );
     }
     Ok(config.profile)
-}
-
-/// FNV-1a, 64 bits: a stable fingerprint of a drop-in (change detection, not security).
-fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        hash ^= u64::from(*b);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash
 }
 
 #[cfg(test)]

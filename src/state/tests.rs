@@ -7,7 +7,7 @@ fn path(c: char) -> StorePath {
 }
 
 fn build(id: u64, c: char) -> Build {
-    Build { id, path: path(c) }
+    Build::new(id, path(c))
 }
 
 fn at(c: char, generation: u64) -> ProfileState {
@@ -34,12 +34,18 @@ fn deployed(b: Build, profile: ProfileState) -> Event {
 }
 
 fn failed(b: Build, profile: ProfileState, activation: bool) -> Event {
+    let result = if activation {
+        DeploymentResult::ActivationFailed
+    } else {
+        DeploymentResult::Failed
+    };
     Event::Deployed {
         build: b,
         profile,
         result: Err(DeployFailure {
-            activation,
+            result,
             message: "it broke".into(),
+            reason: "activation failed: it broke".into(),
         }),
     }
 }
@@ -60,7 +66,7 @@ fn minute(n: i64) -> Timestamp {
 /// Starts from `record` with the profile at `start`, applies `events` (a minute apart); returns
 /// the state, what the last event asked for, and the status line while waiting (no jitter).
 fn run(record: Record, start: ProfileState, events: Vec<Event>) -> (State, Next, String) {
-    let mut s = State::new(record, JOB, PROFILE, start, minute(0));
+    let mut s = State::new(record, Policy::default(), JOB, PROFILE, start, minute(0));
     let mut next = Next::Wait;
     for (i, e) in events.into_iter().enumerate() {
         next = s.apply(minute(i as i64 + 1), e);
@@ -366,7 +372,14 @@ fn a_manual_rollback_while_stopped_is_noticed_at_start() {
             deployed(build(8, 'b'), at('b', 4)),
         ],
     );
-    let mut s = State::new(record, JOB, PROFILE, at('a', 3), minute(50));
+    let mut s = State::new(
+        record,
+        Policy::default(),
+        JOB,
+        PROFILE,
+        at('a', 3),
+        minute(50),
+    );
     assert_eq!(
         s.take_notices(),
         [Notice::ManualChange {
@@ -389,7 +402,14 @@ fn a_manual_rollback_while_stopped_is_noticed_at_start() {
 
 #[test]
 fn a_deployment_interrupted_after_its_switch_is_hails_own() {
-    let mut s = State::new(Record::default(), JOB, PROFILE, at('a', 3), minute(0));
+    let mut s = State::new(
+        Record::default(),
+        Policy::default(),
+        JOB,
+        PROFILE,
+        at('a', 3),
+        minute(0),
+    );
     assert_eq!(
         s.apply(minute(1), polled(at('a', 3), build(8, 'b'))),
         Next::Deploy(build(8, 'b'))
@@ -397,12 +417,26 @@ fn a_deployment_interrupted_after_its_switch_is_hails_own() {
     // The agent saves this record before it switches, then dies after the switch.
     let record = s.record().clone();
     assert!(record.deploying.is_some());
-    let mut s = State::new(record.clone(), JOB, PROFILE, at('b', 4), minute(2));
+    let mut s = State::new(
+        record.clone(),
+        Policy::default(),
+        JOB,
+        PROFILE,
+        at('b', 4),
+        minute(2),
+    );
     assert_eq!(s.take_notices(), []);
     assert_eq!(s.record().deploying, None);
     assert_eq!(s.record().deployed.as_ref().unwrap().build_id, Some(8));
     // ... or before it: nothing happened.
-    let mut s = State::new(record, JOB, PROFILE, at('a', 3), minute(2));
+    let mut s = State::new(
+        record,
+        Policy::default(),
+        JOB,
+        PROFILE,
+        at('a', 3),
+        minute(2),
+    );
     assert_eq!(s.take_notices(), []);
     assert_eq!(
         s.record().deployed.as_ref().unwrap().store_path,
@@ -421,6 +455,7 @@ fn another_profiles_record_is_not_taken_for_a_manual_change() {
     );
     let mut s = State::new(
         record,
+        Policy::default(),
         JOB,
         "/nix/var/nix/profiles/other",
         at('a', 3),
@@ -462,12 +497,19 @@ fn history_counters_and_polls_are_recorded() {
 
 #[test]
 fn lists_are_bounded() {
-    let mut s = State::new(Record::default(), JOB, PROFILE, at('a', 1), minute(0));
+    let mut s = State::new(
+        Record::default(),
+        Policy::default(),
+        JOB,
+        PROFILE,
+        at('a', 1),
+        minute(0),
+    );
     for id in 0..(record::MAX_KNOWN_BAD as u64 + 5) {
-        let b = Build {
+        let b = Build::new(
             id,
-            path: StorePath::parse(&format!("/nix/store/{:0>32}-p", id)).unwrap(),
-        };
+            StorePath::parse(&format!("/nix/store/{:0>32}-p", id)).unwrap(),
+        );
         s.apply(minute(1), polled(at('a', 1), b.clone()));
         s.apply(minute(1), failed(b, at('a', 1), true));
     }
@@ -479,7 +521,14 @@ fn lists_are_bounded() {
 
 #[test]
 fn activities() {
-    let s = State::new(Record::default(), JOB, PROFILE, at('a', 3), minute(0));
+    let s = State::new(
+        Record::default(),
+        Policy::default(),
+        JOB,
+        PROFILE,
+        at('a', 3),
+        minute(0),
+    );
     let b = build(8, 'b');
     let line = |a| s.status_line(a);
     assert_eq!(
@@ -499,19 +548,147 @@ fn activities() {
         generation: None,
     };
     assert_eq!(
-        State::new(Record::default(), JOB, PROFILE, unnumbered, minute(0))
-            .status_line(Activity::Stopping),
+        State::new(
+            Record::default(),
+            Policy::default(),
+            JOB,
+            PROFILE,
+            unnumbered,
+            minute(0)
+        )
+        .status_line(Activity::Stopping),
         "deployed aaaaaaaa…-p, generation ?; stopping"
     );
 }
 
 #[test]
 fn failures_never_overflow() {
-    let mut s = State::new(Record::default(), JOB, PROFILE, empty(), minute(0));
+    let mut s = State::new(
+        Record::default(),
+        Policy::default(),
+        JOB,
+        PROFILE,
+        empty(),
+        minute(0),
+    );
     s.record.consecutive_failures = u32::MAX;
     s.apply(minute(1), Event::PollFailed("x".into()));
     assert_eq!(
         s.schedule(minute(1), Duration::from_secs(1), 0),
         decide::BACKOFF_CAP
     );
+}
+
+#[test]
+fn held_builds_wait_and_hail_wakes_at_their_slot() {
+    let policy = Policy {
+        min_build_age: Duration::from_secs(600),
+        rollout_delay: Duration::from_secs(37 * 60),
+        ..Policy::default()
+    };
+    let mut s = State::new(
+        Record::default(),
+        policy,
+        JOB,
+        PROFILE,
+        at('a', 3),
+        minute(0),
+    );
+    let young = Build {
+        finished_at: Some(minute(1)),
+        ..build(8, 'b')
+    };
+    assert_eq!(
+        s.apply(minute(2), polled(at('a', 3), young.clone())),
+        Next::Wait
+    );
+    assert_eq!(s.last_round().map(Round::exit_code), Some(8));
+    // Woken when it is old enough (minute 11), not a poll period later.
+    let hour = Duration::from_secs(3600);
+    assert_eq!(s.schedule(minute(2), hour, 0), Duration::from_secs(9 * 60));
+    assert_eq!(s.schedule(minute(2), MIN5, 0), MIN5);
+    assert_eq!(
+        s.status_line(Activity::Waiting(Duration::from_secs(540))),
+        "deployed aaaaaaaa…-p, generation 3; build 8 waits until it is old enough (in 9m); next poll in 9m"
+    );
+    assert_eq!(
+        s.apply(minute(11), polled(at('a', 3), young.clone())),
+        Next::Wait
+    );
+    assert_eq!(
+        s.status_line(Activity::Waiting(MIN5)),
+        "deployed aaaaaaaa…-p, generation 3; build 8 waits for its rollout slot (in 37m); next poll in 5m"
+    );
+    assert_eq!(
+        s.schedule(minute(11), Duration::from_secs(3600), 0),
+        Duration::from_secs(37 * 60)
+    );
+    assert_eq!(
+        s.apply(minute(48), polled(at('a', 3), young.clone())),
+        Next::Deploy(young)
+    );
+}
+
+#[test]
+fn a_lower_build_id_is_not_deployed_unless_allowed() {
+    for (allow, want) in [(false, Next::Wait), (true, Next::Deploy(build(6, 'c')))] {
+        let policy = Policy {
+            allow_downgrade: allow,
+            ..Policy::default()
+        };
+        let mut s = State::new(
+            Record::default(),
+            policy,
+            JOB,
+            PROFILE,
+            at('a', 3),
+            minute(0),
+        );
+        s.apply(minute(1), polled(at('a', 3), build(7, 'a')));
+        assert_eq!(s.apply(minute(2), polled(at('a', 3), build(6, 'c'))), want);
+        if !allow {
+            assert_eq!(
+                s.status_line(Activity::Waiting(MIN5)),
+                "deployed build 7 (aaaaaaaa…-p), generation 3; build 6 is older than the deployed \
+                 build 7; not downgrading (--allow-downgrade allows it); next poll in 5m"
+            );
+            assert_eq!(s.last_round().map(Round::exit_code), Some(8));
+        }
+    }
+}
+
+#[test]
+fn a_build_interrupted_during_its_checks_is_checked_at_start() {
+    let mut s = State::new(
+        Record::default(),
+        Policy::default(),
+        JOB,
+        PROFILE,
+        at('a', 3),
+        minute(0),
+    );
+    assert!(matches!(
+        s.apply(minute(1), polled(at('a', 3), build(8, 'b'))),
+        Next::Deploy(_)
+    ));
+    let record = s.record().clone();
+    let mut s = State::new(
+        record.clone(),
+        Policy::default(),
+        JOB,
+        PROFILE,
+        at('b', 4),
+        minute(2),
+    );
+    assert_eq!(s.take_unchecked().map(|b| b.build_id), Some(8));
+    assert_eq!(s.take_unchecked(), None);
+    let mut s = State::new(
+        record,
+        Policy::default(),
+        JOB,
+        PROFILE,
+        at('a', 3),
+        minute(2),
+    );
+    assert_eq!(s.take_unchecked(), None);
 }

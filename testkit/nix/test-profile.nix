@@ -3,7 +3,8 @@
 #
 # `bin/activate` runs `extraActivate` (shell lines), sleeps `activateSleep` seconds, checks that
 # the payload is present, appends "activated <version> <out path>" to `marker`, and exits with
-# `activateExit`. `nonce` only makes the store paths unique, so parallel tests never share one.
+# `activateExit`. A non-empty `healthCheck` becomes `bin/health-check`. `nonce` only makes the
+# store paths unique, so parallel tests never share one.
 #
 #   nix-build test-profile.nix --argstr version 2 --argstr marker /tmp/m --argstr nonce 1234
 {
@@ -13,6 +14,7 @@
   activateExit ? "0",
   activateSleep ? "0",
   extraActivate ? "",
+  healthCheck ? "",
 }:
 let
   payload = builtins.derivation {
@@ -29,7 +31,7 @@ builtins.derivation {
   builder = "/bin/sh";
   # Every attribute reaches the builder as an environment variable; printf '%s' copies the
   # values into the script verbatim, whatever characters they hold.
-  inherit version marker nonce payload activateExit activateSleep extraActivate;
+  inherit version marker nonce payload activateExit activateSleep extraActivate healthCheck;
   args = [ "-c" ''
     set -e
     PATH=/usr/bin:/bin
@@ -46,5 +48,9 @@ builtins.derivation {
       printf 'exit %s\n' "$activateExit"
     } > "$out/bin/activate"
     chmod +x "$out/bin/activate"
+    if [ -n "$healthCheck" ]; then
+      printf '#!/bin/sh\n%s\n' "$healthCheck" > "$out/bin/health-check"
+      chmod +x "$out/bin/health-check"
+    fi
   '' ];
 }

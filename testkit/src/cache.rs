@@ -37,6 +37,8 @@ pub struct ProfileSpec {
     pub activate_sleep: f64,
     /// Shell lines run first by `bin/activate`.
     pub extra_activate: String,
+    /// The body of the profile's `bin/health-check` (none when empty).
+    pub health_check: String,
 }
 
 impl ProfileSpec {
@@ -47,6 +49,7 @@ impl ProfileSpec {
             activate_exit: 0,
             activate_sleep: 0.0,
             extra_activate: String::new(),
+            health_check: String::new(),
         }
     }
 
@@ -62,6 +65,12 @@ impl ProfileSpec {
 
     pub fn extra(mut self, shell_lines: &str) -> ProfileSpec {
         self.extra_activate = shell_lines.into();
+        self
+    }
+
+    /// Ships a `bin/health-check` running these shell lines.
+    pub fn health_check(mut self, shell_lines: &str) -> ProfileSpec {
+        self.health_check = shell_lines.into();
         self
     }
 }
@@ -216,6 +225,9 @@ impl Cache {
             "--argstr",
             "extraActivate",
             &spec.extra_activate,
+            "--argstr",
+            "healthCheck",
+            &spec.health_check,
         ];
         self.publish_nix_with(&test_profile_nix(), &args, signing, true)
     }

@@ -9,6 +9,7 @@ mod hydra;
 mod netrc;
 mod notify;
 mod profile;
+mod proven;
 mod state;
 mod status;
 mod stop;
