@@ -2,7 +2,7 @@
 //! 127.0.0.1, printing figures (no pass/fail):
 //! - idle RSS of a running agent (and its peak),
 //! - CPU time per no-op poll (polls triggered with SIGHUP, CPU read from /proc),
-//! - wall time of a no-op `--oneshot`,
+//! - wall and CPU time of a no-op `--oneshot`,
 //! - the time hail adds to a deployment beyond the nix commands and the activation themselves
 //!   (nix-store and nix-env are timed by wrappers placed first on PATH).
 //!
@@ -110,18 +110,18 @@ fn main() {
         cpu as f64 / 1e6 / rounds as f64
     );
 
-    // Wall time of a no-op --oneshot.
-    let mut walls = Vec::new();
+    // Wall and CPU time of a no-op --oneshot.
+    let (mut walls, mut cpus) = (Vec::new(), Vec::new());
     for _ in 0..rounds.min(100) {
-        let t = Instant::now();
-        let s = bench
-            .command(&profile, &["--oneshot"])
-            .status()
-            .expect("run hail");
-        walls.push(t.elapsed());
-        assert!(s.success());
+        let (wall, cpu) = run_measured(&mut bench.command(&profile, &["--oneshot"]));
+        walls.push(wall);
+        cpus.push(cpu);
     }
     println!("no-op --oneshot wall time: {}", summary(&mut walls));
+    println!(
+        "no-op --oneshot CPU time (user+sys): {}",
+        summary(&mut cpus)
+    );
 
     // hail's own time per deployment.
     let wrappers = bench.work.join("wrappers");
@@ -145,10 +145,7 @@ fn main() {
             std::env::var("PATH").unwrap_or_default()
         );
         c.env("PATH", path).env("HAIL_BENCH_TIMINGS", &timings);
-        let t = Instant::now();
-        let s = c.status().expect("run hail");
-        let total = t.elapsed();
-        assert!(s.success(), "deployment {i} failed");
+        let (total, _) = run_measured(&mut c);
         let nix: Duration = std::fs::read_to_string(&timings)
             .unwrap_or_default()
             .lines()
@@ -195,6 +192,29 @@ impl Bench {
             .stderr(Stdio::null());
         c
     }
+}
+
+/// Runs `c` to completion and returns its wall time and the CPU time (user + system) of it and
+/// of every descendant it waited for. Only one child runs at a time, so the growth of
+/// RUSAGE_CHILDREN is this command's alone.
+fn run_measured(c: &mut Command) -> (Duration, Duration) {
+    let cpu_before = children_cpu();
+    let t = Instant::now();
+    let status = c
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {c:?}: {e}"));
+    let wall = t.elapsed();
+    assert!(status.success(), "{c:?} failed: {status}");
+    (wall, children_cpu() - cpu_before)
+}
+
+/// User + system time of all waited-for children so far.
+fn children_cpu() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
 }
 
 /// The activation alone: the deployed profile's bin/activate, run directly, median of 5.
