@@ -4,7 +4,10 @@
 //! - CPU time per no-op poll (polls triggered with SIGHUP, CPU read from /proc),
 //! - wall and CPU time of a no-op `--oneshot`,
 //! - the time hail adds to a deployment beyond the nix commands and the activation themselves
-//!   (nix-store and nix-env are timed by wrappers placed first on PATH).
+//!   (nix-store and nix-env are timed by wrappers placed first on PATH),
+//! - a deployment that really switches, by `hail --oneshot` and by a shell script doing the same
+//!   job with curl, sed, `nix-env --set` and the activation (wall time, and CPU time of it and all
+//!   its children).
 //!
 //! Usage: hail-bench PATH-TO-HAIL [ROUNDS]   (build both with --release)
 
@@ -43,9 +46,15 @@ fn main() {
         nix_config: cache.nix_config(),
     };
 
+    // A new build, not in the local store, becomes the job's latest; returns its output.
+    let publish_latest = |version: &str| {
+        let p = cache.publish(&ProfileSpec::new(version, &marker));
+        hydra.add_build(BuildSpec::succeeded(&p.out_path));
+        p.out_path
+    };
+
     // One deployment so that every later poll is a no-op.
-    let first = cache.publish(&ProfileSpec::new("bench-0", &marker));
-    hydra.add_build(BuildSpec::succeeded(&first.out_path));
+    publish_latest("bench-0");
     let profile = bench.work.join("profiles/noop");
     let status = bench
         .command(&profile, &["--oneshot"])
@@ -111,12 +120,9 @@ fn main() {
     );
 
     // Wall and CPU time of a no-op --oneshot.
-    let (mut walls, mut cpus) = (Vec::new(), Vec::new());
-    for _ in 0..rounds.min(100) {
-        let (wall, cpu) = run_measured(&mut bench.command(&profile, &["--oneshot"]));
-        walls.push(wall);
-        cpus.push(cpu);
-    }
+    let (mut walls, mut cpus): (Vec<_>, Vec<_>) = (0..rounds.min(100))
+        .map(|_| run_measured(&mut bench.command(&profile, &["--oneshot"])))
+        .unzip();
     println!("no-op --oneshot wall time: {}", summary(&mut walls));
     println!(
         "no-op --oneshot CPU time (user+sys): {}",
@@ -131,8 +137,7 @@ fn main() {
     let mut overheads = Vec::new();
     let mut totals = Vec::new();
     for i in 0..10 {
-        let p = cache.publish(&ProfileSpec::new(&format!("bench-{}", i + 1), &marker));
-        hydra.add_build(BuildSpec::succeeded(&p.out_path));
+        publish_latest(&format!("bench-{}", i + 1));
         let _ = std::fs::remove_file(&timings);
         let mut c = bench.command(&deploy_profile, &["--oneshot"]);
         if let Some(dir) = std::env::var_os("HAIL_BENCH_LOGS") {
@@ -164,6 +169,57 @@ fn main() {
         "hail's own time per deployment (beyond nix commands and activation): {}",
         summary(&mut overheads)
     );
+
+    // A deployment that really switches, by hail and by the shortest script doing the same job,
+    // taking turns; each run deploys a build of its own, which it has to substitute.
+    let script = bench.work.join("deploy.sh");
+    std::fs::write(&script, DEPLOY_SCRIPT).unwrap();
+    let hail_profile = bench.work.join("profiles/switch-hail");
+    let script_profile = bench.work.join("profiles/switch-script");
+    let (mut hail_runs, mut script_runs) = (Vec::new(), Vec::new());
+    for i in 0..rounds.min(SWITCH_ROUNDS) {
+        publish_latest(&format!("switch-hail-{i}"));
+        hail_runs.push(run_measured(
+            &mut bench.command(&hail_profile, &["--oneshot"]),
+        ));
+        publish_latest(&format!("switch-script-{i}"));
+        let mut c = bench.clean(Path::new("/bin/sh"));
+        c.arg(&script).arg(&bench.job).arg(&script_profile);
+        script_runs.push(run_measured(&mut c));
+    }
+    let (hail_wall, hail_cpu) = print_runs("hail --oneshot", hail_runs);
+    let (script_wall, script_cpu) =
+        print_runs("curl + nix-env --set + activate script", script_runs);
+    println!(
+        "  hail / script (medians): wall {:.2}x, CPU {:.2}x",
+        hail_wall.as_secs_f64() / script_wall.as_secs_f64(),
+        hail_cpu.as_secs_f64() / script_cpu.as_secs_f64()
+    );
+}
+
+/// Rounds of the switching comparison at most: each publishes two closures with real Nix.
+const SWITCH_ROUNDS: usize = 40;
+
+/// The shortest shell script doing what a switching `hail --oneshot` does: ask Hydra for the
+/// job's latest build, substitute its output and make it the profile's new generation, activate
+/// it. Arguments: JOB-URI PROFILE.
+const DEPLOY_SCRIPT: &str = r#"set -e
+out=$(curl -sfL -H 'Accept: application/json' "$1/latest" | sed -n 's/.*"out":{"path":"\([^"]*\)".*/\1/p')
+test -n "$out"
+nix-env --profile "$2" --set "$out"
+exec "$2/bin/activate"
+"#;
+
+/// Prints the wall and CPU times of switching deployments; returns their medians.
+fn print_runs(who: &str, runs: Vec<(Duration, Duration)>) -> (Duration, Duration) {
+    let (mut walls, mut cpus): (Vec<_>, Vec<_>) = runs.into_iter().unzip();
+    println!("switching deployment by {who}:");
+    println!("  wall time: {}", summary(&mut walls));
+    println!(
+        "  CPU time (user+sys, with all its children): {}",
+        summary(&mut cpus)
+    );
+    (median(&mut walls), median(&mut cpus))
 }
 
 struct Bench {
@@ -174,14 +230,22 @@ struct Bench {
 }
 
 impl Bench {
+    /// hail deploying the benchmark's job to `profile`.
     fn command(&self, profile: &Path, extra: &[&str]) -> Command {
-        let home = self.work.join("home");
-        let mut c = Command::new(&self.hail);
+        let mut c = self.clean(&self.hail);
         c.arg("--profile")
             .arg(profile)
             .arg("--job-uri")
             .arg(&self.job)
             .args(extra);
+        c
+    }
+
+    /// `program` in a clean environment (PATH kept, a HOME of its own, the cache's NIX_CONFIG),
+    /// its output discarded.
+    fn clean(&self, program: &Path) -> Command {
+        let home = self.work.join("home");
+        let mut c = Command::new(program);
         c.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", &home)
@@ -301,13 +365,18 @@ fn file_mib(p: &Path) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn summary(d: &mut [Duration]) -> String {
+fn median(d: &mut [Duration]) -> Duration {
     d.sort();
+    d[d.len() / 2]
+}
+
+fn summary(d: &mut [Duration]) -> String {
     let ms = |x: Duration| x.as_secs_f64() * 1e3;
+    let median = median(d);
     let mean = d.iter().map(|x| ms(*x)).sum::<f64>() / d.len() as f64;
     format!(
         "median {:.2} ms, mean {:.2} ms, min {:.2} ms, max {:.2} ms (n={})",
-        ms(d[d.len() / 2]),
+        ms(median),
         mean,
         ms(d[0]),
         ms(d[d.len() - 1]),
