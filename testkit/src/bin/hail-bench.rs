@@ -7,16 +7,19 @@
 //!   (nix-store and nix-env are timed by wrappers placed first on PATH),
 //! - a deployment that really switches, by `hail --oneshot` and by a shell script doing the same
 //!   job with curl, sed, `nix-env --set` and the activation (wall time, and CPU time of it and all
-//!   its children).
+//!   its children),
+//! - the memory (PSS) of 1, 50 and 200 agents on one host, and per additional agent.
 //!
 //! Usage: hail-bench PATH-TO-HAIL [ROUNDS]   (build both with --release)
 
+use std::collections::HashMap;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hail_testkit::cache::{Cache, ProfileSpec};
-use hail_testkit::hydra::{BuildSpec, HydraServer};
+use hail_testkit::hydra::{BuildSpec, DEFAULT_JOBSET, DEFAULT_PROJECT, HydraServer};
 
 fn main() {
     let mut args = std::env::args_os().skip(1);
@@ -74,20 +77,13 @@ fn main() {
     wait_until(
         || count_latest(&hydra) >= 2,
         "the agent's first poll",
-        &mut agent,
+        std::slice::from_mut(&mut agent),
+        Duration::from_millis(1),
     );
     std::thread::sleep(Duration::from_millis(500));
-    let idle = proc_status_kib(pid, "VmRSS");
-    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-    let field = |key: &str| -> f64 {
-        rollup
-            .lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-            .unwrap_or(0.0)
-            / 1024.0
-    };
-    let (pss, anon) = (field("Pss:"), field("Anonymous:"));
+    let idle = proc_kib(pid, "status", "VmRSS");
+    let pss = mib(proc_kib(pid, "smaps_rollup", "Pss"));
+    let anon = mib(proc_kib(pid, "smaps_rollup", "Anonymous"));
     let cpu_before = cpu_ns(pid);
     let polls_before = count_latest(&hydra);
     for i in 1..=rounds {
@@ -96,20 +92,21 @@ fn main() {
         wait_until(
             || count_builds(&hydra) >= polls_before + i,
             "a poll",
-            &mut agent,
+            std::slice::from_mut(&mut agent),
+            Duration::from_millis(1),
         );
     }
     std::thread::sleep(Duration::from_millis(200));
     let cpu = cpu_ns(pid) - cpu_before;
-    let after = proc_status_kib(pid, "VmRSS");
-    let peak = proc_status_kib(pid, "VmHWM");
+    let after = proc_kib(pid, "status", "VmRSS");
+    let peak = proc_kib(pid, "status", "VmHWM");
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     let _ = agent.wait();
     println!(
         "idle RSS of a running agent: {:.2} MiB (after {rounds} polls: {:.2} MiB, peak {:.2} MiB)",
-        idle as f64 / 1024.0,
-        after as f64 / 1024.0,
-        peak as f64 / 1024.0
+        mib(idle),
+        mib(after),
+        mib(peak)
     );
     println!(
         "  of which private anonymous memory {anon:.2} MiB; PSS {pss:.2} MiB (the rest is code shared with other processes)"
@@ -195,6 +192,129 @@ fn main() {
         hail_wall.as_secs_f64() / script_wall.as_secs_f64(),
         hail_cpu.as_secs_f64() / script_cpu.as_secs_f64()
     );
+
+    // Many agents on one host, each with a profile and a job of its own (so the server tells
+    // their polls apart), polling every second. Each profile gets its first deployment from a
+    // --oneshot before its agent starts, so the agents' polls are all no-ops.
+    raise_open_files_limit();
+    let out_path = publish_latest("agents");
+    let mut agents = Agents::default();
+    let start_agent = |agents: &mut Agents| {
+        let job = format!("agent-{}", agents.jobs.len());
+        hydra.add_build(BuildSpec::succeeded(&out_path).job(DEFAULT_PROJECT, DEFAULT_JOBSET, &job));
+        let uri = hydra.job_uri(DEFAULT_PROJECT, DEFAULT_JOBSET, &job);
+        let profile = bench.work.join("profiles").join(&job);
+        run_measured(&mut bench.command_for(&uri, &profile, &["--oneshot"]));
+        agents.start(
+            job,
+            bench.command_for(&uri, &profile, &["--poll-period", "1s"]),
+        );
+    };
+
+    // PSS, which splits shared pages among the processes sharing them, summed over the agents.
+    start_agent(&mut agents);
+    agents.wait_for_polls(&hydra, 3);
+    let one = agents.pss_kib();
+    println!("PSS of 1 agent: {:.2} MiB", mib(one));
+    for n in [50, 200] {
+        while agents.jobs.len() < n {
+            start_agent(&mut agents);
+        }
+        agents.wait_for_polls(&hydra, 3);
+        let total = agents.pss_kib();
+        println!(
+            "PSS of {n} agents: {:.1} MiB in all, {:.2} MiB per additional agent",
+            mib(total),
+            mib(total.saturating_sub(one)) / (n - 1) as f64
+        );
+    }
+}
+
+/// Running agents and the jobs they poll; all are killed when this is dropped. Each also dies
+/// with the benchmark: release builds abort on panic, and then no destructor runs.
+#[derive(Default)]
+struct Agents {
+    jobs: Vec<String>,
+    children: Vec<Child>,
+}
+
+impl Agents {
+    fn start(&mut self, job: String, mut c: Command) {
+        // SAFETY: prctl(2) is async-signal-safe and only changes the new process.
+        unsafe {
+            c.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            })
+        };
+        self.children.push(c.spawn().expect("start hail"));
+        self.jobs.push(job);
+    }
+
+    /// Waits until each agent's job has seen `polls` polls, then half a second for the last ones
+    /// to finish.
+    fn wait_for_polls(&mut self, hydra: &HydraServer, polls: usize) {
+        let jobs = &self.jobs;
+        let done = || {
+            let seen = polls_by_job(hydra);
+            jobs.iter()
+                .all(|job| seen.get(job).copied().unwrap_or(0) >= polls)
+        };
+        // Counting reads every request recorded so far: not at every millisecond.
+        let every = Duration::from_millis(100);
+        wait_until(done, "the agents' polls", &mut self.children, every);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    /// Total PSS, in KiB.
+    fn pss_kib(&self) -> u64 {
+        self.children
+            .iter()
+            .map(|agent| proc_kib(agent.id(), "smaps_rollup", "Pss"))
+            .sum()
+    }
+}
+
+impl Drop for Agents {
+    fn drop(&mut self) {
+        for agent in &mut self.children {
+            let _ = agent.kill();
+        }
+        for agent in &mut self.children {
+            let _ = agent.wait();
+        }
+    }
+}
+
+/// Requests for `<job>/latest` so far, by job name.
+fn polls_by_job(hydra: &HydraServer) -> HashMap<String, usize> {
+    let mut polls = HashMap::new();
+    for r in hydra.requests() {
+        if let Some(job) = r
+            .path()
+            .strip_suffix("/latest")
+            .and_then(|p| p.rsplit('/').next())
+        {
+            *polls.entry(job.to_string()).or_default() += 1;
+        }
+    }
+    polls
+}
+
+/// Lifts the soft limit on open files to the hard one: the test servers keep descriptors for
+/// every connection the agents open.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: both calls only read or write the struct given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
 }
 
 /// Rounds of the switching comparison at most: each publishes two closures with real Nix.
@@ -232,11 +352,16 @@ struct Bench {
 impl Bench {
     /// hail deploying the benchmark's job to `profile`.
     fn command(&self, profile: &Path, extra: &[&str]) -> Command {
+        self.command_for(&self.job, profile, extra)
+    }
+
+    /// hail deploying the job at `job_uri` to `profile`.
+    fn command_for(&self, job_uri: &str, profile: &Path, extra: &[&str]) -> Command {
         let mut c = self.clean(&self.hail);
         c.arg("--profile")
             .arg(profile)
             .arg("--job-uri")
-            .arg(&self.job)
+            .arg(job_uri)
             .args(extra);
         c
     }
@@ -339,12 +464,19 @@ fn count_builds(hydra: &HydraServer) -> usize {
         .count()
 }
 
-fn proc_status_kib(pid: u32, key: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+/// The `KEY:  N kB` line of `/proc/PID/FILE` (`status`, `smaps_rollup`), in KiB; 0 if missing.
+fn proc_kib(pid: u32, file: &str, key: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap_or_default();
     s.lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k == key).then(|| v.split_whitespace().next()?.parse().ok())?
+        })
         .unwrap_or(0)
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
 }
 
 /// CPU time of every thread of `pid`, in ns (from schedstat: finer than clock ticks).
@@ -384,16 +516,19 @@ fn summary(d: &mut [Duration]) -> String {
     )
 }
 
-fn wait_until(done: impl Fn() -> bool, what: &str, child: &mut Child) {
+/// Waits until `done()`, checking `every` so often; panics if one of `children` exits first.
+fn wait_until(done: impl Fn() -> bool, what: &str, children: &mut [Child], every: Duration) {
     let start = Instant::now();
     while !done() {
-        if let Ok(Some(s)) = child.try_wait() {
-            panic!("hail exited ({s}) while waiting for {what}");
+        for child in children.iter_mut() {
+            if let Ok(Some(s)) = child.try_wait() {
+                panic!("hail exited ({s}) while waiting for {what}");
+            }
         }
         assert!(
-            start.elapsed() < Duration::from_secs(30),
+            start.elapsed() < Duration::from_secs(60),
             "timed out waiting for {what}"
         );
-        std::thread::sleep(Duration::from_millis(1));
+        std::thread::sleep(every);
     }
 }
