@@ -8,6 +8,7 @@
 //! - a deployment that really switches, by `hail --oneshot` and by a shell script doing the same
 //!   job with curl, sed, `nix-env --set` and the activation (wall time, and CPU time of it and all
 //!   its children),
+//! - CPU time per poll of an agent polling every second (from /proc),
 //! - the memory (PSS) of 1, 50 and 200 agents on one host, and per additional agent.
 //!
 //! Usage: hail-bench PATH-TO-HAIL [ROUNDS]   (build both with --release)
@@ -211,9 +212,20 @@ fn main() {
         );
     };
 
-    // PSS, which splits shared pages among the processes sharing them, summed over the agents.
+    // CPU per poll of one agent polling every second (idle time between polls included).
     start_agent(&mut agents);
-    agents.wait_for_polls(&hydra, 3);
+    agents.wait_for_polls(&hydra, 1);
+    let (pid, job) = (agents.children[0].id(), agents.jobs[0].clone());
+    let (cpu_before, polls_before) = (cpu_ns(pid), polls_by_job(&hydra)[&job]);
+    agents.wait_for_polls(&hydra, polls_before + 20);
+    let cpu = cpu_ns(pid) - cpu_before;
+    let polls = polls_by_job(&hydra)[&job] - polls_before;
+    println!(
+        "CPU time per poll at a 1 s poll period: {:.3} ms (over {polls} polls)",
+        cpu as f64 / 1e6 / polls as f64
+    );
+
+    // PSS, which splits shared pages among the processes sharing them, summed over the agents.
     let one = agents.pss_kib();
     println!("PSS of 1 agent: {:.2} MiB", mib(one));
     for n in [50, 200] {
