@@ -2,18 +2,25 @@
 //! 127.0.0.1, printing figures (no pass/fail):
 //! - idle RSS of a running agent (and its peak),
 //! - CPU time per no-op poll (polls triggered with SIGHUP, CPU read from /proc),
-//! - wall time of a no-op `--oneshot`,
+//! - wall and CPU time of a no-op `--oneshot`,
 //! - the time hail adds to a deployment beyond the nix commands and the activation themselves
-//!   (nix-store and nix-env are timed by wrappers placed first on PATH).
+//!   (nix-store and nix-env are timed by wrappers placed first on PATH),
+//! - a deployment that really switches, by `hail --oneshot` and by a shell script doing the same
+//!   job with curl, sed, `nix-env --set` and the activation (wall time, and CPU time of it and all
+//!   its children),
+//! - CPU time per poll of an agent polling every second (from /proc),
+//! - the memory (PSS) of 1, 50 and 200 agents on one host, and per additional agent.
 //!
 //! Usage: hail-bench PATH-TO-HAIL [ROUNDS]   (build both with --release)
 
+use std::collections::HashMap;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hail_testkit::cache::{Cache, ProfileSpec};
-use hail_testkit::hydra::{BuildSpec, HydraServer};
+use hail_testkit::hydra::{BuildSpec, DEFAULT_JOBSET, DEFAULT_PROJECT, HydraServer};
 
 fn main() {
     let mut args = std::env::args_os().skip(1);
@@ -43,9 +50,15 @@ fn main() {
         nix_config: cache.nix_config(),
     };
 
+    // A new build, not in the local store, becomes the job's latest; returns its output.
+    let publish_latest = |version: &str| {
+        let p = cache.publish(&ProfileSpec::new(version, &marker));
+        hydra.add_build(BuildSpec::succeeded(&p.out_path));
+        p.out_path
+    };
+
     // One deployment so that every later poll is a no-op.
-    let first = cache.publish(&ProfileSpec::new("bench-0", &marker));
-    hydra.add_build(BuildSpec::succeeded(&first.out_path));
+    publish_latest("bench-0");
     let profile = bench.work.join("profiles/noop");
     let status = bench
         .command(&profile, &["--oneshot"])
@@ -65,20 +78,13 @@ fn main() {
     wait_until(
         || count_latest(&hydra) >= 2,
         "the agent's first poll",
-        &mut agent,
+        std::slice::from_mut(&mut agent),
+        Duration::from_millis(1),
     );
     std::thread::sleep(Duration::from_millis(500));
-    let idle = proc_status_kib(pid, "VmRSS");
-    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-    let field = |key: &str| -> f64 {
-        rollup
-            .lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-            .unwrap_or(0.0)
-            / 1024.0
-    };
-    let (pss, anon) = (field("Pss:"), field("Anonymous:"));
+    let idle = proc_kib(pid, "status", "VmRSS");
+    let pss = mib(proc_kib(pid, "smaps_rollup", "Pss"));
+    let anon = mib(proc_kib(pid, "smaps_rollup", "Anonymous"));
     let cpu_before = cpu_ns(pid);
     let polls_before = count_latest(&hydra);
     for i in 1..=rounds {
@@ -87,20 +93,21 @@ fn main() {
         wait_until(
             || count_builds(&hydra) >= polls_before + i,
             "a poll",
-            &mut agent,
+            std::slice::from_mut(&mut agent),
+            Duration::from_millis(1),
         );
     }
     std::thread::sleep(Duration::from_millis(200));
     let cpu = cpu_ns(pid) - cpu_before;
-    let after = proc_status_kib(pid, "VmRSS");
-    let peak = proc_status_kib(pid, "VmHWM");
+    let after = proc_kib(pid, "status", "VmRSS");
+    let peak = proc_kib(pid, "status", "VmHWM");
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     let _ = agent.wait();
     println!(
         "idle RSS of a running agent: {:.2} MiB (after {rounds} polls: {:.2} MiB, peak {:.2} MiB)",
-        idle as f64 / 1024.0,
-        after as f64 / 1024.0,
-        peak as f64 / 1024.0
+        mib(idle),
+        mib(after),
+        mib(peak)
     );
     println!(
         "  of which private anonymous memory {anon:.2} MiB; PSS {pss:.2} MiB (the rest is code shared with other processes)"
@@ -110,18 +117,15 @@ fn main() {
         cpu as f64 / 1e6 / rounds as f64
     );
 
-    // Wall time of a no-op --oneshot.
-    let mut walls = Vec::new();
-    for _ in 0..rounds.min(100) {
-        let t = Instant::now();
-        let s = bench
-            .command(&profile, &["--oneshot"])
-            .status()
-            .expect("run hail");
-        walls.push(t.elapsed());
-        assert!(s.success());
-    }
+    // Wall and CPU time of a no-op --oneshot.
+    let (mut walls, mut cpus): (Vec<_>, Vec<_>) = (0..rounds.min(100))
+        .map(|_| run_measured(&mut bench.command(&profile, &["--oneshot"])))
+        .unzip();
     println!("no-op --oneshot wall time: {}", summary(&mut walls));
+    println!(
+        "no-op --oneshot CPU time (user+sys): {}",
+        summary(&mut cpus)
+    );
 
     // hail's own time per deployment.
     let wrappers = bench.work.join("wrappers");
@@ -131,8 +135,7 @@ fn main() {
     let mut overheads = Vec::new();
     let mut totals = Vec::new();
     for i in 0..10 {
-        let p = cache.publish(&ProfileSpec::new(&format!("bench-{}", i + 1), &marker));
-        hydra.add_build(BuildSpec::succeeded(&p.out_path));
+        publish_latest(&format!("bench-{}", i + 1));
         let _ = std::fs::remove_file(&timings);
         let mut c = bench.command(&deploy_profile, &["--oneshot"]);
         if let Some(dir) = std::env::var_os("HAIL_BENCH_LOGS") {
@@ -145,10 +148,7 @@ fn main() {
             std::env::var("PATH").unwrap_or_default()
         );
         c.env("PATH", path).env("HAIL_BENCH_TIMINGS", &timings);
-        let t = Instant::now();
-        let s = c.status().expect("run hail");
-        let total = t.elapsed();
-        assert!(s.success(), "deployment {i} failed");
+        let (total, _) = run_measured(&mut c);
         let nix: Duration = std::fs::read_to_string(&timings)
             .unwrap_or_default()
             .lines()
@@ -167,6 +167,191 @@ fn main() {
         "hail's own time per deployment (beyond nix commands and activation): {}",
         summary(&mut overheads)
     );
+
+    // A deployment that really switches, by hail and by the shortest script doing the same job,
+    // taking turns; each run deploys a build of its own, which it has to substitute.
+    let script = bench.work.join("deploy.sh");
+    std::fs::write(&script, DEPLOY_SCRIPT).unwrap();
+    let hail_profile = bench.work.join("profiles/switch-hail");
+    let script_profile = bench.work.join("profiles/switch-script");
+    let (mut hail_runs, mut script_runs) = (Vec::new(), Vec::new());
+    for i in 0..rounds.min(SWITCH_ROUNDS) {
+        publish_latest(&format!("switch-hail-{i}"));
+        hail_runs.push(run_measured(
+            &mut bench.command(&hail_profile, &["--oneshot"]),
+        ));
+        publish_latest(&format!("switch-script-{i}"));
+        let mut c = bench.clean(Path::new("/bin/sh"));
+        c.arg(&script).arg(&bench.job).arg(&script_profile);
+        script_runs.push(run_measured(&mut c));
+    }
+    let (hail_wall, hail_cpu) = print_runs("hail --oneshot", hail_runs);
+    let (script_wall, script_cpu) =
+        print_runs("curl + nix-env --set + activate script", script_runs);
+    println!(
+        "  hail / script (medians): wall {:.2}x, CPU {:.2}x",
+        hail_wall.as_secs_f64() / script_wall.as_secs_f64(),
+        hail_cpu.as_secs_f64() / script_cpu.as_secs_f64()
+    );
+
+    // Many agents on one host, each with a profile and a job of its own (so the server tells
+    // their polls apart), polling every second. Each profile gets its first deployment from a
+    // --oneshot before its agent starts, so the agents' polls are all no-ops.
+    raise_open_files_limit();
+    let out_path = publish_latest("agents");
+    let mut agents = Agents::default();
+    let start_agent = |agents: &mut Agents| {
+        let job = format!("agent-{}", agents.jobs.len());
+        hydra.add_build(BuildSpec::succeeded(&out_path).job(DEFAULT_PROJECT, DEFAULT_JOBSET, &job));
+        let uri = hydra.job_uri(DEFAULT_PROJECT, DEFAULT_JOBSET, &job);
+        let profile = bench.work.join("profiles").join(&job);
+        run_measured(&mut bench.command_for(&uri, &profile, &["--oneshot"]));
+        agents.start(
+            job,
+            bench.command_for(&uri, &profile, &["--poll-period", "1s"]),
+        );
+    };
+
+    // CPU per poll of one agent polling every second (idle time between polls included).
+    start_agent(&mut agents);
+    agents.wait_for_polls(&hydra, 1);
+    let (pid, job) = (agents.children[0].id(), agents.jobs[0].clone());
+    let (cpu_before, polls_before) = (cpu_ns(pid), polls_by_job(&hydra)[&job]);
+    agents.wait_for_polls(&hydra, polls_before + 20);
+    let cpu = cpu_ns(pid) - cpu_before;
+    let polls = polls_by_job(&hydra)[&job] - polls_before;
+    println!(
+        "CPU time per poll at a 1 s poll period: {:.3} ms (over {polls} polls)",
+        cpu as f64 / 1e6 / polls as f64
+    );
+
+    // PSS, which splits shared pages among the processes sharing them, summed over the agents.
+    let one = agents.pss_kib();
+    println!("PSS of 1 agent: {:.2} MiB", mib(one));
+    for n in [50, 200] {
+        while agents.jobs.len() < n {
+            start_agent(&mut agents);
+        }
+        agents.wait_for_polls(&hydra, 3);
+        let total = agents.pss_kib();
+        println!(
+            "PSS of {n} agents: {:.1} MiB in all, {:.2} MiB per additional agent",
+            mib(total),
+            mib(total.saturating_sub(one)) / (n - 1) as f64
+        );
+    }
+}
+
+/// Running agents and the jobs they poll; all are killed when this is dropped. Each also dies
+/// with the benchmark: release builds abort on panic, and then no destructor runs.
+#[derive(Default)]
+struct Agents {
+    jobs: Vec<String>,
+    children: Vec<Child>,
+}
+
+impl Agents {
+    fn start(&mut self, job: String, mut c: Command) {
+        // SAFETY: prctl(2) is async-signal-safe and only changes the new process.
+        unsafe {
+            c.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            })
+        };
+        self.children.push(c.spawn().expect("start hail"));
+        self.jobs.push(job);
+    }
+
+    /// Waits until each agent's job has seen `polls` polls, then half a second for the last ones
+    /// to finish.
+    fn wait_for_polls(&mut self, hydra: &HydraServer, polls: usize) {
+        let jobs = &self.jobs;
+        let done = || {
+            let seen = polls_by_job(hydra);
+            jobs.iter()
+                .all(|job| seen.get(job).copied().unwrap_or(0) >= polls)
+        };
+        // Counting reads every request recorded so far: not at every millisecond.
+        let every = Duration::from_millis(100);
+        wait_until(done, "the agents' polls", &mut self.children, every);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    /// Total PSS, in KiB.
+    fn pss_kib(&self) -> u64 {
+        self.children
+            .iter()
+            .map(|agent| proc_kib(agent.id(), "smaps_rollup", "Pss"))
+            .sum()
+    }
+}
+
+impl Drop for Agents {
+    fn drop(&mut self) {
+        for agent in &mut self.children {
+            let _ = agent.kill();
+        }
+        for agent in &mut self.children {
+            let _ = agent.wait();
+        }
+    }
+}
+
+/// Requests for `<job>/latest` so far, by job name.
+fn polls_by_job(hydra: &HydraServer) -> HashMap<String, usize> {
+    let mut polls = HashMap::new();
+    for r in hydra.requests() {
+        if let Some(job) = r
+            .path()
+            .strip_suffix("/latest")
+            .and_then(|p| p.rsplit('/').next())
+        {
+            *polls.entry(job.to_string()).or_default() += 1;
+        }
+    }
+    polls
+}
+
+/// Lifts the soft limit on open files to the hard one: the test servers keep descriptors for
+/// every connection the agents open.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: both calls only read or write the struct given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+/// Rounds of the switching comparison at most: each publishes two closures with real Nix.
+const SWITCH_ROUNDS: usize = 40;
+
+/// The shortest shell script doing what a switching `hail --oneshot` does: ask Hydra for the
+/// job's latest build, substitute its output and make it the profile's new generation, activate
+/// it. Arguments: JOB-URI PROFILE.
+const DEPLOY_SCRIPT: &str = r#"set -e
+out=$(curl -sfL -H 'Accept: application/json' "$1/latest" | sed -n 's/.*"out":{"path":"\([^"]*\)".*/\1/p')
+test -n "$out"
+nix-env --profile "$2" --set "$out"
+exec "$2/bin/activate"
+"#;
+
+/// Prints the wall and CPU times of switching deployments; returns their medians.
+fn print_runs(who: &str, runs: Vec<(Duration, Duration)>) -> (Duration, Duration) {
+    let (mut walls, mut cpus): (Vec<_>, Vec<_>) = runs.into_iter().unzip();
+    println!("switching deployment by {who}:");
+    println!("  wall time: {}", summary(&mut walls));
+    println!(
+        "  CPU time (user+sys, with all its children): {}",
+        summary(&mut cpus)
+    );
+    (median(&mut walls), median(&mut cpus))
 }
 
 struct Bench {
@@ -177,14 +362,27 @@ struct Bench {
 }
 
 impl Bench {
+    /// hail deploying the benchmark's job to `profile`.
     fn command(&self, profile: &Path, extra: &[&str]) -> Command {
-        let home = self.work.join("home");
-        let mut c = Command::new(&self.hail);
+        self.command_for(&self.job, profile, extra)
+    }
+
+    /// hail deploying the job at `job_uri` to `profile`.
+    fn command_for(&self, job_uri: &str, profile: &Path, extra: &[&str]) -> Command {
+        let mut c = self.clean(&self.hail);
         c.arg("--profile")
             .arg(profile)
             .arg("--job-uri")
-            .arg(&self.job)
+            .arg(job_uri)
             .args(extra);
+        c
+    }
+
+    /// `program` in a clean environment (PATH kept, a HOME of its own, the cache's NIX_CONFIG),
+    /// its output discarded.
+    fn clean(&self, program: &Path) -> Command {
+        let home = self.work.join("home");
+        let mut c = Command::new(program);
         c.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", &home)
@@ -195,6 +393,29 @@ impl Bench {
             .stderr(Stdio::null());
         c
     }
+}
+
+/// Runs `c` to completion and returns its wall time and the CPU time (user + system) of it and
+/// of every descendant it waited for. Only one child runs at a time, so the growth of
+/// RUSAGE_CHILDREN is this command's alone.
+fn run_measured(c: &mut Command) -> (Duration, Duration) {
+    let cpu_before = children_cpu();
+    let t = Instant::now();
+    let status = c
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {c:?}: {e}"));
+    let wall = t.elapsed();
+    assert!(status.success(), "{c:?} failed: {status}");
+    (wall, children_cpu() - cpu_before)
+}
+
+/// User + system time of all waited-for children so far.
+fn children_cpu() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
 }
 
 /// The activation alone: the deployed profile's bin/activate, run directly, median of 5.
@@ -255,12 +476,19 @@ fn count_builds(hydra: &HydraServer) -> usize {
         .count()
 }
 
-fn proc_status_kib(pid: u32, key: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+/// The `KEY:  N kB` line of `/proc/PID/FILE` (`status`, `smaps_rollup`), in KiB; 0 if missing.
+fn proc_kib(pid: u32, file: &str, key: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap_or_default();
     s.lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k == key).then(|| v.split_whitespace().next()?.parse().ok())?
+        })
         .unwrap_or(0)
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
 }
 
 /// CPU time of every thread of `pid`, in ns (from schedstat: finer than clock ticks).
@@ -281,13 +509,18 @@ fn file_mib(p: &Path) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn summary(d: &mut [Duration]) -> String {
+fn median(d: &mut [Duration]) -> Duration {
     d.sort();
+    d[d.len() / 2]
+}
+
+fn summary(d: &mut [Duration]) -> String {
     let ms = |x: Duration| x.as_secs_f64() * 1e3;
+    let median = median(d);
     let mean = d.iter().map(|x| ms(*x)).sum::<f64>() / d.len() as f64;
     format!(
         "median {:.2} ms, mean {:.2} ms, min {:.2} ms, max {:.2} ms (n={})",
-        ms(d[d.len() / 2]),
+        ms(median),
         mean,
         ms(d[0]),
         ms(d[d.len() - 1]),
@@ -295,16 +528,19 @@ fn summary(d: &mut [Duration]) -> String {
     )
 }
 
-fn wait_until(done: impl Fn() -> bool, what: &str, child: &mut Child) {
+/// Waits until `done()`, checking `every` so often; panics if one of `children` exits first.
+fn wait_until(done: impl Fn() -> bool, what: &str, children: &mut [Child], every: Duration) {
     let start = Instant::now();
     while !done() {
-        if let Ok(Some(s)) = child.try_wait() {
-            panic!("hail exited ({s}) while waiting for {what}");
+        for child in children.iter_mut() {
+            if let Ok(Some(s)) = child.try_wait() {
+                panic!("hail exited ({s}) while waiting for {what}");
+            }
         }
         assert!(
-            start.elapsed() < Duration::from_secs(30),
+            start.elapsed() < Duration::from_secs(60),
             "timed out waiting for {what}"
         );
-        std::thread::sleep(Duration::from_millis(1));
+        std::thread::sleep(every);
     }
 }
