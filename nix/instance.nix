@@ -39,7 +39,10 @@ let
   matches = re: s: builtins.isString s && builtins.match re s != null;
   toInt = s: builtins.fromJSON (builtins.head (builtins.match "0*([0-9]+)" s));
 
-  durationRe = "[0-9]+(ms|s|m|h)";
+  # Zero is no time bound: refused.
+  durationRe = "0*[1-9][0-9]*(ms|s|m|h)";
+  # No control character (a newline would start a new line of the unit file).
+  plainRe = "[^[:cntrl:]]*";
   # Whole seconds in a duration (rounded up).
   durationSeconds =
     d:
@@ -52,6 +55,7 @@ let
 
   netrcPath = if netrcFile == null then null else toString netrcFile;
   hailVars = builtins.filter (hasPrefix "HAIL_") (builtins.attrNames environment);
+  badNames = builtins.filter (k: !(matches "[A-Za-z_][A-Za-z0-9_]*" k)) (builtins.attrNames environment);
   nonStrings = builtins.filter (k: !builtins.isString environment.${k}) (builtins.attrNames environment);
 
   checks = [
@@ -64,7 +68,12 @@ let
       message = ''jobUri = "${toString jobUri}": expected an http:// or https:// Hydra job URL.'';
     }
     {
-      ok = matches "(/.+|[A-Za-z0-9_][A-Za-z0-9._-]*)" profile;
+      # Credentials in the URL would be world-readable: in the store and in `systemctl show`.
+      ok = !(matches "[A-Za-z]+://[^/?#]*@.*" jobUri);
+      message = "jobUri: must not hold credentials (user:password@): the unit is world-readable (the Nix store, systemctl show); put them in a netrc file (netrcFile).";
+    }
+    {
+      ok = matches "(/.+|[A-Za-z0-9_][A-Za-z0-9._-]*)" profile && matches plainRe profile;
       message = ''profile = "${toString profile}": expected a profile name or an absolute path.'';
     }
     {
@@ -76,24 +85,32 @@ let
       message = ''netrcFile = "${toString netrcPath}": expected an absolute path.'';
     }
     {
+      ok = netrcPath == null || matches plainRe netrcPath;
+      message = "netrcFile: contains a newline or another control character, which cannot be written into a unit file.";
+    }
+    {
       ok = netrcPath == null || !(hasPrefix storePrefix netrcPath);
       message = ''netrcFile = "${toString netrcPath}" is in the Nix store, which every user can read: keep the netrc file outside the store (for example /etc/hail/netrc, mode 0600) and give its path as a string.'';
     }
     {
       ok = activationTimeout == null || matches durationRe activationTimeout;
-      message = "activationTimeout: expected a duration such as \"30s\", \"10m\", \"1h\".";
+      message = "activationTimeout: expected a non-zero duration such as \"30s\", \"10m\", \"1h\".";
     }
     {
       ok = realiseTimeout == null || matches durationRe realiseTimeout;
-      message = "realiseTimeout: expected a duration such as \"30s\", \"10m\", \"1h\".";
+      message = "realiseTimeout: expected a non-zero duration such as \"30s\", \"10m\", \"1h\".";
     }
     {
       ok = httpTimeout == null || matches durationRe httpTimeout;
-      message = "httpTimeout: expected a duration such as \"30s\", \"10m\", \"1h\".";
+      message = "httpTimeout: expected a non-zero duration such as \"30s\", \"10m\", \"1h\".";
     }
     {
       ok = hailVars == [ ];
       message = "environment: ${builtins.concatStringsSep ", " hailVars} are set by the instance's own settings; use those instead.";
+    }
+    {
+      ok = badNames == [ ];
+      message = "environment: ${builtins.concatStringsSep ", " (map builtins.toJSON badNames)} cannot name environment variables (letters, digits and '_', not a digit first).";
     }
     {
       ok = nonStrings == [ ];

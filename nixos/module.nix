@@ -1,10 +1,14 @@
 # services.hail.<name>: one hail agent per Hydra job, run as the systemd unit `hail@<name>`.
 #
-# The unit's settings live in one place, the template `hail@.service` that the package installs
-# (`systemd.packages`). Each instance only adds a drop-in with its job, profile, credentials and
-# environment, so the NixOS unit and the distro-agnostic unit cannot drift apart. What an
-# instance's settings mean for its unit (variables, credential, command line, start timeout, and
-# what is wrong with them) is nix/instance.nix, which the manager's instance sets use too.
+# Each instance is a complete unit `hail@<name>.service`, generated from the template that the
+# project ships, `systemd/hail@.service` (the one source of the unit's settings): its sections and
+# lines become the instance's `unitConfig`, `serviceConfig` and `wantedBy`; the instance's own job,
+# profile, credential and environment replace the template's `Environment=`, `EnvironmentFile=`,
+# `LoadCredential=` and `ExecStart=`. A complete unit, not a drop-in on the template (the pattern of
+# nixpkgs' `container@<name>`): when an instance is removed, disabled or renamed, the system switch
+# sees its unit file gone and stops it, whatever version of the switch runs. What an instance's
+# settings mean (variables, credential, command line, start timeout, and what is wrong with them)
+# is nix/instance.nix, which the manager's instance sets use too.
 {
   config,
   lib,
@@ -26,17 +30,73 @@ let
   periodType = types.strMatching "0*[1-9][0-9]*[smh]?" // {
     description = "period string (minutes, or with a unit: 30s, 5m, 1h)";
   };
-  # Timeouts need a unit (hail also accepts ms).
-  durationType = types.strMatching "[0-9]+(ms|s|m|h)" // {
-    description = "duration string (30s, 10m, 1h)";
+  # Timeouts need a unit (hail also accepts ms), and cannot be zero.
+  durationType = types.strMatching "0*[1-9][0-9]*(ms|s|m|h)" // {
+    description = "non-zero duration string (30s, 10m, 1h)";
   };
 
   # The path hail will use for a profile option: a bare name lives in /nix/var/nix/profiles.
-  profilePath = p: if lib.hasPrefix "/" p then p else "/nix/var/nix/profiles/${p}";
+  # Empty and `.` components are dropped, so `/a/./b/` and `/a/b` name the same profile.
+  profilePath =
+    p:
+    let
+      absolute = if lib.hasPrefix "/" p then p else "/nix/var/nix/profiles/${p}";
+      parts = lib.filter (c: c != "" && c != ".") (lib.splitString "/" absolute);
+    in
+    "/" + lib.concatStringsSep "/" parts;
 
-  # One ExecStart word: a C-style quoted string, with systemd's `%` specifiers and `$` variable
-  # expansion escaped, so an argument reaches hail exactly as written.
+  # Values pasted into the unit file, escaped for their context. systemd reads `%` as a specifier
+  # in every setting used here: `%%` is a literal `%`.
+  escapePercent = lib.replaceStrings [ "%" ] [ "%%" ];
+  # One ExecStart word: a C-style quoted string (a newline becomes `\n`), with `%` specifiers
+  # and `$` variable expansion escaped, so an argument reaches hail exactly as written.
   escapeExecArg = arg: lib.replaceStrings [ "%" "$" ] [ "%%" "$$" ] (builtins.toJSON arg);
+
+  # The shipped template, parsed: { Unit = { Description = [ "…" ]; … }; Service = …; Install = …; }
+  # (every value a list of the lines' values, in order). Comments and blank lines are skipped; it
+  # has no continuation lines.
+  templateText = builtins.readFile (../systemd + "/hail@.service");
+  template =
+    let
+      lines = lib.filter (l: l != "" && !(lib.hasPrefix "#" l)) (
+        map lib.trim (lib.splitString "\n" templateText)
+      );
+      step =
+        acc: line:
+        let
+          section = builtins.match "\\[([A-Za-z]+)]" line;
+          kv = builtins.match "([A-Za-z]+)=(.*)" line;
+        in
+        if section != null then
+          acc // { current = builtins.head section; }
+        else if kv != null && acc.current != null then
+          let
+            key = builtins.head kv;
+            sec = acc.sections.${acc.current} or { };
+          in
+          acc
+          // {
+            sections = acc.sections // {
+              ${acc.current} = sec // { ${key} = (sec.${key} or [ ]) ++ [ (lib.elemAt kv 1) ]; };
+            };
+          }
+        else
+          throw "systemd/hail@.service: cannot read the line `${line}`";
+    in
+    (lib.foldl' step {
+      current = null;
+      sections = { };
+    } lines).sections;
+
+  # Template lines every instance replaces: its own environment and command. No
+  # `EnvironmentFile=`: on NixOS the module's settings are the only ones (a leftover
+  # /etc/hail/<name>.env would otherwise override them). The template's `LoadCredential=` and
+  # `TimeoutStartSec=` stay unless the instance sets its own.
+  instanceKeys = [
+    "Environment"
+    "EnvironmentFile"
+    "ExecStart"
+  ];
 
   # The instance's unit settings and problems, shared with the manager (see the top).
   render =
@@ -56,6 +116,43 @@ let
         extraArgs
         environment
         ;
+    };
+
+  # What the module gives hail@<name>: each value as written into the unit file.
+  unitOf =
+    name: inst:
+    let
+      unit = render name inst;
+      execStart = lib.concatMapStringsSep " " escapeExecArg unit.execStart;
+      credentials = lib.mapAttrsToList (id: file: "${id}:${escapePercent file}") unit.credentials;
+      environment = lib.mapAttrs (_: escapePercent) unit.environment;
+      path = [ config.nix.package ];
+      # A digest of everything above: hail compares the one it runs with (its environment) to
+      # the unit's current one when the switch reloads it, and restarts itself when they differ
+      # (services.hail.<name>.restartIfChanged).
+      digest = builtins.substring 0 16 (
+        builtins.hashString "sha256" (
+          builtins.toJSON {
+            inherit execStart credentials environment;
+            inherit (unit) timeoutStartSec;
+            path = map toString path;
+            template = templateText;
+          }
+        )
+      );
+    in
+    {
+      inherit path;
+      environment = environment // {
+        HAIL_UNIT_CONFIG = digest;
+      };
+      serviceConfig = {
+        ExecStart = execStart;
+      }
+      // lib.optionalAttrs (credentials != [ ]) { LoadCredential = credentials; }
+      // lib.optionalAttrs (unit.timeoutStartSec != null) {
+        TimeoutStartSec = "${toString unit.timeoutStartSec}s";
+      };
     };
 
   instanceOptions =
@@ -86,7 +183,9 @@ let
           example = "https://hydra.example.org/job/infra/production/web";
           description = ''
             The Hydra job to deploy, `https://HYDRA/job/PROJECT/JOBSET/JOB`. hail polls its latest
-            successful build (`<jobUri>/latest`) and deploys that build's `out` path.
+            successful build (`<jobUri>/latest`) and deploys that build's `out` path. It must not
+            hold credentials (`https://user:password@…`): the unit is world-readable in the Nix
+            store and in `systemctl show`; put them in `netrcFile`.
           '';
         };
 
@@ -186,13 +285,16 @@ let
           default = false;
           example = true;
           description = ''
-            Whether `nixos-rebuild switch` restarts this instance when its configuration changed.
-            The default, `false`, never interrupts a deployment in progress: a switch run by a
-            profile's own `bin/activate` (hail deploying a NixOS system) would otherwise restart
-            the hail that runs it, and a restart in the middle of a download or activation cuts it
-            short. The switch then lists the unit under "NOT restarting"; the new settings apply
-            at the next `systemctl restart hail@<name>` or boot. New instances are started by the
-            switch either way.
+            Whether `nixos-rebuild switch` restarts this instance when its unit changed. The
+            default, `false`, never interrupts a deployment in progress (a switch run by a
+            profile's own `bin/activate`, hail deploying a NixOS system, would otherwise restart
+            the hail that runs it, and a restart cuts a download or activation short), and still
+            applies the new settings: the switch reloads the instance instead (`reloadIfChanged`),
+            hail finds that the settings of its unit (a digest in `HAIL_UNIT_CONFIG`) are no longer
+            those it runs with, finishes what it is doing and restarts itself through systemd
+            (`systemctl restart --no-block`), logging why. `true`: the switch restarts the
+            instance after the activation (`stopIfChanged = false`). New instances are started
+            and removed or disabled ones stopped either way.
           '';
         };
       };
@@ -260,43 +362,36 @@ in
       ) enabled
     );
 
-    # The template unit, with its ExecStart pointing at the package.
-    # Exactly one: every package holds `hail@.service`, and NixOS links the files of all of
-    # them into one directory (a second would collide). Each drop-in sets its own ExecStart.
-    systemd.packages = lib.take 1 (lib.mapAttrsToList (_: inst: inst.package) enabled);
+    # No template is installed for these instances: each is a complete unit. The template stays
+    # available for instances that a manager adds at run time (drop-ins in /run, which set their
+    # own ExecStart); it comes from the package that most instances run, the lowest-named one
+    # on a tie.
+    systemd.packages =
+      let
+        packages = lib.mapAttrsToList (_: inst: inst.package) enabled;
+        count = p: lib.length (lib.filter (q: q == p) packages);
+        best = lib.foldl' (a: p: if count p > count a then p else a) (lib.head packages) packages;
+      in
+      [ best ];
 
     systemd.services = lib.mapAttrs' (
       name: inst:
       let
-        unit = render name inst;
+        unit = unitOf name inst;
+        fromTemplate = lib.mapAttrs (_: lib.mkDefault);
       in
       lib.nameValuePair "hail@${name}" {
-        # A drop-in for the template's instance, not a full unit.
-        overrideStrategy = "asDropin";
-        wantedBy = [ "multi-user.target" ];
-        # The switch must not restart hail in the middle of a deployment (see the option's text);
-        # if restarting is chosen, do it after activation rather than stopping hail before it.
+        unitConfig = fromTemplate template.Unit;
+        serviceConfig = fromTemplate (builtins.removeAttrs template.Service instanceKeys) // unit.serviceConfig;
+        wantedBy = template.Install.WantedBy;
+        # A switch must not restart hail in the middle of a deployment (see restartIfChanged):
+        # by default it reloads a changed instance, and hail restarts itself once its work is
+        # done. If restarting is chosen, it happens after activation rather than stopping hail
+        # before it.
         inherit (inst) restartIfChanged;
+        reloadIfChanged = !inst.restartIfChanged;
         stopIfChanged = false;
-        inherit (unit) environment;
-        # nix-store, nix-env for realising and switching, the same Nix as the system's daemon.
-        path = [ config.nix.package ];
-        serviceConfig = {
-          # Each instance runs its own package (the template names only one), with its extra
-          # arguments; the empty entry resets the template's ExecStart.
-          ExecStart = [
-            ""
-            (lib.concatMapStringsSep " " escapeExecArg unit.execStart)
-          ];
-        }
-        // lib.optionalAttrs (unit.credentials != { }) {
-          # Replaces the template's credential of the same name.
-          LoadCredential = lib.mapAttrsToList (id: file: "${id}:${file}") unit.credentials;
-        }
-        // lib.optionalAttrs (unit.timeoutStartSec != null) {
-          # READY=1 comes after the start-up activation, bounded by the activation timeout.
-          TimeoutStartSec = "${toString unit.timeoutStartSec}s";
-        };
+        inherit (unit) environment path;
       }
     ) enabled;
   };

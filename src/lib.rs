@@ -31,3 +31,4 @@ pub mod status;
 pub mod store_path;
 pub mod systemd;
 pub mod types;
+pub mod unit_change;

@@ -245,3 +245,18 @@ fn template_names_the_paths_the_package_and_module_rely_on() {
         "the template's default profile changed: change nixos/module.nix's `profile` default with it"
     );
 }
+
+#[test]
+fn the_vm_test_keeps_its_netrc_out_of_the_store_and_switches() {
+    let test = std::fs::read_to_string(root().join("nix/tests/basic.nix")).unwrap();
+    // environment.etc puts a file's text in the store, which every user can read.
+    assert!(!test.contains("environment.etc"), "nix/tests/basic.nix");
+    assert!(
+        test.contains("umask 077"),
+        "the test script writes the netrc"
+    );
+    assert!(
+        test.contains("specialisation/removed/bin/switch-to-configuration test"),
+        "the VM test switches to a specialisation that removes an instance"
+    );
+}

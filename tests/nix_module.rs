@@ -79,48 +79,307 @@ fn failed_assertions(lib: &Path, config: &str) -> Vec<String> {
 const HAIL: &str = "/nix/store/00000000000000000000000000000000-hail-from-pkgs";
 const NIX: &str = "/nix/store/00000000000000000000000000000000-nix";
 
+/// The unit file of `unit` as NixOS writes it (tests/nix/eval.nix), with its settings digest
+/// replaced by `DIGEST` (checked to be 16 hex digits).
+fn unit_text(result: &Value, unit: &str) -> String {
+    let text = result["units"][unit]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no unit {unit}: {}", result["units"]));
+    text.lines()
+        .map(
+            |l| match l.strip_prefix("Environment=\"HAIL_UNIT_CONFIG=") {
+                Some(rest) => {
+                    let digest = rest.strip_suffix('"').unwrap();
+                    assert!(
+                        digest.len() == 16 && digest.chars().all(|c| c.is_ascii_hexdigit()),
+                        "{l}"
+                    );
+                    "Environment=\"HAIL_UNIT_CONFIG=DIGEST\"".to_string()
+                }
+                None => l.to_string(),
+            },
+        )
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The `HAIL_UNIT_CONFIG` digest of `unit`.
+fn digest(result: &Value, unit: &str) -> String {
+    result["services"][unit]["environment"]["HAIL_UNIT_CONFIG"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 #[test]
 #[ignore = "needs NIXPKGS_LIB (nixpkgs' lib directory)"]
-fn one_instance_gets_a_drop_in_with_defaults() {
+fn one_instance_is_a_complete_unit_made_from_the_template() {
     let lib = nixpkgs_lib();
     let result = eval_ok(
         &lib,
         r#"{ services.hail.web.jobUri = "https://hydra.example.org/job/p/j/web"; }"#,
     );
     assert_eq!(result["failedAssertions"], json!([]));
+    assert_eq!(result["services"]["hail@web"].get("overrideStrategy"), None);
     assert_eq!(
-        result["packages"],
-        json!(["hail-from-pkgs"]),
-        "the template comes from the package"
+        result["units"]["hail@web.service"]["wantedBy"],
+        json!(["multi-user.target"])
     );
-    // The module's default profile is the template's, so both kinds of install agree.
+    // Every line of the template but those the instance replaces is in the unit, as written.
     let template = std::fs::read_to_string(root().join("systemd/hail@.service")).unwrap();
+    let text = unit_text(&result, "hail@web.service");
+    for line in template.lines() {
+        let replaced = [
+            "Environment=",
+            "EnvironmentFile=",
+            "ExecStart=",
+            "WantedBy=",
+        ]
+        .iter()
+        .any(|k| line.starts_with(k));
+        if line.is_empty() || line.starts_with('#') || line.starts_with('[') || replaced {
+            continue;
+        }
+        assert!(text.lines().any(|l| l == line), "{line:?} missing:\n{text}");
+    }
+    // The module's default profile is the template's, so both kinds of install agree.
     let template_profile = template
         .lines()
         .find_map(|l| l.strip_prefix("Environment=HAIL_PROFILE="))
         .expect("the template sets HAIL_PROFILE")
         .replace("%i", "web");
+    assert!(text.contains(&format!(
+        "Environment=\"HAIL_PROFILE={template_profile}\"\n"
+    )));
     assert_eq!(
-        result["services"]["hail@web"]["environment"]["HAIL_PROFILE"],
-        template_profile
+        text,
+        format!(
+            r#"[Unit]
+After=network-online.target
+Description=hail deployment of %i
+StartLimitBurst=5
+StartLimitIntervalSec=10min
+Wants=network-online.target
+
+[Service]
+Environment="HAIL_JOB_URI=https://hydra.example.org/job/p/j/web"
+Environment="HAIL_PROFILE=/nix/var/nix/profiles/hail/web"
+Environment="HAIL_UNIT_CONFIG=DIGEST"
+Environment="PATH={NIX}/bin:{NIX}/sbin"
+X-ReloadIfChanged=true
+X-StopIfChanged=false
+ExecReload=/bin/sh -c 'kill -HUP $$MAINPID'
+ExecStart="{HAIL}/bin/hail"
+KillMode=mixed
+LoadCredential=netrc:hail-%i.netrc
+LockPersonality=yes
+NotifyAccess=main
+Restart=on-failure
+RestartPreventExitStatus=2 3
+RestartSec=5s
+RestrictRealtime=yes
+StateDirectory=hail/%i
+SystemCallArchitectures=native
+SystemCallErrorNumber=EPERM
+SystemCallFilter=~@cpu-emulation @obsolete @raw-io
+TimeoutStartSec=11min
+TimeoutStopSec=90s
+Type=notify
+WatchdogSec=60s"#
+        )
     );
+}
+
+#[test]
+#[ignore = "needs NIXPKGS_LIB (nixpkgs' lib directory)"]
+fn no_environment_file_overrides_the_configuration() {
+    let lib = nixpkgs_lib();
+    let result = eval_ok(
+        &lib,
+        r#"{ services.hail.web.jobUri = "https://h/job/p/j/a"; }"#,
+    );
+    let text = unit_text(&result, "hail@web.service");
+    assert!(!text.contains("EnvironmentFile"), "{text}");
+    // The template, for installs by hand, still reads it.
+    let template = std::fs::read_to_string(root().join("systemd/hail@.service")).unwrap();
+    assert!(template.contains("\nEnvironmentFile=-/etc/hail/%i.env\n"));
+}
+
+#[test]
+#[ignore = "needs NIXPKGS_LIB (nixpkgs' lib directory)"]
+fn the_description_names_the_instance_as_written() {
+    // %I would unescape `web-prod` into `web/prod`.
+    let template = std::fs::read_to_string(root().join("systemd/hail@.service")).unwrap();
+    assert!(template.contains("\nDescription=hail deployment of %i\n"));
+    let lib = nixpkgs_lib();
+    let result = eval_ok(
+        &lib,
+        r#"{ services.hail.web-prod.jobUri = "https://h/job/p/j/a"; }"#,
+    );
+    let text = unit_text(&result, "hail@web-prod.service");
+    assert!(
+        text.contains("\nDescription=hail deployment of %i\n"),
+        "{text}"
+    );
+}
+
+#[test]
+#[ignore = "needs NIXPKGS_LIB (nixpkgs' lib directory)"]
+fn hostile_values_are_escaped_for_the_unit_file() {
+    let lib = nixpkgs_lib();
+    let result = eval_ok(
+        &lib,
+        r#"{
+          services.hail.web = {
+            jobUri = "https://h/job/p/j/a%2Fb";
+            netrcFile = "/etc/hail/100%.netrc";
+            environment.DEMO = "50% \"q\" $HOME \\ x\nExecStartPre=/bin/false";
+            extraArgs = [ "--x" "a\nExecStartPre=/bin/false" "%n" ];
+          };
+        }"#,
+    );
+    assert_eq!(result["failedAssertions"], json!([]));
+    let text = unit_text(&result, "hail@web.service");
+    assert!(
+        text.contains("\nEnvironment=\"HAIL_JOB_URI=https://h/job/p/j/a%%2Fb\"\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nLoadCredential=netrc:/etc/hail/100%%.netrc\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"Environment="DEMO=50%% \"q\" $HOME \\ x\nExecStartPre=/bin/false""#),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            r#"ExecStart="{HAIL}/bin/hail" "--x" "a\nExecStartPre=/bin/false" "%%n""#
+        )),
+        "{text}"
+    );
+    // No value started a line of its own.
+    assert!(
+        !text.lines().any(|l| l.starts_with("ExecStartPre")),
+        "{text}"
+    );
+}
+
+#[test]
+#[ignore = "needs NIXPKGS_LIB (nixpkgs' lib directory)"]
+fn what_cannot_be_escaped_is_refused_naming_the_option() {
+    let lib = nixpkgs_lib();
+    let cases = [
+        (
+            r#"{ services.hail.web = { jobUri = "https://h/job/p/j/a"; netrcFile = "/etc/netrc\nExecStartPre=/bin/false"; }; }"#,
+            "services.hail.web.netrcFile",
+        ),
+        (
+            r#"{ services.hail.web = { jobUri = "https://h/job/p/j/a"; profile = "/p\nExecStartPre=/bin/false"; }; }"#,
+            "services.hail.web.profile",
+        ),
+        (
+            r#"{ services.hail.web = { jobUri = "https://h/job/p/j/a"; environment."A\nB" = "x"; }; }"#,
+            "services.hail.web.environment",
+        ),
+    ];
+    for (config, option) in cases {
+        // Refused by the option's type or by an assertion; either names the option.
+        let refused = match eval_module(&lib, "module", config) {
+            Ok(v) => v["failedAssertions"].to_string(),
+            Err(stderr) => stderr,
+        };
+        assert!(refused.contains(option), "{config}: {refused}");
+    }
+}
+
+#[test]
+#[ignore = "needs NIXPKGS_LIB (nixpkgs' lib directory)"]
+fn credentials_in_the_job_uri_are_refused() {
+    let lib = nixpkgs_lib();
+    let failed = failed_assertions(
+        &lib,
+        r#"{
+          services.hail.secret.jobUri = "https://user:secret@h/job/p/j/a";
+          services.hail.user.jobUri = "https://user@h/job/p/j/b";
+          services.hail.fine.jobUri = "https://h/job/p/j/c@d";
+        }"#,
+    );
+    assert_eq!(failed.len(), 2, "{failed:#?}");
+    for name in ["secret", "user"] {
+        assert!(
+            failed
+                .iter()
+                .any(|m| m.starts_with(&format!("services.hail.{name}.jobUri"))
+                    && m.contains("netrcFile")),
+            "{name}: {failed:#?}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs NIXPKGS_LIB (nixpkgs' lib directory)"]
+fn a_changed_instance_is_reloaded_and_its_digest_changes() {
+    let lib = nixpkgs_lib();
+    let config = |uri: &str, restart: bool| {
+        format!(
+            r#"{{
+              services.hail.a = {{ jobUri = "{uri}"; restartIfChanged = {restart}; }};
+              services.hail.b.jobUri = "https://h/job/p/j/b";
+            }}"#
+        )
+    };
+    let one = eval_ok(&lib, &config("https://h/job/p/j/a", false));
+    let two = eval_ok(&lib, &config("https://h/job/p/j/a2", false));
+    assert_ne!(digest(&one, "hail@a"), digest(&two, "hail@a"));
+    assert_eq!(digest(&one, "hail@b"), digest(&two, "hail@b"));
+    assert_ne!(digest(&one, "hail@a"), digest(&one, "hail@b"));
+    let a = &one["services"]["hail@a"];
     assert_eq!(
-        result["services"],
-        json!({
-            "hail@web": {
-                "overrideStrategy": "asDropin",
-                "wantedBy": ["multi-user.target"],
-                "restartIfChanged": false,
-                "stopIfChanged": false,
-                "environment": {
-                    "HAIL_JOB_URI": "https://hydra.example.org/job/p/j/web",
-                    "HAIL_PROFILE": "/nix/var/nix/profiles/hail/web",
-                },
-                "path": [NIX],
-                "serviceConfig": { "ExecStart": ["", format!("\"{HAIL}/bin/hail\"")] },
-            }
-        })
+        (
+            &a["reloadIfChanged"],
+            &a["restartIfChanged"],
+            &a["stopIfChanged"]
+        ),
+        (&json!(true), &json!(false), &json!(false))
     );
+    // Chosen restarts: the switch restarts it after the activation, no reload.
+    let restarting = eval_ok(&lib, &config("https://h/job/p/j/a", true));
+    let text = unit_text(&restarting, "hail@a.service");
+    assert!(!text.contains("X-ReloadIfChanged"), "{text}");
+    assert!(!text.contains("X-RestartIfChanged"), "{text}");
+    assert!(text.contains("\nX-StopIfChanged=false\n"), "{text}");
+    // A new package is a new digest too.
+    let package = eval_ok(
+        &lib,
+        r#"{ services.hail.a.jobUri = "https://h/job/p/j/a";
+             services.hail.a.package = { type = "derivation"; name = "other"; outPath = "/nix/store/11111111111111111111111111111111-other"; };
+             services.hail.b.jobUri = "https://h/job/p/j/b"; }"#,
+    );
+    assert_ne!(digest(&one, "hail@a"), digest(&package, "hail@a"));
+}
+
+#[test]
+#[ignore = "needs NIXPKGS_LIB (nixpkgs' lib directory)"]
+fn each_instance_runs_its_own_package() {
+    let lib = nixpkgs_lib();
+    let result = eval_ok(
+        &lib,
+        r#"let other = { type = "derivation"; name = "hail-other"; outPath = "/nix/store/11111111111111111111111111111111-hail-other"; }; in {
+          services.hail.a = { jobUri = "https://h/job/p/j/a"; package = other; };
+          services.hail.b.jobUri = "https://h/job/p/j/b";
+          services.hail.c.jobUri = "https://h/job/p/j/c";
+        }"#,
+    );
+    let exec = |unit: &str| result["services"][unit]["serviceConfig"]["ExecStart"].clone();
+    assert_eq!(
+        exec("hail@a"),
+        json!("\"/nix/store/11111111111111111111111111111111-hail-other/bin/hail\"")
+    );
+    assert_eq!(exec("hail@b"), json!(format!("\"{HAIL}/bin/hail\"")));
+    // The template (for a manager's instances only) comes from the package most instances run,
+    // not from the first instance's.
+    assert_eq!(result["packages"], json!(["hail-from-pkgs"]));
 }
 
 #[test]
@@ -155,8 +414,13 @@ fn two_instances_with_overrides() {
         "one template for both instances"
     );
     let web = &result["services"]["hail@web"];
+    let mut env = web["environment"].clone();
+    env.as_object_mut()
+        .unwrap()
+        .remove("HAIL_UNIT_CONFIG")
+        .expect("a digest");
     assert_eq!(
-        web["environment"],
+        env,
         json!({
             "HAIL_JOB_URI": "https://hydra.example.org/job/p/j/web",
             "HAIL_PROFILE": "web",
@@ -168,37 +432,47 @@ fn two_instances_with_overrides() {
             "RUST_LOG": "debug",
         })
     );
-    assert_eq!(
-        web["serviceConfig"],
-        json!({
-            "LoadCredential": ["netrc:/etc/hail/netrc"],
-            // Start-up activation (30m) plus a minute.
-            "TimeoutStartSec": "1860s",
-            // Quoted words; systemd's % specifiers and $ expansion escaped.
-            "ExecStart": ["", format!(r#""{HAIL}/bin/hail" "--flag" "100%%" "$$HOME" "say \"hi\"""#)],
-        })
-    );
+    let text = unit_text(&result, "hail@web.service");
+    for line in [
+        "LoadCredential=netrc:/etc/hail/netrc".to_string(),
+        // Start-up activation (30m) plus a minute.
+        "TimeoutStartSec=1860s".to_string(),
+        // Quoted words; systemd's % specifiers and $ expansion escaped.
+        format!(r#"ExecStart="{HAIL}/bin/hail" "--flag" "100%%" "$$HOME" "say \"hi\"""#),
+    ] {
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.split('=').next() == line.split('=').next())
+                .collect::<Vec<_>>(),
+            [line.as_str()],
+            "{text}"
+        );
+    }
     assert_eq!(web["restartIfChanged"], true);
     assert_eq!(web["stopIfChanged"], false);
 
     let worker = &result["services"]["hail@worker"];
+    let mut env = worker["environment"].clone();
+    env.as_object_mut()
+        .unwrap()
+        .remove("HAIL_UNIT_CONFIG")
+        .expect("a digest");
     assert_eq!(
-        worker["environment"],
+        env,
         json!({
             "HAIL_JOB_URI": "http://hydra.internal:3000/job/p/j/worker",
             "HAIL_PROFILE": "/nix/var/nix/profiles/hail/worker",
             "HAIL_POLL_PERIOD": "10",
         })
     );
-    assert_eq!(
-        worker["serviceConfig"].get("LoadCredential"),
-        None,
-        "no netrc, no credential"
+    assert!(
+        unit_text(&result, "hail@worker.service")
+            .contains("\nLoadCredential=netrc:hail-%i.netrc\n"),
+        "no netrc: the template's credential"
     );
     assert_eq!(worker["restartIfChanged"], false);
-    assert_eq!(
-        worker["serviceConfig"].get("TimeoutStartSec"),
-        None,
+    assert!(
+        unit_text(&result, "hail@worker.service").contains("\nTimeoutStartSec=11min\n"),
         "the template's default"
     );
     assert_eq!(result["services"].as_object().unwrap().len(), 2);
@@ -290,6 +564,35 @@ fn two_instances_on_one_profile_are_refused() {
     assert_eq!(failed.len(), 2, "{failed:#?}");
     assert!(failed[0].starts_with("services.hail.a.profile: /nix/var/nix/profiles/shared is also the profile of services.hail.b;"), "{failed:#?}");
     assert!(failed[1].starts_with("services.hail.b.profile: /nix/var/nix/profiles/shared is also the profile of services.hail.a;"), "{failed:#?}");
+}
+
+#[test]
+#[ignore = "needs NIXPKGS_LIB (nixpkgs' lib directory)"]
+fn profile_sharing_is_found_through_slashes_and_dots() {
+    let lib = nixpkgs_lib();
+    let failed = failed_assertions(
+        &lib,
+        r#"{
+          services.hail.a = { jobUri = "https://h/job/p/j/a"; profile = "/srv/p/"; };
+          services.hail.b = { jobUri = "https://h/job/p/j/b"; profile = "/srv/./p"; };
+          services.hail.c = { jobUri = "https://h/job/p/j/c"; profile = "/nix/var/nix/profiles//hail/./e/"; };
+          services.hail.d = { jobUri = "https://h/job/p/j/d"; profile = "/srv/q"; };
+          services.hail.e.jobUri = "https://h/job/p/j/e";
+        }"#,
+    );
+    assert_eq!(failed.len(), 4, "{failed:#?}");
+    assert!(
+        failed[0]
+            .starts_with("services.hail.a.profile: /srv/p is also the profile of services.hail.b;"),
+        "{failed:#?}"
+    );
+    assert!(
+        failed[1]
+            .starts_with("services.hail.b.profile: /srv/p is also the profile of services.hail.a;"),
+        "{failed:#?}"
+    );
+    // e's default profile is /nix/var/nix/profiles/hail/e.
+    assert!(failed[2].starts_with("services.hail.c.profile: /nix/var/nix/profiles/hail/e is also the profile of services.hail.e;"), "{failed:#?}");
 }
 
 #[test]
@@ -425,6 +728,14 @@ fn wrong_types_fail_evaluation_naming_the_option() {
             "services.hail.web.activationTimeout",
         ),
         (
+            r#"{ services.hail.web = { jobUri = "https://h/job/p/j/a"; activationTimeout = "0s"; }; }"#,
+            "services.hail.web.activationTimeout",
+        ),
+        (
+            r#"{ services.hail.web = { jobUri = "https://h/job/p/j/a"; httpTimeout = "00ms"; }; }"#,
+            "services.hail.web.httpTimeout",
+        ),
+        (
             r#"{ services.hail.web.pollPeriod = "5m"; }"#,
             "services.hail.web.jobUri",
         ),
@@ -463,7 +774,7 @@ fn flake_module_defaults_package_to_this_repository() {
     let packages: Vec<String> = serde_json::from_value(result["packages"].clone()).unwrap();
     assert_eq!(packages.len(), 1, "{packages:?}");
     // Each instance runs its own package, whichever template systemd picked.
-    let exec = |unit: &str| result["services"][unit]["serviceConfig"]["ExecStart"][1].clone();
+    let exec = |unit: &str| result["services"][unit]["serviceConfig"]["ExecStart"].clone();
     assert_eq!(
         exec("hail@web"),
         json!("\"/nix/store/00000000000000000000000000000000-hail-from-package.nix/bin/hail\"")

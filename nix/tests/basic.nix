@@ -1,5 +1,6 @@
 # NixOS VM test: `services.hail.svc` on `agent` deploys the builds that a Hydra-compatible server
-# on `server` names, realising them from the signed binary cache (nix-serve) on `server`.
+# on `server` names, realising them from the signed binary cache (nix-serve) on `server`; a switch
+# to a specialisation without the instance `extra` stops it and leaves `svc` running.
 #   nix build .#checks.x86_64-linux.vm-basic   (or: nix flake check)
 { lib, pkgs, ... }:
 
@@ -32,6 +33,17 @@ let
 
   netrcLogin = "hail";
   netrcPassword = "vm-test-password";
+
+  svc = {
+    jobUri = "http://server:3000/job/demo/main/svc";
+    netrcFile = "/etc/hail/netrc";
+    pollPeriod = "10s";
+  };
+  # Kept in the configuration but not run: no unit may start for it.
+  off = {
+    enable = false;
+    jobUri = "http://server:3000/job/demo/main/off";
+  };
 in
 {
   name = "hail-basic";
@@ -69,23 +81,20 @@ in
       trusted-public-keys = lib.mkForce [ cachePublicKey ];
     };
 
-    # Outside the store (mode makes NixOS copy the file instead of linking into the store).
-    environment.etc."hail/netrc" = {
-      mode = "0400";
-      text = "machine server login ${netrcLogin} password ${netrcPassword}\n";
+    # The netrc is written by the test script, outside the store, as the module tells users to;
+    # hail@svc starts once it is there.
+    systemd.services."hail@svc".unitConfig.ConditionPathExists = "/etc/hail/netrc";
+
+    services.hail = {
+      inherit svc off;
+      extra = {
+        jobUri = "http://server:3000/job/demo/main/extra";
+        pollPeriod = "10s";
+      };
     };
 
-    services.hail.svc = {
-      jobUri = "http://server:3000/job/demo/main/svc";
-      netrcFile = "/etc/hail/netrc";
-      pollPeriod = "10s";
-    };
-
-    # Kept in the configuration but not run: no unit may start for it.
-    services.hail.off = {
-      enable = false;
-      jobUri = "http://server:3000/job/demo/main/off";
-    };
+    # The same system without the instance `extra`.
+    specialisation.removed.configuration.services.hail = lib.mkForce { inherit svc off; };
   };
 
   testScript = ''
@@ -103,14 +112,22 @@ in
     server.wait_for_open_port(5000)
     server.wait_for_open_port(3000)
     agent.wait_for_unit("multi-user.target")
+    agent.succeed(
+        "umask 077 && mkdir -p /etc/hail && "
+        "echo 'machine server login ${netrcLogin} password ${netrcPassword}' > /etc/hail/netrc"
+    )
+    agent.succeed("systemctl start hail@svc.service")
     # Ready: configuration checked, profile lock held (a poll failing while the server booted is
     # retried, not fatal).
     agent.wait_for_unit("hail@svc.service")
+    agent.wait_for_unit("hail@extra.service")
 
-    with subtest("the instance is a drop-in of the packaged template"):
+    with subtest("the instance is a complete unit of its own"):
         unit = agent.succeed("systemctl cat hail@svc.service")
-        assert "hail@.service" in unit, unit
+        assert "/etc/systemd/system/hail@svc.service" in unit, unit
+        assert ".service.d/" not in unit, unit
         assert "LoadCredential=netrc:/etc/hail/netrc" in unit, unit
+        assert "EnvironmentFile" not in unit, unit
         assert "vm-test-password" not in agent.succeed("systemctl show -P Environment hail@svc")
         agent.fail("systemctl is-active hail@off.service")
 
@@ -140,5 +157,17 @@ in
         agent.wait_until_succeeds("journalctl -u hail@svc --grep 'hail-test: activated release 2'")
         agent.wait_until_succeeds("journalctl -u hail@svc -o json HAIL_EVENT=deployed HAIL_BUILD_ID=2 | grep -q .")
         agent.succeed("systemctl is-active hail@svc")
+
+    with subtest("a switch that removes an instance stops it and leaves the others running"):
+        svc_invocation = agent.succeed("systemctl show -P InvocationID hail@svc")
+        agent.succeed("/run/current-system/specialisation/removed/bin/switch-to-configuration test")
+        agent.fail("systemctl is-active hail@extra.service")
+        agent.fail("systemctl is-failed hail@extra.service")
+        agent.succeed("systemctl is-active hail@svc.service")
+        assert agent.succeed("systemctl show -P InvocationID hail@svc") == svc_invocation
+        # And back: the instance is started again, svc is left alone.
+        agent.succeed("/run/booted-system/bin/switch-to-configuration test")
+        agent.wait_for_unit("hail@extra.service")
+        assert agent.succeed("systemctl show -P InvocationID hail@svc") == svc_invocation
   '';
 }

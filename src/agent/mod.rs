@@ -254,6 +254,10 @@ impl Agent {
                 tokio::select! {
                     _ = &mut sleep => break,
                     _ = self.signals.poll_now.notified() => {
+                        // Changed unit settings: systemd restarts hail (see unit_change).
+                        if crate::unit_change::restart_if_changed().await {
+                            continue;
+                        }
                         info!(hail.event = "poll", "reload requested: polling now");
                         break;
                     }

@@ -10,6 +10,10 @@
   # Which hail module to load: "module" (nixos/module.nix) or "default" (nixos/default.nix,
   # what the flake exports).
   entry ? "module",
+  # Where the stand-ins of pkgs.hail and pkgs.nix are (the system tests point them at the
+  # container's own hail and Nix).
+  hailOut ? "${builtins.storeDir}/00000000000000000000000000000000-hail-from-pkgs",
+  nixOut ? "${builtins.storeDir}/00000000000000000000000000000000-nix",
 }:
 
 let
@@ -22,8 +26,8 @@ let
   };
 
   pkgs = {
-    hail = fakePackage "hail-from-pkgs";
-    nix = fakePackage "nix";
+    hail = fakePackage "hail-from-pkgs" // { outPath = hailOut; };
+    nix = fakePackage "nix" // { outPath = nixOut; };
     # What nixos/default.nix uses to build hail: records which file it was given.
     callPackage = file: _args: fakePackage "hail-from-${baseNameOf file}";
   };
@@ -63,9 +67,58 @@ let
     ];
   };
   cfg = evaluated.config;
+
+  # A service's unit file as NixOS writes it (nixpkgs nixos/lib/systemd-lib.nix, serviceToUnit
+  # and commonUnitText): [Unit] from unitConfig; [Service] with one quoted `Environment=` per
+  # variable (PATH made from `path`), then the switch's X- markers, then serviceConfig. Keys in
+  # name order, a list giving one line per element, values pasted as they are.
+  toOption = x: if x == true then "true" else if x == false then "false" else toString x;
+  attrsToSection =
+    as:
+    lib.concatStrings (
+      lib.concatLists (
+        lib.mapAttrsToList (
+          name: value: map (x: "${name}=${toOption x}\n") (if lib.isList value then value else [ value ])
+        ) as
+      )
+    );
+  unitText =
+    def:
+    let
+      path = def.path or [ ];
+      env =
+        (def.environment or { })
+        // lib.optionalAttrs (path != [ ]) {
+          PATH = "${lib.makeBinPath path}:${lib.makeSearchPathOutput "bin" "sbin" path}";
+        };
+    in
+    ''
+      [Unit]
+      ${attrsToSection (def.unitConfig or { })}
+      [Service]
+    ''
+    + lib.concatMapStrings (n: "Environment=${builtins.toJSON "${n}=${env.${n}}"}\n") (lib.attrNames env)
+    + (
+      if def.reloadIfChanged or false then
+        "X-ReloadIfChanged=true\n"
+      else if !(def.restartIfChanged or true) then
+        "X-RestartIfChanged=false\n"
+      else
+        ""
+    )
+    + lib.optionalString (!(def.stopIfChanged or true)) "X-StopIfChanged=false\n"
+    + attrsToSection (def.serviceConfig or { });
 in
 {
   services = cfg.systemd.services;
+  # Unit file name -> { text; wantedBy; }, as NixOS lays them out in /etc/systemd/system.
+  units = lib.mapAttrs' (
+    name: def:
+    lib.nameValuePair "${name}.service" {
+      text = unitText def;
+      wantedBy = def.wantedBy or [ ];
+    }
+  ) cfg.systemd.services;
   packages = map (p: p.name) cfg.systemd.packages;
   failedAssertions = map (a: a.message) (lib.filter (a: !a.assertion) cfg.assertions);
   inherit (cfg) warnings;
