@@ -136,7 +136,7 @@ pub fn render(record: &Record) -> String {
 
 /// Writes the metrics to `path` atomically (node_exporter never reads half a file).
 pub fn write(path: &Path, record: &Record) -> Result<(), StateError> {
-    state_file::write_atomically(path, render(record).as_bytes())
+    state_file::write_atomically(path, render(record).as_bytes(), state_file::Durable::No)
 }
 
 #[cfg(test)]

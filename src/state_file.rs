@@ -131,7 +131,7 @@ impl StateDir {
     pub fn save(&self, record: &Record) -> Result<(), StateError> {
         let mut text = serde_json::to_vec_pretty(record).expect("a record serialises");
         text.push(b'\n');
-        write_atomically(&self.state_file(), &text)
+        write_atomically(&self.state_file(), &text, Durable::Yes)
     }
 
     /// Marks this directory as the running agent's: writes and locks `agent.pid`.
@@ -187,7 +187,7 @@ impl StateDir {
             std::process::id()
         );
         let text = serde_json::to_vec(request).expect("a request serialises");
-        write_atomically(&self.requests_dir().join(name), &text)
+        write_atomically(&self.requests_dir().join(name), &text, Durable::Yes)
     }
 
     /// Whether requests wait for the agent.
@@ -243,8 +243,17 @@ fn parse(text: &[u8]) -> Result<Record, String> {
     serde_json::from_slice(text).map_err(|e| e.to_string())
 }
 
+/// Whether a file must survive a crash of the machine, or is rewritten soon anyway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durable {
+    /// fsync the file before the rename and the directory after it.
+    Yes,
+    /// Only atomic for readers (metrics, rewritten at every poll).
+    No,
+}
+
 /// Writes `path` so that a reader sees the old file or the new one, never a part.
-pub fn write_atomically(path: &Path, content: &[u8]) -> Result<(), StateError> {
+pub fn write_atomically(path: &Path, content: &[u8], durable: Durable) -> Result<(), StateError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
@@ -255,12 +264,19 @@ pub fn write_atomically(path: &Path, content: &[u8]) -> Result<(), StateError> {
         path: path.to_owned(),
         source,
     };
+    let sync = |f: &File| match durable {
+        Durable::Yes => f.sync_all(),
+        Durable::No => Ok(()),
+    };
     let written = File::create(&tmp)
-        .and_then(|mut f| f.write_all(content).and_then(|()| f.sync_all()))
+        .and_then(|mut f| f.write_all(content).and_then(|()| sync(&f)))
         .and_then(|()| fs::rename(&tmp, path));
     if let Err(e) = written {
         let _ = fs::remove_file(&tmp);
         return Err(write_err(e));
+    }
+    if durable == Durable::No {
+        return Ok(());
     }
     // The rename itself is durable once the directory is synced.
     File::open(dir)

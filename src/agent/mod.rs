@@ -228,7 +228,9 @@ impl Agent {
 
     async fn run(mut self) -> Result<(), AgentError> {
         let Some(period) = self.config.poll_period else {
-            self.round().await?;
+            let round = self.round().await;
+            self.books.settle();
+            round?;
             return match self.books.state.last_round() {
                 Some(r) if r.exit_code() != 0 => Err(AgentError::Round(r.clone())),
                 _ => Ok(()),
@@ -284,8 +286,9 @@ impl Agent {
         Ok(())
     }
 
-    /// One round: ask Hydra, decide, deploy if needed; its outcome goes into the state.
-    /// `Err` only when hail is stopping.
+    /// One round: ask Hydra, decide, deploy if needed; its outcome goes into the state, which
+    /// the caller saves (once a round: a no-op poll costs one write). `Err` only when hail is
+    /// stopping.
     async fn round(&mut self) -> Result<(), AgentError> {
         self.books.take_requests();
         self.report(Activity::Polling);
@@ -297,7 +300,6 @@ impl Agent {
                 self.books
                     .state
                     .apply(Timestamp::now(), Event::PollFailed(e.to_string()));
-                self.books.settle();
                 return Ok(());
             }
         };
@@ -309,11 +311,12 @@ impl Agent {
             profile,
             latest: latest.clone(),
         };
-        let next = self.books.state.apply(Timestamp::now(), event);
-        // Saved before a deployment: it says one is under way.
-        self.books.settle();
-        match next {
-            Next::Deploy(build) => self.deploy(build).await?,
+        match self.books.state.apply(Timestamp::now(), event) {
+            Next::Deploy(build) => {
+                // Saved before a deployment: it says one is under way.
+                self.books.settle();
+                self.deploy(build).await?;
+            }
             Next::PollNow | Next::Wait => match self.books.state.last_round() {
                 Some(Round::UpToDate) => {
                     report::up_to_date(&latest, self.books.state.profile().generation)
@@ -389,7 +392,6 @@ impl Agent {
             result,
         };
         self.books.state.apply(Timestamp::now(), event);
-        self.books.settle();
         Ok(())
     }
 
