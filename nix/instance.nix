@@ -28,6 +28,22 @@
   activationTimeout ? null,
   realiseTimeout ? null,
   httpTimeout ? null,
+  # Where to write Prometheus metrics (an absolute path), e.g. into node_exporter's textfile
+  # collector directory; null: none.
+  metricsFile ? null,
+  # Generations kept after a successful deployment (0 keeps all); null: hail's default (10).
+  keepGenerations ? null,
+  # A command that must pass after each activation (besides the profile's bin/health-check),
+  # and how often / how long it is tried ("5s", "2m"); null: none / hail's defaults.
+  healthCheck ? null,
+  healthInterval ? null,
+  healthTimeout ? null,
+  # Staged rollout: deploy a build only once it is this old, and after this host's own delay in
+  # a window of this length ("30m", "2h"); null or "0s": no wait.
+  minBuildAge ? null,
+  rolloutSpread ? null,
+  # Deploy a build with a lower Hydra id than the deployed one.
+  allowDowngrade ? false,
   # Extra hail arguments (needs package).
   extraArgs ? [ ],
   # Extra environment (NIX_CONFIG, RUST_LOG, PATH, …); HAIL_* come from the settings above.
@@ -41,6 +57,8 @@ let
 
   # Zero is no time bound: refused.
   durationRe = "0*[1-9][0-9]*(ms|s|m|h)";
+  # A wait may be zero.
+  waitRe = "[0-9]+(ms|s|m|h)";
   # No control character (a newline would start a new line of the unit file).
   plainRe = "[^[:cntrl:]]*";
   # Whole seconds in a duration (rounded up).
@@ -105,6 +123,34 @@ let
       message = "httpTimeout: expected a non-zero duration such as \"30s\", \"10m\", \"1h\".";
     }
     {
+      ok = metricsFile == null || (hasPrefix "/" (toString metricsFile) && matches plainRe (toString metricsFile));
+      message = ''metricsFile = "${toString metricsFile}": expected an absolute path.'';
+    }
+    {
+      ok = keepGenerations == null || (builtins.isInt keepGenerations && keepGenerations >= 0);
+      message = "keepGenerations: expected a number of generations (0 keeps all).";
+    }
+    {
+      ok = healthCheck == null || (matches plainRe healthCheck && healthCheck != "");
+      message = "healthCheck: expected a command line on one line.";
+    }
+    {
+      ok = healthInterval == null || matches durationRe healthInterval;
+      message = "healthInterval: expected a non-zero duration such as \"5s\".";
+    }
+    {
+      ok = healthTimeout == null || matches durationRe healthTimeout;
+      message = "healthTimeout: expected a non-zero duration such as \"2m\".";
+    }
+    {
+      ok = minBuildAge == null || matches waitRe minBuildAge;
+      message = "minBuildAge: expected a duration such as \"30m\" or \"0s\".";
+    }
+    {
+      ok = rolloutSpread == null || matches waitRe rolloutSpread;
+      message = "rolloutSpread: expected a duration such as \"2h\" or \"0s\".";
+    }
+    {
       ok = hailVars == [ ];
       message = "environment: ${builtins.concatStringsSep ", " hailVars} are set by the instance's own settings; use those instead.";
     }
@@ -131,6 +177,14 @@ let
     HAIL_ACTIVATION_TIMEOUT = activationTimeout;
     HAIL_REALISE_TIMEOUT = realiseTimeout;
     HAIL_HTTP_TIMEOUT = httpTimeout;
+    HAIL_METRICS_FILE = if metricsFile == null then null else toString metricsFile;
+    HAIL_KEEP_GENERATIONS = if keepGenerations == null then null else toString keepGenerations;
+    HAIL_HEALTH_CHECK = healthCheck;
+    HAIL_HEALTH_INTERVAL = healthInterval;
+    HAIL_HEALTH_TIMEOUT = healthTimeout;
+    HAIL_MIN_BUILD_AGE = minBuildAge;
+    HAIL_ROLLOUT_SPREAD = rolloutSpread;
+    HAIL_ALLOW_DOWNGRADE = if allowDowngrade then "true" else null;
   };
 in
 {

@@ -113,6 +113,14 @@ let
         activationTimeout
         realiseTimeout
         httpTimeout
+        metricsFile
+        keepGenerations
+        healthCheck
+        healthInterval
+        healthTimeout
+        minBuildAge
+        rolloutSpread
+        allowDowngrade
         extraArgs
         environment
         ;
@@ -253,6 +261,91 @@ let
           example = "30s";
           description = ''
             Longest time one request to Hydra may take. `null` keeps hail's default (`60s`).
+          '';
+        };
+
+        metricsFile = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+          example = "/var/lib/prometheus-node-exporter-text/hail-web.prom";
+          description = ''
+            Write Prometheus metrics (text format) to this file after every poll and deployment,
+            for node_exporter's textfile collector (`services.prometheus.exporters.node` with
+            `enabledCollectors = [ "textfile" ]` and `--collector.textfile.directory` naming the
+            file's directory). `null`: no metrics file.
+          '';
+        };
+
+        keepGenerations = mkOption {
+          type = types.nullOr types.ints.unsigned;
+          default = null;
+          example = 5;
+          description = ''
+            After a successful deployment, delete the profile's generations beyond the newest N
+            (never the current one nor the one a rollback returns to); `0` keeps all. Garbage
+            collection itself stays with `nix.gc`. `null` keeps hail's default (`10`).
+          '';
+        };
+
+        healthCheck = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+          example = "\${pkgs.curl}/bin/curl -fsS http://127.0.0.1:8080/health";
+          description = ''
+            A command that must succeed after each activation, besides the profile's own
+            `bin/health-check`: split into words as systemd splits `ExecStart=` (quotes honoured),
+            run without a shell with `HAIL_BUILD_ID`, `HAIL_STORE_PATH`, `HAIL_PROFILE` and
+            `HAIL_GENERATION` set. It is tried every `healthInterval` until `healthTimeout`; when it
+            never passes, the previous generation is put back and the build is not deployed
+            again. `null`: only the profile's own check, if it has one.
+          '';
+        };
+
+        healthInterval = mkOption {
+          type = types.nullOr durationType;
+          default = null;
+          example = "10s";
+          description = "Time between two tries of a failing health check. `null`: hail's default (`5s`).";
+        };
+
+        healthTimeout = mkOption {
+          type = types.nullOr durationType;
+          default = null;
+          example = "5m";
+          description = ''
+            How long health checks may keep failing before the deployment counts as failed and is
+            rolled back. `null`: hail's default (`2m`).
+          '';
+        };
+
+        minBuildAge = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+          example = "2h";
+          description = ''
+            Deploy a build only once Hydra finished it at least this long ago (a duration:
+            `30m`, `2h`). `null`: at once.
+          '';
+        };
+
+        rolloutSpread = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+          example = "6h";
+          description = ''
+            Spread a fleet's deployments over this window: each host waits its own fixed delay in
+            it, derived from its machine id and the job, so canaries (`"0s"`) go first and the
+            rest follow in waves without a coordinator. `null`: no delay.
+          '';
+        };
+
+        allowDowngrade = mkOption {
+          type = types.bool;
+          default = false;
+          example = true;
+          description = ''
+            Deploy a build whose Hydra id is lower than the deployed build's. By default such a
+            build waits (builds were deleted, or Hydra's latest fell back to an older one).
           '';
         };
 

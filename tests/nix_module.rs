@@ -976,3 +976,67 @@ fn environment_path_is_refused_with_a_pointer_to_path() {
     );
     assert!(failed.contains(".path instead"), "{failed}");
 }
+
+#[test]
+#[ignore = "needs NIXPKGS_LIB (nixpkgs' lib directory)"]
+fn state_health_and_rollout_options_reach_hail() {
+    let lib = nixpkgs_lib();
+    let result = eval_ok(
+        &lib,
+        r#"{
+          services.hail.web = {
+            jobUri = "https://hydra.example.org/job/p/j/web";
+            metricsFile = "/var/lib/prometheus-node-exporter-text/hail-web.prom";
+            keepGenerations = 0;
+            healthCheck = "/run/current-system/sw/bin/curl -fsS 'http://127.0.0.1:8080/health?full=1'";
+            healthInterval = "10s";
+            healthTimeout = "5m";
+            minBuildAge = "2h";
+            rolloutSpread = "0s";
+            allowDowngrade = true;
+          };
+          services.hail.plain.jobUri = "https://hydra.example.org/job/p/j/plain";
+        }"#,
+    );
+    assert_eq!(result["failedAssertions"], json!([]));
+    let env = &result["services"]["hail@web"]["environment"];
+    for (var, value) in [
+        (
+            "HAIL_METRICS_FILE",
+            "/var/lib/prometheus-node-exporter-text/hail-web.prom",
+        ),
+        ("HAIL_KEEP_GENERATIONS", "0"),
+        (
+            "HAIL_HEALTH_CHECK",
+            "/run/current-system/sw/bin/curl -fsS 'http://127.0.0.1:8080/health?full=1'",
+        ),
+        ("HAIL_HEALTH_INTERVAL", "10s"),
+        ("HAIL_HEALTH_TIMEOUT", "5m"),
+        ("HAIL_MIN_BUILD_AGE", "2h"),
+        ("HAIL_ROLLOUT_SPREAD", "0s"),
+        ("HAIL_ALLOW_DOWNGRADE", "true"),
+    ] {
+        assert_eq!(env[var], value, "{var}: {env:#}");
+    }
+    // Unset options leave hail's defaults alone.
+    let plain = result["services"]["hail@plain"]["environment"]
+        .as_object()
+        .unwrap();
+    for var in [
+        "HAIL_METRICS_FILE",
+        "HAIL_HEALTH_CHECK",
+        "HAIL_ALLOW_DOWNGRADE",
+        "HAIL_KEEP_GENERATIONS",
+    ] {
+        assert!(!plain.contains_key(var), "{var}: {plain:#?}");
+    }
+    let refused = failed_assertions(
+        &lib,
+        r#"{ services.hail.web = { jobUri = "https://h/job/p/j/a"; metricsFile = "relative.prom"; minBuildAge = "soon"; }; }"#,
+    );
+    assert!(
+        refused.iter().any(|m| m.contains("metricsFile"))
+            && refused.iter().any(|m| m.contains("minBuildAge")),
+        "{refused:#?}"
+    );
+}
