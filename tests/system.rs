@@ -41,6 +41,7 @@ trait ServiceRig {
     fn publish(&self, version: &str, activate_exit: i32) -> Published;
     fn release(&self, version: &str, activate_exit: i32) -> (Published, u64);
     fn configure(&self, instance: &str, extra: &str);
+    fn configure_job(&self, instance: &str, job_uri: &str, extra: &str);
     fn show(&self, unit: &str, property: &str) -> String;
     fn wait_status(&self, unit: &str, needle: &str, timeout: Duration) -> String;
     fn wait_journal(&self, unit: &str, matches: &[&str], count: usize) -> Vec<Value>;
@@ -71,13 +72,15 @@ impl ServiceRig for Rig {
         (p, id)
     }
 
+    /// `/etc/hail/NAME.env` deploying the default job (see [`ServiceRig::configure_job`]).
+    fn configure(&self, instance: &str, extra: &str) {
+        self.configure_job(instance, &self.hydra.default_job_uri(), extra);
+    }
+
     /// `/etc/hail/NAME.env`: the job, a poll period long enough that only a reload polls, and
     /// `extra` lines.
-    fn configure(&self, instance: &str, extra: &str) {
-        let env = format!(
-            "HAIL_JOB_URI={}\nHAIL_POLL_PERIOD=1h\nRUST_LOG=info\n{extra}",
-            self.hydra.default_job_uri()
-        );
+    fn configure_job(&self, instance: &str, job_uri: &str, extra: &str) {
+        let env = format!("HAIL_JOB_URI={job_uri}\nHAIL_POLL_PERIOD=1h\nRUST_LOG=info\n{extra}");
         self.c.write_file(&format!("/etc/hail/{instance}.env"), env);
     }
 
@@ -512,8 +515,7 @@ fn watchdog_restarts_a_stuck_agent() {
     // A credential named by a drop-in replaces the template's. A job without builds makes
     // hail@abs only poll (and fail), leaving the deployed demo service alone.
     let other_job = rig.job_uri("other");
-    let env = format!("HAIL_JOB_URI={other_job}\nHAIL_POLL_PERIOD=1h\n");
-    c.write_file("/etc/hail/abs.env", &env);
+    rig.configure_job("abs", &other_job, "");
     c.write_file_mode(
         "/etc/hail/abs.netrc",
         "machine 127.0.0.1 login abs password dropin\n",
@@ -530,7 +532,7 @@ fn watchdog_restarts_a_stuck_agent() {
         netrc_conf,
     );
     // systemd 252 does not start a unit whose absolute credential source is missing.
-    c.write_file("/etc/hail/missing.env", &env);
+    rig.configure_job("missing", &other_job, "");
     let missing_conf = "[Service]\nLoadCredential=netrc:/etc/hail/missing.netrc\n";
     c.write_file(
         "/etc/systemd/system/hail@missing.service.d/netrc.conf",
