@@ -287,7 +287,14 @@ fn service_deploys_reloads_reports_and_stops() {
     // deployed generation has already been activated again.
     let restart = c.systemctl(&["restart", SVC]);
     assert!(restart.success(), "restart failed: {}", restart.stderr);
-    assert_eq!(rig.activations().len(), 2, "{:?}", rig.activations());
+    assert_eq!(
+        rig.activations().len(),
+        2,
+        "{:?}\n{}\n{}",
+        rig.activations(),
+        c.unit_log(SVC),
+        c.unit_log("hail-demo.service")
+    );
     rig.assert_demo("1");
     rig.wait_status(SVC, &format!("deployed build {b1} ("), DEPLOY);
 
