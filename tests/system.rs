@@ -48,6 +48,8 @@ trait ServiceRig {
     fn profile_target(&self, profile: &str) -> String;
     fn activations(&self) -> Vec<String>;
     fn assert_demo(&self, version: &str);
+    fn hail(&self, args: &[&str]) -> String;
+    fn status_json(&self, args: &[&str]) -> Value;
 }
 
 impl ServiceRig for Rig {
@@ -141,6 +143,22 @@ impl ServiceRig for Rig {
             format!("hail-demo version {version}")
         );
     }
+
+    /// `hail ARGS…` inside the container, as an operator runs it; it must succeed. Returns stdout.
+    fn hail(&self, args: &[&str]) -> String {
+        let mut argv = vec!["hail"];
+        argv.extend_from_slice(args);
+        self.c.exec(&argv)
+    }
+
+    /// `hail status ARGS… --json` inside the container.
+    fn status_json(&self, args: &[&str]) -> Value {
+        let mut argv = vec!["status"];
+        argv.extend_from_slice(args);
+        argv.push("--json");
+        let out = self.hail(&argv);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("hail {argv:?}: {e}:\n{out}"))
+    }
 }
 
 /// The `<what>` of a `deployed <what>; <activity>` status line names that profile (with or
@@ -212,7 +230,8 @@ const SVC_PROFILE: &str = "/nix/var/nix/profiles/hail/svc";
 
 /// The unit's settings as systemd reads them, then one instance's life: start (READY after the
 /// start-up activation), a first deployment, a reload that polls at once, structured journal
-/// entries, a failing activation, an unreachable Hydra, a clean stop. The instance has no netrc.
+/// entries, a failing activation that a restart remembers, an unreachable Hydra, a clean stop.
+/// The instance has no netrc.
 #[test]
 fn service_deploys_reloads_reports_and_stops() {
     let Some(rig) = rig("svc") else { return };
@@ -407,6 +426,35 @@ fn service_deploys_reloads_reports_and_stops() {
     );
     rig.assert_demo("2");
 
+    // The failed build is remembered in the state directory (the template's StateDirectory=,
+    // under its hardening): after a restart hail holds it back instead of trying it again.
+    assert!(c.read_file("/var/lib/hail/svc/state.json").is_some());
+    c.systemctl_ok("restart", SVC);
+    let status = rig.wait_status(SVC, "is known to be bad", DEPLOY);
+    assert!(status.contains(&format!("build {b3} (")), "{status}");
+    assert_deployed(&status, "-hail-demo-profile-2", "generation 2");
+    let b3_match = format!("HAIL_BUILD_ID={b3}");
+    let held = c.journal(&["-u", SVC, "HAIL_EVENT=held-back", &b3_match]);
+    assert_eq!(held.len(), 1, "{held:#?}");
+    let deploying = c.journal(&["-u", SVC, "HAIL_EVENT=deploying", &b3_match]);
+    assert_eq!(deploying.len(), 1, "{deploying:#?}");
+    let activations = rig.activations();
+    let v3_line = format!("activated 3 {}", v3.out_path);
+    assert_eq!(
+        activations.iter().filter(|a| **a == v3_line).count(),
+        1,
+        "{activations:#?}"
+    );
+    // The start-up activation of generation 2 was the last one.
+    assert_eq!(
+        activations.last(),
+        Some(&format!("activated 2 {}", v2.out_path))
+    );
+    assert_eq!(rig.profile_target(SVC_PROFILE), v2.out_path);
+    let shown = rig.status_json(&["svc"]);
+    assert_eq!(shown["known_bad"][0]["build_id"], b3, "{shown:#}");
+    assert_eq!(shown["deployed"]["build_id"], b2, "{shown:#}");
+
     // Hydra unreachable (nothing listens on its port any more): reported, nothing changes.
     let Rig {
         c,
@@ -450,10 +498,10 @@ fn service_deploys_reloads_reports_and_stops() {
     let took = stop_cleanly(&c, SVC, || {});
     assert!(took < Duration::from_secs(30), "stop took {took:?}");
     let log = c.unit_log(SVC);
-    // One for the restart above, one now.
+    // One for each restart above, one now.
     assert_eq!(
         c.journal(&["-u", SVC, "HAIL_EVENT=stopping"]).len(),
-        2,
+        3,
         "{log}"
     );
     // What was deployed stays deployed.
