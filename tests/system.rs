@@ -676,3 +676,60 @@ fn watchdog_restarts_a_stuck_agent() {
     assert_eq!(rig.profile_target(profile), v2.out_path);
     rig.assert_demo("2");
 }
+
+const WEB: &str = "hail@web.service";
+
+/// Starts hail@web on a fresh release of the default job and waits until it is deployed.
+fn start_web(rig: &Rig) -> (Published, u64) {
+    let (v1, b1) = rig.release("1", 0);
+    rig.configure("web", "");
+    rig.c.systemctl_ok("start", WEB);
+    rig.wait_status(WEB, &format!("deployed build {b1} ("), DEPLOY);
+    (v1, b1)
+}
+
+/// `hail status` inside the container, as an operator types it: with no instance named, one row
+/// (or JSON object) per hail@ instance with state in /var/lib/hail; with one named, its agent is
+/// the unit's main process.
+#[test]
+fn status_lists_the_instances() {
+    let Some(rig) = rig("status") else { return };
+    let c = &rig.c;
+    let (_, b1) = start_web(&rig);
+    // hail@api's job has no build: it only polls.
+    let api = "hail@api.service";
+    rig.configure_job("api", &rig.job_uri("api"), "");
+    c.systemctl_ok("start", api);
+    let pids = [
+        ("api", rig.show(api, "MainPID")),
+        ("web", rig.show(WEB, "MainPID")),
+    ];
+
+    let table = rig.hail(&["status"]);
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 3, "{table}");
+    assert_eq!(rows[0][..3], ["INSTANCE", "AGENT", "DEPLOYED"], "{table}");
+    assert_eq!(rows[1][..3], ["api", "running", "-"], "{table}");
+    assert_eq!(rows[2][..3], ["web", "running", &b1.to_string()], "{table}");
+
+    let all = rig.status_json(&[]);
+    let listed: Vec<(&str, String)> = all
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {all:#}"))
+        .iter()
+        .map(|r| {
+            (
+                r["instance"].as_str().unwrap_or_default(),
+                r["pid"].to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(listed, pids, "{all:#}");
+
+    let web = rig.hail(&["status", "web"]);
+    let line = format!("hail@web: running (pid {})", pids[1].1);
+    assert!(web.contains(&line), "{web}");
+}
