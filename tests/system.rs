@@ -678,6 +678,7 @@ fn watchdog_restarts_a_stuck_agent() {
 }
 
 const WEB: &str = "hail@web.service";
+const WEB_PROFILE: &str = "/nix/var/nix/profiles/hail/web";
 
 /// Starts hail@web on a fresh release of the default job and waits until it is deployed.
 fn start_web(rig: &Rig) -> (Published, u64) {
@@ -732,4 +733,46 @@ fn status_lists_the_instances() {
     let web = rig.hail(&["status", "web"]);
     let line = format!("hail@web: running (pid {})", pids[1].1);
     assert!(web.contains(&line), "{web}");
+}
+
+/// `hail pause` and `hail resume` against the running service: the pause shows in the unit's
+/// status, holds a new release back (also across a restart), and a resume deploys it at once.
+#[test]
+fn pause_and_resume_through_the_service() {
+    let Some(rig) = rig("pause") else { return };
+    let c = &rig.c;
+    let (v1, _) = start_web(&rig);
+
+    let asked = rig.hail(&["pause", "web", "--reason", "maintenance window"]);
+    let pid = rig.show(WEB, "MainPID");
+    assert!(asked.contains(&format!("hail@web (pid {pid})")), "{asked}");
+    let status = rig.wait_status(WEB, "paused", DEPLOY);
+    assert!(status.contains("maintenance window"), "{status}");
+
+    // A new release, and a reload that polls: seen, not deployed.
+    let (v2, b2) = rig.release("2", 0);
+    c.systemctl_ok("reload", WEB);
+    let status = rig.wait_status(WEB, &format!("paused: build {b2} "), DEPLOY);
+    assert_deployed(&status, "-hail-demo-profile-1", "generation 1");
+    let shown = rig.status_json(&["web"]);
+    assert_eq!(shown["paused"], true, "{shown:#}");
+    assert_eq!(shown["pause_reason"], "maintenance window", "{shown:#}");
+
+    // The pause is kept in the state directory: the restarted agent holds the release back too.
+    c.systemctl_ok("restart", WEB);
+    let b2_match = format!("HAIL_BUILD_ID={b2}");
+    rig.wait_journal(WEB, &["-u", WEB, "HAIL_EVENT=held-back", &b2_match], 2);
+    rig.wait_status(WEB, &format!("paused: build {b2} "), DEPLOY);
+    assert_eq!(rig.profile_target(WEB_PROFILE), v1.out_path);
+    let v1_line = format!("activated 1 {}", v1.out_path);
+    // The first deployment and the restart's start-up activation.
+    assert_eq!(rig.activations(), [v1_line.clone(), v1_line]);
+
+    // Resumed: hail polls at once and deploys, without a reload.
+    rig.hail(&["resume", "web"]);
+    let status = rig.wait_status(WEB, &format!("deployed build {b2} ("), DEPLOY);
+    assert!(!status.contains("paused"), "{status}");
+    assert_eq!(rig.profile_target(WEB_PROFILE), v2.out_path);
+    rig.assert_demo("2");
+    assert_eq!(rig.status_json(&["web"])["paused"], false);
 }
