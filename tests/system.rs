@@ -41,12 +41,15 @@ trait ServiceRig {
     fn publish(&self, version: &str, activate_exit: i32) -> Published;
     fn release(&self, version: &str, activate_exit: i32) -> (Published, u64);
     fn configure(&self, instance: &str, extra: &str);
+    fn configure_job(&self, instance: &str, job_uri: &str, extra: &str);
     fn show(&self, unit: &str, property: &str) -> String;
     fn wait_status(&self, unit: &str, needle: &str, timeout: Duration) -> String;
     fn wait_journal(&self, unit: &str, matches: &[&str], count: usize) -> Vec<Value>;
     fn profile_target(&self, profile: &str) -> String;
     fn activations(&self) -> Vec<String>;
     fn assert_demo(&self, version: &str);
+    fn hail(&self, args: &[&str]) -> String;
+    fn status_json(&self, args: &[&str]) -> Value;
 }
 
 impl ServiceRig for Rig {
@@ -71,13 +74,15 @@ impl ServiceRig for Rig {
         (p, id)
     }
 
+    /// `/etc/hail/NAME.env` deploying the default job (see [`ServiceRig::configure_job`]).
+    fn configure(&self, instance: &str, extra: &str) {
+        self.configure_job(instance, &self.hydra.default_job_uri(), extra);
+    }
+
     /// `/etc/hail/NAME.env`: the job, a poll period long enough that only a reload polls, and
     /// `extra` lines.
-    fn configure(&self, instance: &str, extra: &str) {
-        let env = format!(
-            "HAIL_JOB_URI={}\nHAIL_POLL_PERIOD=1h\nRUST_LOG=info\n{extra}",
-            self.hydra.default_job_uri()
-        );
+    fn configure_job(&self, instance: &str, job_uri: &str, extra: &str) {
+        let env = format!("HAIL_JOB_URI={job_uri}\nHAIL_POLL_PERIOD=1h\nRUST_LOG=info\n{extra}");
         self.c.write_file(&format!("/etc/hail/{instance}.env"), env);
     }
 
@@ -137,6 +142,22 @@ impl ServiceRig for Rig {
             self.show("hail-demo.service", "StatusText"),
             format!("hail-demo version {version}")
         );
+    }
+
+    /// `hail ARGS…` inside the container, as an operator runs it; it must succeed. Returns stdout.
+    fn hail(&self, args: &[&str]) -> String {
+        let mut argv = vec!["hail"];
+        argv.extend_from_slice(args);
+        self.c.exec(&argv)
+    }
+
+    /// `hail status ARGS… --json` inside the container.
+    fn status_json(&self, args: &[&str]) -> Value {
+        let mut argv = vec!["status"];
+        argv.extend_from_slice(args);
+        argv.push("--json");
+        let out = self.hail(&argv);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("hail {argv:?}: {e}:\n{out}"))
     }
 }
 
@@ -209,7 +230,8 @@ const SVC_PROFILE: &str = "/nix/var/nix/profiles/hail/svc";
 
 /// The unit's settings as systemd reads them, then one instance's life: start (READY after the
 /// start-up activation), a first deployment, a reload that polls at once, structured journal
-/// entries, a failing activation, an unreachable Hydra, a clean stop. The instance has no netrc.
+/// entries, a failing activation that a restart remembers, an unreachable Hydra, a clean stop.
+/// The instance has no netrc.
 #[test]
 fn service_deploys_reloads_reports_and_stops() {
     let Some(rig) = rig("svc") else { return };
@@ -284,7 +306,14 @@ fn service_deploys_reloads_reports_and_stops() {
     // deployed generation has already been activated again.
     let restart = c.systemctl(&["restart", SVC]);
     assert!(restart.success(), "restart failed: {}", restart.stderr);
-    assert_eq!(rig.activations().len(), 2, "{:?}", rig.activations());
+    assert_eq!(
+        rig.activations().len(),
+        2,
+        "{:?}\n{}\n{}",
+        rig.activations(),
+        c.unit_log(SVC),
+        c.unit_log("hail-demo.service")
+    );
     rig.assert_demo("1");
     rig.wait_status(SVC, &format!("deployed build {b1} ("), DEPLOY);
 
@@ -397,6 +426,35 @@ fn service_deploys_reloads_reports_and_stops() {
     );
     rig.assert_demo("2");
 
+    // The failed build is remembered in the state directory (the template's StateDirectory=,
+    // under its hardening): after a restart hail holds it back instead of trying it again.
+    assert!(c.read_file("/var/lib/hail/svc/state.json").is_some());
+    c.systemctl_ok("restart", SVC);
+    let status = rig.wait_status(SVC, "is known to be bad", DEPLOY);
+    assert!(status.contains(&format!("build {b3} (")), "{status}");
+    assert_deployed(&status, "-hail-demo-profile-2", "generation 2");
+    let b3_match = format!("HAIL_BUILD_ID={b3}");
+    let held = c.journal(&["-u", SVC, "HAIL_EVENT=held-back", &b3_match]);
+    assert_eq!(held.len(), 1, "{held:#?}");
+    let deploying = c.journal(&["-u", SVC, "HAIL_EVENT=deploying", &b3_match]);
+    assert_eq!(deploying.len(), 1, "{deploying:#?}");
+    let activations = rig.activations();
+    let v3_line = format!("activated 3 {}", v3.out_path);
+    assert_eq!(
+        activations.iter().filter(|a| **a == v3_line).count(),
+        1,
+        "{activations:#?}"
+    );
+    // The start-up activation of generation 2 was the last one.
+    assert_eq!(
+        activations.last(),
+        Some(&format!("activated 2 {}", v2.out_path))
+    );
+    assert_eq!(rig.profile_target(SVC_PROFILE), v2.out_path);
+    let shown = rig.status_json(&["svc"]);
+    assert_eq!(shown["known_bad"][0]["build_id"], b3, "{shown:#}");
+    assert_eq!(shown["deployed"]["build_id"], b2, "{shown:#}");
+
     // Hydra unreachable (nothing listens on its port any more): reported, nothing changes.
     let Rig {
         c,
@@ -440,10 +498,10 @@ fn service_deploys_reloads_reports_and_stops() {
     let took = stop_cleanly(&c, SVC, || {});
     assert!(took < Duration::from_secs(30), "stop took {took:?}");
     let log = c.unit_log(SVC);
-    // One for the restart above, one now.
+    // One for each restart above, one now.
     assert_eq!(
         c.journal(&["-u", SVC, "HAIL_EVENT=stopping"]).len(),
-        2,
+        3,
         "{log}"
     );
     // What was deployed stays deployed.
@@ -512,8 +570,7 @@ fn watchdog_restarts_a_stuck_agent() {
     // A credential named by a drop-in replaces the template's. A job without builds makes
     // hail@abs only poll (and fail), leaving the deployed demo service alone.
     let other_job = rig.job_uri("other");
-    let env = format!("HAIL_JOB_URI={other_job}\nHAIL_POLL_PERIOD=1h\n");
-    c.write_file("/etc/hail/abs.env", &env);
+    rig.configure_job("abs", &other_job, "");
     c.write_file_mode(
         "/etc/hail/abs.netrc",
         "machine 127.0.0.1 login abs password dropin\n",
@@ -530,7 +587,7 @@ fn watchdog_restarts_a_stuck_agent() {
         netrc_conf,
     );
     // systemd 252 does not start a unit whose absolute credential source is missing.
-    c.write_file("/etc/hail/missing.env", &env);
+    rig.configure_job("missing", &other_job, "");
     let missing_conf = "[Service]\nLoadCredential=netrc:/etc/hail/missing.netrc\n";
     c.write_file(
         "/etc/systemd/system/hail@missing.service.d/netrc.conf",
@@ -618,4 +675,104 @@ fn watchdog_restarts_a_stuck_agent() {
     );
     assert_eq!(rig.profile_target(profile), v2.out_path);
     rig.assert_demo("2");
+}
+
+const WEB: &str = "hail@web.service";
+const WEB_PROFILE: &str = "/nix/var/nix/profiles/hail/web";
+
+/// Starts hail@web on a fresh release of the default job and waits until it is deployed.
+fn start_web(rig: &Rig) -> (Published, u64) {
+    let (v1, b1) = rig.release("1", 0);
+    rig.configure("web", "");
+    rig.c.systemctl_ok("start", WEB);
+    rig.wait_status(WEB, &format!("deployed build {b1} ("), DEPLOY);
+    (v1, b1)
+}
+
+/// `hail status` inside the container, as an operator types it: with no instance named, one row
+/// (or JSON object) per hail@ instance with state in /var/lib/hail; with one named, its agent is
+/// the unit's main process.
+#[test]
+fn status_lists_the_instances() {
+    let Some(rig) = rig("status") else { return };
+    let c = &rig.c;
+    let (_, b1) = start_web(&rig);
+    // hail@api's job has no build: it only polls.
+    let api = "hail@api.service";
+    rig.configure_job("api", &rig.job_uri("api"), "");
+    c.systemctl_ok("start", api);
+    let pids = [
+        ("api", rig.show(api, "MainPID")),
+        ("web", rig.show(WEB, "MainPID")),
+    ];
+
+    let table = rig.hail(&["status"]);
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 3, "{table}");
+    assert_eq!(rows[0][..3], ["INSTANCE", "AGENT", "DEPLOYED"], "{table}");
+    assert_eq!(rows[1][..3], ["api", "running", "-"], "{table}");
+    assert_eq!(rows[2][..3], ["web", "running", &b1.to_string()], "{table}");
+
+    let all = rig.status_json(&[]);
+    let listed: Vec<(&str, String)> = all
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {all:#}"))
+        .iter()
+        .map(|r| {
+            (
+                r["instance"].as_str().unwrap_or_default(),
+                r["pid"].to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(listed, pids, "{all:#}");
+
+    let web = rig.hail(&["status", "web"]);
+    let line = format!("hail@web: running (pid {})", pids[1].1);
+    assert!(web.contains(&line), "{web}");
+}
+
+/// `hail pause` and `hail resume` against the running service: the pause shows in the unit's
+/// status, holds a new release back (also across a restart), and a resume deploys it at once.
+#[test]
+fn pause_and_resume_through_the_service() {
+    let Some(rig) = rig("pause") else { return };
+    let c = &rig.c;
+    let (v1, _) = start_web(&rig);
+
+    let asked = rig.hail(&["pause", "web", "--reason", "maintenance window"]);
+    let pid = rig.show(WEB, "MainPID");
+    assert!(asked.contains(&format!("hail@web (pid {pid})")), "{asked}");
+    let status = rig.wait_status(WEB, "paused", DEPLOY);
+    assert!(status.contains("maintenance window"), "{status}");
+
+    // A new release, and a reload that polls: seen, not deployed.
+    let (v2, b2) = rig.release("2", 0);
+    c.systemctl_ok("reload", WEB);
+    let status = rig.wait_status(WEB, &format!("paused: build {b2} "), DEPLOY);
+    assert_deployed(&status, "-hail-demo-profile-1", "generation 1");
+    let shown = rig.status_json(&["web"]);
+    assert_eq!(shown["paused"], true, "{shown:#}");
+    assert_eq!(shown["pause_reason"], "maintenance window", "{shown:#}");
+
+    // The pause is kept in the state directory: the restarted agent holds the release back too.
+    c.systemctl_ok("restart", WEB);
+    let b2_match = format!("HAIL_BUILD_ID={b2}");
+    rig.wait_journal(WEB, &["-u", WEB, "HAIL_EVENT=held-back", &b2_match], 2);
+    rig.wait_status(WEB, &format!("paused: build {b2} "), DEPLOY);
+    assert_eq!(rig.profile_target(WEB_PROFILE), v1.out_path);
+    let v1_line = format!("activated 1 {}", v1.out_path);
+    // The first deployment and the restart's start-up activation.
+    assert_eq!(rig.activations(), [v1_line.clone(), v1_line]);
+
+    // Resumed: hail polls at once and deploys, without a reload.
+    rig.hail(&["resume", "web"]);
+    let status = rig.wait_status(WEB, &format!("deployed build {b2} ("), DEPLOY);
+    assert!(!status.contains("paused"), "{status}");
+    assert_eq!(rig.profile_target(WEB_PROFILE), v2.out_path);
+    rig.assert_demo("2");
+    assert_eq!(rig.status_json(&["web"])["paused"], false);
 }
