@@ -7,7 +7,7 @@ mod client;
 mod job;
 
 pub use client::{ClientError, HydraClient, MAX_BODY, MAX_REDIRECTS};
-pub use job::{Job, redact};
+pub use job::{Job, NotAJobPath, redact};
 
 use std::time::Duration;
 
