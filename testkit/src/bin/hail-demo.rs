@@ -157,7 +157,10 @@ fn main() {
     );
 
     step("7. An operator rolls back by hand: hail keeps the operator's choice");
-    say(&format!("$ nix-env --profile {} --rollback", profile.display()));
+    say(&format!(
+        "$ nix-env --profile {} --rollback",
+        profile.display()
+    ));
     let rolled = Command::new("nix-env")
         .arg("--profile")
         .arg(&profile)
@@ -179,7 +182,9 @@ fn main() {
     control(&["pause", "--reason", "demo maintenance"]);
     let v5 = cache.publish(&ProfileSpec::new("5", &marker));
     let b5 = hydra.add_build(BuildSpec::succeeded(&v5.out_path));
-    say(&format!("Hydra: build {b5} succeeded; hail sees it but waits"));
+    say(&format!(
+        "Hydra: build {b5} succeeded; hail sees it but waits"
+    ));
     let polls = hydra.requests().len();
     wait_for(
         || hydra.requests().len() >= polls + 2,
