@@ -13,10 +13,11 @@ pub(super) enum BuildError {
     Invalid(HydraError),
 }
 
-/// Hydra's build JSON. Unknown fields are ignored: Hydra adds fields over time.
+/// Hydra's build JSON. Unknown fields are ignored: Hydra adds fields over time (and a list of
+/// builds skips their products and metrics without keeping them).
 #[derive(Deserialize)]
-struct RawBuild {
-    id: u64,
+pub(super) struct RawBuild {
+    pub(super) id: u64,
     /// 0/1 in Hydra (an integer, though its OpenAPI file says boolean); both are accepted.
     finished: serde_json::Value,
     buildstatus: Option<i64>,
@@ -24,6 +25,22 @@ struct RawBuild {
     stoptime: Option<i64>,
     #[serde(default)]
     buildoutputs: HashMap<String, RawOutput>,
+    /// Whose build it is: needed to find a job's build among an evaluation's.
+    #[serde(default)]
+    pub(super) project: Option<String>,
+    #[serde(default)]
+    pub(super) jobset: Option<String>,
+    #[serde(default)]
+    pub(super) job: Option<String>,
+}
+
+/// Where a build stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// Not finished, or finished without a `buildstatus` yet.
+    Unfinished,
+    Failed(i64),
+    Succeeded,
 }
 
 #[derive(Deserialize)]
@@ -34,43 +51,57 @@ struct RawOutput {
 pub(super) fn parse_build(body: &[u8]) -> Result<Build, BuildError> {
     let raw: RawBuild = serde_json::from_slice(body)
         .map_err(|e| BuildError::Malformed(one_line(&e.to_string())))?;
-    let id = raw.id;
-    let invalid = BuildError::Invalid;
-    let finished = match raw.finished {
-        serde_json::Value::Bool(b) => b,
-        serde_json::Value::Number(n) => n.as_i64() == Some(1),
-        _ => {
-            return Err(BuildError::Malformed(
-                "\"finished\" is neither 0/1 nor a boolean".into(),
-            ));
+    raw.check()
+}
+
+impl RawBuild {
+    /// Finished and succeeded, failed, or not finished yet.
+    pub(super) fn outcome(&self) -> Result<Outcome, BuildError> {
+        let finished = match &self.finished {
+            serde_json::Value::Bool(b) => *b,
+            serde_json::Value::Number(n) => n.as_i64() == Some(1),
+            _ => {
+                return Err(BuildError::Malformed(format!(
+                    "build {}: \"finished\" is neither 0/1 nor a boolean",
+                    self.id
+                )));
+            }
+        };
+        Ok(match (finished, self.buildstatus) {
+            (true, Some(0)) => Outcome::Succeeded,
+            (true, Some(status)) => Outcome::Failed(status),
+            (true, None) | (false, _) => Outcome::Unfinished,
+        })
+    }
+
+    /// The build to deploy: finished, succeeded, with a valid `out` store path.
+    pub(super) fn check(self) -> Result<Build, BuildError> {
+        let id = self.id;
+        let invalid = BuildError::Invalid;
+        match self.outcome()? {
+            Outcome::Succeeded => {}
+            Outcome::Failed(status) => return Err(invalid(HydraError::Failed { id, status })),
+            Outcome::Unfinished => return Err(invalid(HydraError::Unfinished { id })),
         }
-    };
-    if !finished {
-        return Err(invalid(HydraError::Unfinished { id }));
+        let out = self
+            .buildoutputs
+            .get("out")
+            .ok_or(invalid(HydraError::NoOutOutput { id }))?;
+        let path = out
+            .path
+            .as_deref()
+            .ok_or(invalid(HydraError::NoOutPath { id }))?;
+        let path = StorePath::parse(path)
+            .map_err(|source| invalid(HydraError::BadStorePath { id, source }))?;
+        let finished_at = self
+            .stoptime
+            .and_then(|t| jiff::Timestamp::from_second(t).ok());
+        Ok(Build {
+            id,
+            path,
+            finished_at,
+        })
     }
-    match raw.buildstatus {
-        Some(0) => {}
-        Some(status) => return Err(invalid(HydraError::Failed { id, status })),
-        None => return Err(invalid(HydraError::Unfinished { id })),
-    }
-    let out = raw
-        .buildoutputs
-        .get("out")
-        .ok_or(invalid(HydraError::NoOutOutput { id }))?;
-    let path = out
-        .path
-        .as_deref()
-        .ok_or(invalid(HydraError::NoOutPath { id }))?;
-    let path = StorePath::parse(path)
-        .map_err(|source| invalid(HydraError::BadStorePath { id, source }))?;
-    let finished_at = raw
-        .stoptime
-        .and_then(|t| jiff::Timestamp::from_second(t).ok());
-    Ok(Build {
-        id,
-        path,
-        finished_at,
-    })
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
-//! The HTTP client: redirects followed by hand, bounded bodies, TLS roots loaded only for https.
+//! The HTTP client: redirects followed by hand, bounded bodies (read whole, or streamed to a
+//! parser), TLS roots loaded only for https.
 
+use std::io::Read;
 use std::time::Duration;
 
 use reqwest::{Url, header};
@@ -154,101 +156,135 @@ impl HydraClient {
         parse_build(&body).map_err(|e| match e {
             BuildError::Malformed(reason) => HydraError::Malformed {
                 url: redact(url.as_str()),
+                expected: "a build",
                 reason,
             },
             BuildError::Invalid(e) => e,
         })
     }
 
-    /// GETs `url` as JSON, following redirects by hand so credentials go to the job's origin only.
-    async fn get_json(&self, mut url: Url) -> Result<(Url, Vec<u8>), HydraError> {
-        let fut = async {
-            for _ in 0..=MAX_REDIRECTS {
-                let mut req = self
-                    .client_for(&url)?
-                    .get(url.clone())
-                    .header(header::ACCEPT, "application/json");
-                if let Some(c) = self
-                    .credentials
-                    .as_ref()
-                    .filter(|_| same_origin(&self.latest, &url))
-                {
-                    req = req.basic_auth(&c.login, Some(&c.password));
-                }
-                let resp = req
-                    .send()
-                    .await
-                    .map_err(|e| self.transport_error(&url, e))?;
-                let status = resp.status();
-                if status.is_redirection() {
-                    let location = resp
-                        .headers()
-                        .get(header::LOCATION)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default()
-                        .to_owned();
-                    url = url
-                        .join(&location)
-                        .ok()
-                        .filter(|u| matches!(u.scheme(), "http" | "https"))
-                        .ok_or_else(|| HydraError::BadRedirect {
-                            url: redact(url.as_str()),
-                            location: one_line(&location),
-                        })?;
-                    continue;
-                }
-                let content_type = resp
-                    .headers()
-                    .get(header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_owned();
-                // Media types are case-insensitive; parameters (`; charset=…`) do not matter.
-                let is_json = content_type
-                    .split(';')
-                    .next()
-                    .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
-                let body = self.read_body(&url, resp).await?;
-                if !status.is_success() {
-                    let message = is_json.then(|| error_message(&body)).flatten();
-                    return Err(HydraError::Status {
-                        url: redact(url.as_str()),
-                        status,
-                        message,
-                    });
-                }
-                if !is_json {
-                    return Err(HydraError::NotJson {
-                        url: redact(url.as_str()),
-                        content_type: one_line(&content_type),
-                    });
-                }
-                return Ok((url, body));
-            }
-            Err(HydraError::TooManyRedirects {
-                url: redact(self.latest.as_str()),
-            })
-        };
-        // The client's own timeout covers each request; this bounds the whole redirect chain.
-        tokio::time::timeout(self.timeout, fut)
+    /// GETs `url` as JSON, following redirects by hand so credentials go to the job's origin
+    /// only; the body is bounded at [`MAX_BODY`].
+    async fn get_json(&self, url: Url) -> Result<(Url, Vec<u8>), HydraError> {
+        self.bounded(&url.clone(), async {
+            let (url, resp) = self.send(url, Redirects::Follow).await?;
+            let resp = self.check_json(&url, resp).await?;
+            let body = self.read_body(&url, resp).await?;
+            Ok((url, body))
+        })
+        .await
+    }
+
+    /// Bounds a whole exchange (the redirect chain and the body) by the client's timeout; the
+    /// client's own timeout covers each request. `url` is the one the exchange started at.
+    pub(super) async fn bounded<T>(
+        &self,
+        url: &Url,
+        exchange: impl Future<Output = Result<T, HydraError>>,
+    ) -> Result<T, HydraError> {
+        tokio::time::timeout(self.timeout, exchange)
             .await
             .unwrap_or_else(|_| {
                 Err(HydraError::Timeout {
-                    url: redact(self.latest.as_str()),
+                    url: redact(url.as_str()),
                     timeout: self.timeout,
                 })
             })
     }
 
+    /// GETs `url` asking for JSON, with credentials only when it is on the job's origin.
+    /// Redirects are followed by hand (each hop re-checked for credentials), or handed back as
+    /// they are with [`Redirects::Return`]. Returns the URL finally answered and its response,
+    /// body unread.
+    pub(super) async fn send(
+        &self,
+        mut url: Url,
+        redirects: Redirects,
+    ) -> Result<(Url, reqwest::Response), HydraError> {
+        let start = url.clone();
+        for _ in 0..=MAX_REDIRECTS {
+            let mut req = self
+                .client_for(&url)?
+                .get(url.clone())
+                .header(header::ACCEPT, "application/json");
+            if let Some(c) = self
+                .credentials
+                .as_ref()
+                .filter(|_| same_origin(&self.latest, &url))
+            {
+                req = req.basic_auth(&c.login, Some(&c.password));
+            }
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| self.transport_error(&url, e))?;
+            if !resp.status().is_redirection() || redirects == Redirects::Return {
+                return Ok((url, resp));
+            }
+            let location = location(&resp).unwrap_or_default().to_owned();
+            url = url
+                .join(&location)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https"))
+                .ok_or_else(|| HydraError::BadRedirect {
+                    url: redact(url.as_str()),
+                    location: one_line(&location),
+                })?;
+        }
+        Err(HydraError::TooManyRedirects {
+            url: redact(start.as_str()),
+        })
+    }
+
+    /// Passes a successful JSON answer on, body unread; turns anything else into its error
+    /// (with Hydra's own message when it sent one).
+    pub(super) async fn check_json(
+        &self,
+        url: &Url,
+        resp: reqwest::Response,
+    ) -> Result<reqwest::Response, HydraError> {
+        let status = resp.status();
+        let content_type = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        // Media types are case-insensitive; parameters (`; charset=…`) do not matter.
+        let is_json = content_type
+            .split(';')
+            .next()
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+        if !status.is_success() {
+            let body = self.read_body(url, resp).await?;
+            let message = is_json.then(|| error_message(&body)).flatten();
+            return Err(HydraError::Status {
+                url: redact(url.as_str()),
+                status,
+                message,
+            });
+        }
+        if !is_json {
+            return Err(HydraError::NotJson {
+                url: redact(url.as_str()),
+                content_type: one_line(&content_type),
+            });
+        }
+        Ok(resp)
+    }
+
+    /// The whole body, refused beyond [`MAX_BODY`].
     async fn read_body(
         &self,
         url: &Url,
         mut resp: reqwest::Response,
     ) -> Result<Vec<u8>, HydraError> {
+        let too_large = || HydraError::TooLarge {
+            url: redact(url.as_str()),
+            limit: MAX_BODY as u64,
+        };
         if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
-            return Err(HydraError::TooLarge {
-                url: redact(url.as_str()),
-            });
+            return Err(too_large());
         }
         let mut body = Vec::new();
         while let Some(chunk) = resp
@@ -257,13 +293,81 @@ impl HydraClient {
             .map_err(|e| self.transport_error(url, e))?
         {
             if body.len() + chunk.len() > MAX_BODY {
-                return Err(HydraError::TooLarge {
-                    url: redact(url.as_str()),
-                });
+                return Err(too_large());
             }
             body.extend_from_slice(&chunk);
         }
         Ok(body)
+    }
+
+    /// A successful JSON answer handed, as it arrives, to `parse` on a blocking thread: the
+    /// body is never held whole (a chunk or a few at a time), and is refused beyond `limit`
+    /// bytes. A `parse` that fails early stops the download; its reason is reported as the
+    /// answer not being `expected`.
+    pub(super) async fn get_streamed<T: Send + 'static>(
+        &self,
+        url: Url,
+        limit: u64,
+        expected: &'static str,
+        parse: impl FnOnce(&mut dyn Read) -> Result<T, String> + Send + 'static,
+    ) -> Result<T, HydraError> {
+        self.bounded(&url.clone(), async {
+            let (url, resp) = self.send(url, Redirects::Follow).await?;
+            let mut resp = self.check_json(&url, resp).await?;
+            let too_large = || HydraError::TooLarge {
+                url: redact(url.as_str()),
+                limit,
+            };
+            if resp.content_length().is_some_and(|n| n > limit) {
+                return Err(too_large());
+            }
+            // A few chunks in flight at most: the download waits for the parser.
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            let parser = tokio::task::spawn_blocking(move || {
+                let mut reader = std::io::BufReader::new(ChunkReader {
+                    rx,
+                    chunk: None,
+                    at: 0,
+                });
+                parse(&mut reader)
+            });
+            let mut received = 0u64;
+            let mut failed = None;
+            loop {
+                match resp.chunk().await {
+                    Ok(Some(chunk)) => {
+                        received += chunk.len() as u64;
+                        if received > limit {
+                            failed = Some(too_large());
+                            break;
+                        }
+                        if tx.send(chunk).await.is_err() {
+                            break; // the parser gave up; its error says why
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        failed = Some(self.transport_error(&url, e));
+                        break;
+                    }
+                }
+            }
+            // The parser now sees the end of the body (cut short if the download failed).
+            drop(tx);
+            let parsed = parser.await.unwrap_or_else(|e| match e.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(e) => Err(e.to_string()),
+            });
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            parsed.map_err(|reason| HydraError::Malformed {
+                url: redact(url.as_str()),
+                expected,
+                reason: one_line(&reason),
+            })
+        })
+        .await
     }
 
     fn transport_error(&self, url: &Url, e: reqwest::Error) -> HydraError {
@@ -291,6 +395,48 @@ impl HydraClient {
         HydraError::Unreachable {
             url: redact(url.as_str()),
             reason,
+        }
+    }
+}
+
+/// Whether [`HydraClient::send`] follows redirects or hands them back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Redirects {
+    Follow,
+    Return,
+}
+
+/// A response's `Location`, if it has a readable one.
+pub(super) fn location(resp: &reqwest::Response) -> Option<&str> {
+    resp.headers()
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+}
+
+/// A body arriving in chunks over a channel, read on a blocking thread.
+struct ChunkReader<B> {
+    rx: tokio::sync::mpsc::Receiver<B>,
+    chunk: Option<B>,
+    at: usize,
+}
+
+impl<B: AsRef<[u8]>> Read for ChunkReader<B> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if let Some(chunk) = &self.chunk {
+                let rest = &chunk.as_ref()[self.at..];
+                if !rest.is_empty() {
+                    let n = rest.len().min(buf.len());
+                    buf[..n].copy_from_slice(&rest[..n]);
+                    self.at += n;
+                    return Ok(n);
+                }
+            }
+            // A closed channel is the end of the body.
+            match self.rx.blocking_recv() {
+                Some(chunk) => (self.chunk, self.at) = (Some(chunk), 0),
+                None => return Ok(0),
+            }
         }
     }
 }

@@ -1,13 +1,15 @@
 //! Hydra's HTTP API as hail uses it: the job URI ([`job`]), a client that follows Hydra's
-//! redirects with credentials for the job's origin only ([`client`]), and the build JSON it
-//! answers ([`build`]).
+//! redirects with credentials for the job's origin only ([`client`]), the build JSON it
+//! answers ([`build`]), and a jobset's evaluations, for gating on a whole one ([`evals`]).
 
 mod build;
 mod client;
+mod evals;
 mod job;
 
 pub use client::{ClientError, HydraClient, MAX_BODY, MAX_REDIRECTS};
-pub use job::{Job, redact};
+pub use evals::{EvalVerdict, MAX_STREAMED_BODY, Refusal};
+pub use job::{Job, NotAJobPath, redact};
 
 use std::time::Duration;
 
@@ -33,10 +35,15 @@ pub enum HydraError {
     TooManyRedirects { url: String },
     #[error("Hydra answered {content_type:?} instead of JSON for {url}; is the job URI right?")]
     NotJson { url: String, content_type: String },
-    #[error("Hydra's answer for {url} is larger than {MAX_BODY} bytes; refusing it")]
-    TooLarge { url: String },
-    #[error("Hydra's answer for {url} is not a build: {reason}")]
-    Malformed { url: String, reason: String },
+    #[error("Hydra's answer for {url} is larger than {limit} bytes; refusing it")]
+    TooLarge { url: String, limit: u64 },
+    #[error("Hydra's answer for {url} is not {expected}: {reason}")]
+    Malformed {
+        url: String,
+        /// What was expected, e.g. "a build".
+        expected: &'static str,
+        reason: String,
+    },
     #[error("build {id} has not finished")]
     Unfinished { id: u64 },
     #[error("build {id} did not succeed (buildstatus {status})")]
@@ -47,6 +54,8 @@ pub enum HydraError {
     NoOutPath { id: u64 },
     #[error("build {id} names an invalid store path: {source}")]
     BadStorePath { id: u64, source: StorePathError },
+    #[error(transparent)]
+    NotAJobPath(#[from] NotAJobPath),
 }
 
 fn detail(message: &Option<String>) -> String {

@@ -87,18 +87,88 @@ impl Response {
 
     /// Status line, headers and (unless `head_only`) body as one buffer, so one `write` sends it.
     fn to_bytes(&self, head_only: bool, close: bool) -> Vec<u8> {
+        let mut out = self.head(Some(self.body.len() as u64), close);
+        if !head_only {
+            out.extend_from_slice(&self.body);
+        }
+        out
+    }
+
+    /// Status line and headers, with `Content-Length: length` or, without a length,
+    /// `Transfer-Encoding: chunked`.
+    fn head(&self, length: Option<u64>, close: bool) -> Vec<u8> {
         let mut out = format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status)).into_bytes();
         for (k, v) in &self.headers {
             out.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
         }
-        out.extend_from_slice(format!("Content-Length: {}\r\n", self.body.len()).as_bytes());
+        match length {
+            Some(n) => out.extend_from_slice(format!("Content-Length: {n}\r\n").as_bytes()),
+            None => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        }
         if close {
             out.extend_from_slice(b"Connection: close\r\n");
         }
         out.extend_from_slice(b"\r\n");
-        if !head_only {
-            out.extend_from_slice(&self.body);
+        out
+    }
+
+    /// Bytes this response puts on the wire (head and body; without `Connection: close`).
+    pub fn wire_len(&self) -> u64 {
+        (self.head(Some(self.body.len() as u64), false).len() + self.body.len()) as u64
+    }
+}
+
+/// A large body made on the fly and written in pieces, never held whole: `head`, then `item`
+/// `count` times with `sep` between, then `tail`.
+#[derive(Debug, Clone, Default)]
+pub struct Repeated {
+    pub head: Vec<u8>,
+    pub item: Vec<u8>,
+    pub sep: Vec<u8>,
+    pub count: u64,
+    pub tail: Vec<u8>,
+}
+
+impl Repeated {
+    /// The body's length in bytes.
+    pub fn len(&self) -> u64 {
+        let seps = self.count.saturating_sub(1) * self.sep.len() as u64;
+        self.head.len() as u64 + self.count * self.item.len() as u64 + seps + self.tail.len() as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Calls `write` with pieces of about 64 KiB that make up the body, in order.
+    fn for_each_piece(&self, mut write: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+        const PIECE: usize = 64 << 10;
+        let mut buf = Vec::with_capacity(PIECE + self.item.len() + self.sep.len());
+        buf.extend_from_slice(&self.head);
+        for i in 0..self.count {
+            if i > 0 {
+                buf.extend_from_slice(&self.sep);
+            }
+            buf.extend_from_slice(&self.item);
+            if buf.len() >= PIECE {
+                write(&buf)?;
+                buf.clear();
+            }
         }
+        buf.extend_from_slice(&self.tail);
+        if !buf.is_empty() {
+            write(&buf)?;
+        }
+        Ok(())
+    }
+
+    /// The whole body (for tests of the test kit itself; defeats the purpose otherwise).
+    pub fn collect(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let _ = self.for_each_piece(|p| {
+            out.extend_from_slice(p);
+            Ok(())
+        });
         out
     }
 }
@@ -107,6 +177,14 @@ impl Response {
 #[derive(Debug, Clone)]
 pub enum Reply {
     Send(Response),
+    /// `response`'s status and headers with `body` written in pieces instead of its own body:
+    /// with `Content-Length` unless `chunked` (then `Transfer-Encoding: chunked`, so a client
+    /// learns the size only by reading).
+    Stream {
+        response: Response,
+        body: Repeated,
+        chunked: bool,
+    },
     /// Close the connection without answering (a crashed or reset server).
     Close,
 }
@@ -211,6 +289,35 @@ fn serve_connection(stream: TcpStream, handler: &Handler) {
             Reply::Send(response) => {
                 let bytes = response.to_bytes(request.method == "HEAD", !keep_alive);
                 if writer.write_all(&bytes).is_err() || !keep_alive {
+                    let _ = writer.shutdown(Shutdown::Both);
+                    return;
+                }
+            }
+            Reply::Stream {
+                response,
+                body,
+                chunked,
+            } => {
+                let head = response.head((!chunked).then(|| body.len()), !keep_alive);
+                let written = writer.write_all(&head).and_then(|()| {
+                    if request.method == "HEAD" {
+                        return Ok(());
+                    }
+                    body.for_each_piece(|piece| match chunked {
+                        true => {
+                            writer.write_all(format!("{:x}\r\n", piece.len()).as_bytes())?;
+                            writer.write_all(piece)?;
+                            writer.write_all(b"\r\n")
+                        }
+                        false => writer.write_all(piece),
+                    })?;
+                    match chunked {
+                        true => writer.write_all(b"0\r\n\r\n"),
+                        false => Ok(()),
+                    }
+                });
+                // A client that stops reading a huge body closes the connection: done.
+                if written.is_err() || !keep_alive {
                     let _ = writer.shutdown(Shutdown::Both);
                     return;
                 }
@@ -393,6 +500,53 @@ mod tests {
             out.ends_with("Content-Length: 7\r\nConnection: close\r\n\r\n"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn streamed_bodies_chunked_or_with_length() {
+        let body = Repeated {
+            head: b"[".to_vec(),
+            item: b"12345".to_vec(),
+            sep: b",".to_vec(),
+            count: 20_000,
+            tail: b"]".to_vec(),
+        };
+        assert_eq!(body.len(), body.collect().len() as u64);
+        assert_eq!(body.len(), 2 + 20_000 * 5 + 19_999);
+        for chunked in [false, true] {
+            let b = body.clone();
+            let server = Server::start(move |_| Reply::Stream {
+                response: Response::with_body(200, "application/json", ""),
+                body: b.clone(),
+                chunked,
+            })
+            .unwrap();
+            let raw = roundtrip(&server, "GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
+            let (head, rest) = raw.split_once("\r\n\r\n").unwrap();
+            let sent = if chunked {
+                assert!(head.contains("Transfer-Encoding: chunked"), "{head}");
+                // De-chunk: size line, data, CRLF, until the zero-size chunk.
+                let mut out = String::new();
+                let mut rest = rest;
+                loop {
+                    let (size, after) = rest.split_once("\r\n").unwrap();
+                    let size = usize::from_str_radix(size, 16).unwrap();
+                    if size == 0 {
+                        break;
+                    }
+                    out.push_str(&after[..size]);
+                    rest = &after[size + 2..];
+                }
+                out
+            } else {
+                assert!(
+                    head.contains(&format!("Content-Length: {}", body.len())),
+                    "{head}"
+                );
+                rest.to_string()
+            };
+            assert_eq!(sent.into_bytes(), body.collect());
+        }
     }
 
     #[test]

@@ -6,8 +6,15 @@
 //!   404 `There is no successful build to redirect to.`; unknown jobset 404
 //!   `Jobset ‘X’ doesn't exist.`
 //! - `/build/<id>`: the full build (`finished` 0/1, `buildstatus` null until finished, …).
-//! - `/eval/<id>`, `/eval/<id>/builds`, `/eval/<id>/job/<job>`, `/jobset/<p>/<j>/evals` (20 per
-//!   page, newest first), `/jobset/<p>/<j>/latest-eval`.
+//! - `/eval/<id>`, `/eval/<id>/builds`, `/eval/<id>/job/<job>` (302 to the build, or 404
+//!   `This evaluation has no job with the specified name.`).
+//! - `/jobset/<p>/<j>/evals`: `{"evals", "first", "last", "previous"?, "next"?}`, 20 per page,
+//!   newest first, only evaluations that produced new builds (`hasnewbuilds`: the evaluation is
+//!   the first one of one of its builds); `last` is `?page=0` when there are none, as Hydra's
+//!   `ceil(0/20)` makes it.
+//! - `/jobset/<p>/<j>/latest-eval[/…]`: 302 to `/eval/<id>[/…]?name=<jobset>` (the request's
+//!   query parameters carried along, as Hydra does) for the newest evaluation with new builds
+//!   and none unfinished; 404 `No evaluation found.`
 //! - Every answer carries `Vary: Accept`; JSON only when the request accepts
 //!   `application/json`, HTML otherwise; errors are `{"error": "…"}`.
 //! - Private mode: 403 `This page requires you to sign in.` without a session cookie (HTTP Basic
@@ -23,7 +30,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use crate::http::{Reply, Request, Response, Server};
+use crate::http::{Repeated, Reply, Request, Response, Server};
 
 /// The project, jobset and job of [`BuildSpec::succeeded`] and friends, and of
 /// [`HydraServer::default_job_uri`].
@@ -34,6 +41,7 @@ pub const DEFAULT_JOB: &str = "profile";
 /// Hydra's own wording for the errors it sends.
 pub const NO_SUCCESSFUL_BUILD: &str = "There is no successful build to redirect to.";
 pub const SIGN_IN: &str = "This page requires you to sign in.";
+pub const NO_EVALUATION: &str = "No evaluation found.";
 
 /// A build to add to the server.
 #[derive(Debug, Clone)]
@@ -119,6 +127,12 @@ pub enum Answer {
     /// The server's normal answer (useful with a delay).
     Normal,
     Respond(Response),
+    /// A body made on the fly and written in pieces (see [`Override::streamed_json`]).
+    Stream {
+        response: Response,
+        body: Repeated,
+        chunked: bool,
+    },
     /// Close the connection without answering.
     Close,
 }
@@ -150,6 +164,33 @@ impl Override {
         let mut body = json.to_string().into_bytes();
         body.resize(len.max(body.len()), b' ');
         Override::respond(200, JSON, body)
+    }
+
+    /// A 200 JSON answer made on the fly, never held whole: `head`, `item` `count` times
+    /// separated by commas, then `tail` (e.g. `[`, a build, 100 000, `]`). With
+    /// `Content-Length` unless `chunked`, when a client learns the size only by reading.
+    pub fn streamed_json(
+        head: &str,
+        item: &Value,
+        count: u64,
+        tail: &str,
+        chunked: bool,
+    ) -> Override {
+        Override {
+            delay: Duration::ZERO,
+            answer: Answer::Stream {
+                response: Response::with_body(200, JSON, "").header("Vary", "Accept"),
+                body: Repeated {
+                    head: head.into(),
+                    item: item.to_string().into_bytes(),
+                    sep: b",".to_vec(),
+                    count,
+                    tail: tail.into(),
+                },
+                chunked,
+            },
+            times: None,
+        }
     }
 
     /// Close the connection without a word.
@@ -185,6 +226,9 @@ pub struct RecordedRequest {
     pub target: String,
     pub headers: Vec<(String, String)>,
     pub at: Instant,
+    /// Bytes of the answer's head and body (chunk framing and `Connection: close` aside);
+    /// `None` when the connection was closed without one.
+    pub response_bytes: Option<u64>,
 }
 
 impl RecordedRequest {
@@ -340,6 +384,29 @@ impl HydraServer {
         id
     }
 
+    /// Adds `n` builds of other jobs (`other-0`, `other-1`, …) to evaluation `eval`, made from
+    /// `template` (its project, jobset and job are replaced by the evaluation's and those
+    /// names); returns their ids. For evaluations of realistic size around the job's build.
+    pub fn add_other_builds(&self, eval: u64, n: usize, template: &BuildSpec) -> Vec<u64> {
+        let (project, jobset) = {
+            let st = self.lock();
+            let e = st
+                .evals
+                .get(&eval)
+                .unwrap_or_else(|| panic!("no evaluation {eval}"));
+            (e.project.clone(), e.jobset.clone())
+        };
+        (0..n)
+            .map(|i| {
+                let spec = template
+                    .clone()
+                    .job(&project, &jobset, &format!("other-{i}"))
+                    .in_evals(&[eval]);
+                self.add_build(spec)
+            })
+            .collect()
+    }
+
     /// Finishes a build with that `buildstatus` (0 success).
     pub fn finish(&self, id: u64, buildstatus: i64) {
         let mut st = self.lock();
@@ -386,6 +453,15 @@ impl HydraServer {
         self.lock().requests.clone()
     }
 
+    /// Bytes answered so far (see [`RecordedRequest::response_bytes`]).
+    pub fn bytes_served(&self) -> u64 {
+        self.lock()
+            .requests
+            .iter()
+            .filter_map(|r| r.response_bytes)
+            .sum()
+    }
+
     /// Requests whose path (query ignored) is `path`.
     pub fn requests_to(&self, path: &str) -> Vec<RecordedRequest> {
         self.lock()
@@ -408,14 +484,28 @@ impl HydraServer {
 }
 
 fn handle(state: &Mutex<State>, session: &str, req: &Request) -> Reply {
-    let pending = {
+    let (index, reply) = answer(state, session, req);
+    let bytes = match &reply {
+        Reply::Send(r) => Some(r.wire_len()),
+        Reply::Stream { response, body, .. } => Some(response.wire_len() + body.len()),
+        Reply::Close => None,
+    };
+    state.lock().unwrap().requests[index].response_bytes = bytes;
+    reply
+}
+
+/// The reply to `req`, and where it was recorded.
+fn answer(state: &Mutex<State>, session: &str, req: &Request) -> (usize, Reply) {
+    let (index, pending) = {
         let mut st = state.lock().unwrap();
         st.requests.push(RecordedRequest {
             method: req.method.clone(),
             target: req.target.clone(),
             headers: req.headers.clone(),
             at: Instant::now(),
+            response_bytes: None,
         });
+        let index = st.requests.len() - 1;
         let path = req.path().to_string();
         let o = st.overrides.get_mut(&path).map(|o| {
             if let Some(n) = &mut o.times {
@@ -426,14 +516,26 @@ fn handle(state: &Mutex<State>, session: &str, req: &Request) -> Reply {
         if matches!(o, Some(Override { times: Some(0), .. })) {
             st.overrides.remove(&path);
         }
-        o
+        (index, o)
     };
     // Sleep without holding the lock, so other connections are served meanwhile.
     if let Some(o) = pending {
         thread::sleep(o.delay);
         match o.answer {
-            Answer::Close => return Reply::Close,
-            Answer::Respond(r) => return Reply::Send(r),
+            Answer::Close => return (index, Reply::Close),
+            Answer::Respond(r) => return (index, Reply::Send(r)),
+            Answer::Stream {
+                response,
+                body,
+                chunked,
+            } => {
+                let reply = Reply::Stream {
+                    response,
+                    body,
+                    chunked,
+                };
+                return (index, reply);
+            }
             Answer::Normal => {}
         }
     }
@@ -461,7 +563,7 @@ fn handle(state: &Mutex<State>, session: &str, req: &Request) -> Reply {
         }
         Outcome::Error(status, msg) => Response::with_body(status, HTML, html(&msg)),
     };
-    Reply::Send(response.header("Vary", "Accept"))
+    (index, Reply::Send(response.header("Vary", "Accept")))
 }
 
 enum Outcome {
@@ -516,28 +618,31 @@ fn route(st: &State, req: &Request) -> Outcome {
                 return Outcome::Error(404, format!("Evaluation {id} doesn't exist."));
             };
             match rest {
-                [] | [""] => Outcome::Json(eval_json(e)),
+                [] | [""] => Outcome::Json(eval_json(st, e)),
                 ["builds"] => {
                     Outcome::Json(e.builds.iter().map(|b| build_json(&st.builds[b])).collect())
                 }
                 ["job", job] => match e.builds.iter().find(|b| st.builds[b].spec.job == *job) {
                     Some(b) => Outcome::Redirect(format!("/build/{b}")),
-                    None => Outcome::Error(404, format!("This evaluation has no job ‘{job}’.")),
+                    None => Outcome::Error(
+                        404,
+                        "This evaluation has no job with the specified name.".into(),
+                    ),
                 },
                 _ => Outcome::Error(404, "Page not found.".into()),
             }
         }
-        ["jobset", project, jobset, action] => {
+        ["jobset", project, jobset, action, rest @ ..] => {
             if !st.jobsets.iter().any(|(p, _)| p == project) {
-                return Outcome::Error(404, format!("Project {project} doesn't exist."));
+                return Outcome::Error(404, format!("Project ‘{project}’ doesn't exist."));
             }
             if !st
                 .jobsets
                 .contains(&(project.to_string(), jobset.to_string()))
             {
-                return Outcome::Error(404, format!("Jobset {jobset} doesn't exist."));
+                return Outcome::Error(404, format!("Jobset ‘{jobset}’ doesn't exist."));
             }
-            jobset_action(st, req, project, jobset, action)
+            jobset_action(st, req, (project, jobset), action, rest)
         }
         _ => Outcome::Error(404, "Page not found.".into()),
     }
@@ -610,28 +715,34 @@ fn job_action(st: &State, (p, j, job): (&str, &str, &str), action: &str, rest: &
     }
 }
 
-fn jobset_action(st: &State, req: &Request, p: &str, j: &str, action: &str) -> Outcome {
-    // Newest first; only evaluations that produced builds count.
+fn jobset_action(
+    st: &State,
+    req: &Request,
+    (p, j): (&str, &str),
+    action: &str,
+    rest: &[&str],
+) -> Outcome {
+    // Newest first; only evaluations that produced new builds count.
     let evals: Vec<&Eval> = st
         .evals
         .values()
         .rev()
-        .filter(|e| e.project == p && e.jobset == j && !e.builds.is_empty())
+        .filter(|e| e.project == p && e.jobset == j && has_new_builds(st, e))
         .collect();
-    match action {
-        "evals" => {
+    match (action, rest) {
+        ("evals", []) => {
             let page: usize = req
                 .query()
                 .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("page=")))
                 .and_then(|n| n.parse().ok())
                 .filter(|n| *n >= 1)
                 .unwrap_or(1);
-            let last = evals.len().div_ceil(PER_PAGE).max(1);
+            let last = evals.len().div_ceil(PER_PAGE);
             let shown: Vec<Value> = evals
                 .iter()
                 .skip((page - 1) * PER_PAGE)
                 .take(PER_PAGE)
-                .map(|e| eval_json(e))
+                .map(|e| eval_json(st, e))
                 .collect();
             let mut body =
                 json!({ "evals": shown, "first": "?page=1", "last": format!("?page={last}") });
@@ -639,16 +750,33 @@ fn jobset_action(st: &State, req: &Request, p: &str, j: &str, action: &str) -> O
                 body["next"] = json!(format!("?page={}", page + 1));
             }
             if page > 1 {
-                body["prev"] = json!(format!("?page={}", page - 1));
+                body["previous"] = json!(format!("?page={}", page - 1));
             }
             Outcome::Json(body)
         }
-        "latest-eval" => {
+        // Trailing segments and the request's parameters go along, and `name` joins them.
+        ("latest-eval", rest) => {
             let done = |e: &&&Eval| e.builds.iter().all(|b| st.builds[b].spec.finished);
-            match evals.iter().find(done) {
-                Some(e) => Outcome::Redirect(format!("/eval/{}?name={j}", e.id)),
-                None => Outcome::Error(404, "No evaluation found.".into()),
+            let Some(e) = evals.iter().find(done) else {
+                return Outcome::Error(404, NO_EVALUATION.into());
+            };
+            let mut params: Vec<(String, String)> = req
+                .query()
+                .into_iter()
+                .flat_map(|q| q.split('&'))
+                .filter(|kv| !kv.is_empty())
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, v)) => (k.to_string(), v.to_string()),
+                    None => (kv.to_string(), String::new()),
+                })
+                .collect();
+            if !params.iter().any(|(k, _)| k == "name") {
+                params.push(("name".into(), j.into()));
             }
+            params.sort();
+            let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let tail: String = rest.iter().map(|r| format!("/{r}")).collect();
+            Outcome::Redirect(format!("/eval/{}{tail}?{}", e.id, query.join("&")))
         }
         _ => Outcome::Error(404, "Page not found.".into()),
     }
@@ -703,13 +831,21 @@ fn build_json(b: &Build) -> Value {
     })
 }
 
-fn eval_json(e: &Eval) -> Value {
+/// Whether the evaluation produced a build (was the first of a build's evaluations), as
+/// Hydra's `hasnewbuilds` records; one that only shares older builds is hidden from the lists.
+fn has_new_builds(st: &State, e: &Eval) -> bool {
+    e.builds
+        .iter()
+        .any(|b| st.builds[b].spec.evals.iter().min() == Some(&e.id))
+}
+
+fn eval_json(st: &State, e: &Eval) -> Value {
     json!({
         "id": e.id,
         "timestamp": e.timestamp,
         "checkouttime": 1,
         "evaltime": 2,
-        "hasnewbuilds": if e.builds.is_empty() { 0 } else { 1 },
+        "hasnewbuilds": if has_new_builds(st, e) { 1 } else { 0 },
         "flake": null,
         "builds": e.builds,
         "jobsetevalinputs": {},

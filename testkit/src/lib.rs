@@ -24,3 +24,15 @@ pub mod notify;
 pub mod prereq;
 pub mod prometheus;
 pub mod rig;
+
+/// This process's peak resident memory so far (`VmHWM` of `/proc/self/status`), in KiB: what a
+/// test compares before and after to show that something large was not held in memory.
+pub fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .expect("VmHWM in /proc/self/status")
+}

@@ -121,6 +121,145 @@ fn errors_html_private_and_evals() {
 }
 
 #[test]
+fn evaluations_list_and_latest_finished() {
+    let h = HydraServer::start();
+    let evals_url = format!("{}/jobset/hail/test/evals", h.url());
+    let latest_eval = format!("{}/jobset/hail/test/latest-eval", h.url());
+    let (_, empty) = json(&evals_url);
+    assert_eq!(empty["evals"], serde_json::json!([]));
+    // Hydra's ceil(0/20).
+    assert_eq!(
+        (empty["last"].as_str(), empty.get("next")),
+        (Some("?page=0"), None)
+    );
+    let (s, b) = json(&latest_eval);
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (404, Some("No evaluation found."))
+    );
+    let (s, b) = json(&format!("{}/jobset/nope/test/evals", h.url()));
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (404, Some("Project ‘nope’ doesn't exist."))
+    );
+    let (s, b) = json(&format!("{}/jobset/hail/nope/evals", h.url()));
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (404, Some("Jobset ‘nope’ doesn't exist."))
+    );
+
+    // 45 evaluations: three pages, newest first.
+    let ids: Vec<u64> = (0..45)
+        .map(|_| {
+            let e = h.add_eval("hail", "test");
+            h.add_build(BuildSpec::succeeded(P1).in_evals(&[e]));
+            e
+        })
+        .collect();
+    let (_, p1) = json(&evals_url);
+    let page_ids = |p: &Value| -> Vec<u64> {
+        p["evals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(
+        page_ids(&p1),
+        ids.iter().rev().take(20).copied().collect::<Vec<_>>()
+    );
+    assert_eq!(
+        (
+            p1["first"].as_str(),
+            p1["next"].as_str(),
+            p1["last"].as_str(),
+            p1.get("previous")
+        ),
+        (Some("?page=1"), Some("?page=2"), Some("?page=3"), None)
+    );
+    let (_, p3) = json(&format!("{evals_url}?page=3"));
+    assert_eq!(
+        page_ids(&p3),
+        ids.iter().rev().skip(40).copied().collect::<Vec<_>>()
+    );
+    assert_eq!(
+        (p3.get("next"), p3["previous"].as_str()),
+        (None, Some("?page=2"))
+    );
+
+    // An evaluation that only shares older builds (hasnewbuilds = 0) is not listed.
+    let shared = h.add_eval("hail", "test");
+    h.add_build(BuildSpec::succeeded(P2).in_evals(&[ids[44], shared]));
+    let (_, e) = json(&format!("{}/eval/{shared}", h.url()));
+    assert_eq!(e["hasnewbuilds"], 0);
+    assert_eq!(page_ids(&json(&evals_url).1)[0], ids[44]);
+
+    // latest-eval: the newest with no unfinished build, whatever their status.
+    let newest = h.add_eval("hail", "test");
+    let q = h.add_build(BuildSpec::queued(P2).in_evals(&[newest]));
+    let r = get(&latest_eval, &[JSON]).unwrap();
+    assert_eq!(r.status, 302);
+    let at = format!("{}/eval/{}?name=test", h.url(), ids[44]);
+    assert_eq!(r.header("Location"), Some(at.as_str()));
+    h.finish(q, 1);
+    let r = get(&format!("{latest_eval}/builds?x=1"), &[JSON]).unwrap();
+    let at = format!("{}/eval/{newest}/builds?name=test&x=1", h.url());
+    assert_eq!(r.header("Location"), Some(at.as_str()));
+
+    let (s, b) = json(&format!("{}/eval/{newest}/job/nope", h.url()));
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (
+            404,
+            Some("This evaluation has no job with the specified name.")
+        )
+    );
+}
+
+#[test]
+fn evaluations_of_many_builds_and_bytes_served() {
+    let h = HydraServer::start();
+    let e = h.add_eval("hail", "test");
+    let job = h.add_build(BuildSpec::succeeded(P1).in_evals(&[e]));
+    let others = h.add_other_builds(e, 30, &BuildSpec::succeeded(P2));
+    h.finish(others[0], 3);
+    h.add_other_builds(e, 2, &BuildSpec::queued(P2));
+    let (_, builds) = json(&format!("{}/eval/{e}/builds", h.url()));
+    let builds = builds.as_array().unwrap();
+    assert_eq!(builds.len(), 33);
+    assert_eq!(builds[0]["id"], job);
+    assert_eq!(
+        (builds[1]["job"].as_str(), builds[1]["buildstatus"].as_i64()),
+        (Some("other-0"), Some(3))
+    );
+    assert_eq!(builds.iter().filter(|b| b["finished"] == 0).count(), 2);
+
+    let r = get(&format!("{}/eval/{e}/builds", h.url()), &[JSON]).unwrap();
+    let recorded = h.requests().last().unwrap().response_bytes.unwrap();
+    let head = r
+        .headers
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + 4)
+        .sum::<usize>();
+    // Status line, headers and the blank line; the client asked for `Connection: close`.
+    let wire =
+        "HTTP/1.1 200 OK\r\n".len() + head + 2 + r.body.len() - "Connection: close\r\n".len();
+    assert_eq!(recorded, wire as u64);
+    assert_eq!(h.bytes_served(), 2 * recorded);
+
+    let path = format!("/eval/{e}/builds");
+    h.override_path(
+        &path,
+        Override::streamed_json("[", &serde_json::json!({"id": 1}), 50_000, "]", true),
+    );
+    let r = get(&format!("{}{path}", h.url()), &[JSON]).unwrap();
+    assert_eq!(r.header("Transfer-Encoding"), Some("chunked"));
+    let body_len = 2 + 50_000 * 8 + 49_999;
+    assert!(h.requests().last().unwrap().response_bytes.unwrap() > body_len);
+}
+
+#[test]
 fn overrides() {
     let h = HydraServer::start();
     let path = h.default_latest_path();
