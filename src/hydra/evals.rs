@@ -516,10 +516,7 @@ mod tests {
             reason(&v).unwrap(),
             "evaluation 1236 has no build of job web"
         );
-        let build = Build {
-            id: 9,
-            path: crate::store_path::StorePath::parse(OUT).unwrap(),
-        };
+        let build = Build::new(9, crate::store_path::StorePath::parse(OUT).unwrap());
         let v = EvalVerdict {
             job_build: Some(build.clone()),
             ..v
