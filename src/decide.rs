@@ -122,6 +122,60 @@ pub fn rollout_delay(key: &str, job: &str, spread: Duration) -> Duration {
     Duration::from_nanos(((u128::from(h) * nanos) >> 64) as u64)
 }
 
+/// What the gate knows of an evaluation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Known {
+    /// Every build finished and succeeded; this is the job's build in it.
+    Passed(Build),
+    /// Why it does not pass.
+    Refused(String),
+}
+
+/// What `--gate evaluation` does next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pick {
+    /// Deploy the job's build of the newest evaluation that passes; the newer ones were passed
+    /// over for these reasons.
+    Deploy {
+        eval: u64,
+        build: Build,
+        passed_over: Vec<String>,
+    },
+    /// Read this evaluation's builds to learn whether it passes.
+    Fetch(u64),
+    /// No evaluation among those looked at passes.
+    Nothing(Vec<String>),
+}
+
+/// The newest evaluation of `evals` (newest first) that passes the gate. Evaluations newer than
+/// `finished_upto` (Hydra's newest evaluation with no unfinished builds) have unfinished builds:
+/// they are passed over without reading their builds.
+pub fn pick(
+    evals: &[u64],
+    finished_upto: Option<u64>,
+    known: impl Fn(u64) -> Option<Known>,
+) -> Pick {
+    let mut passed_over = Vec::new();
+    for &eval in evals {
+        if finished_upto.is_none_or(|f| eval > f) {
+            passed_over.push(format!("evaluation {eval} has unfinished builds"));
+            continue;
+        }
+        match known(eval) {
+            None => return Pick::Fetch(eval),
+            Some(Known::Passed(build)) => {
+                return Pick::Deploy {
+                    eval,
+                    build,
+                    passed_over,
+                };
+            }
+            Some(Known::Refused(why)) => passed_over.push(why),
+        }
+    }
+    Pick::Nothing(passed_over)
+}
+
 /// The generations to delete so that the newest `keep` remain (0 keeps all), never `current` nor
 /// `rollback_to` (the one a rollback would return to).
 pub fn generations_to_delete(
@@ -331,6 +385,50 @@ mod tests {
             tenths[(d.as_secs() / 360) as usize] += 1;
         }
         assert!(tenths.iter().all(|n| (50..=150).contains(n)), "{tenths:?}");
+    }
+
+    #[test]
+    fn the_gate_picks_the_newest_evaluation_that_passed() {
+        let b = |id| Build::new(id, path('b'));
+        let known = |eval| match eval {
+            104 => Some(Known::Refused(
+                "evaluation 104: 3 of 120 builds failed".into(),
+            )),
+            103 => Some(Known::Passed(b(48213))),
+            102 => Some(Known::Passed(b(48100))),
+            _ => None,
+        };
+        // 105 is newer than the newest finished evaluation: passed over unread.
+        assert_eq!(
+            pick(&[105, 104, 103, 102], Some(104), known),
+            Pick::Deploy {
+                eval: 103,
+                build: b(48213),
+                passed_over: vec![
+                    "evaluation 105 has unfinished builds".into(),
+                    "evaluation 104: 3 of 120 builds failed".into()
+                ],
+            }
+        );
+        // Unknown and finished: read it first.
+        assert_eq!(pick(&[106, 105], Some(106), known), Pick::Fetch(106));
+        // The look-back ends at the evaluations given (--gate-depth).
+        assert_eq!(
+            pick(&[105, 104], Some(105), |e| (e == 104)
+                .then(|| known(104).unwrap())),
+            Pick::Fetch(105)
+        );
+        assert_eq!(
+            pick(&[104], Some(104), known),
+            Pick::Nothing(vec!["evaluation 104: 3 of 120 builds failed".into()])
+        );
+        assert_eq!(
+            pick(&[2, 1], None, known),
+            Pick::Nothing(vec![
+                "evaluation 2 has unfinished builds".into(),
+                "evaluation 1 has unfinished builds".into()
+            ])
+        );
     }
 
     #[test]

@@ -52,6 +52,40 @@ pub struct Record {
     pub consecutive_failures: u32,
     #[serde(default)]
     pub counters: Counters,
+    /// What `--gate evaluation` learnt from Hydra (so that a fleet reads an evaluation's builds
+    /// once per host, not at every poll).
+    #[serde(default)]
+    pub gate: GateMemory,
+}
+
+/// The evaluations the gate last looked at, and its verdicts on those that had finished.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateMemory {
+    /// The newest evaluation with no unfinished builds, when `evals` was read.
+    pub finished_upto: Option<u64>,
+    /// The jobset's newest evaluations (newest first), as read then, and how many were asked for.
+    pub evals: Vec<u64>,
+    #[serde(default)]
+    pub depth: usize,
+    /// Verdicts on finished evaluations among `evals`.
+    pub verdicts: Vec<GateVerdict>,
+}
+
+/// Whether an evaluation passes the gate: every build finished and succeeded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateVerdict {
+    pub eval: u64,
+    /// The job's build in it, when it passes.
+    pub build: Option<GateBuild>,
+    /// Why it does not pass (`evaluation 1234: 3 of 120 builds failed`).
+    pub refusal: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateBuild {
+    pub build_id: u64,
+    pub store_path: String,
+    pub finished_at: Option<Timestamp>,
 }
 
 impl Default for Record {
@@ -73,6 +107,7 @@ impl Default for Record {
             next_poll: None,
             consecutive_failures: 0,
             counters: Counters::default(),
+            gate: GateMemory::default(),
         }
     }
 }

@@ -11,7 +11,8 @@ use jiff::Timestamp;
 use crate::decide::{self, Decision, Hold, Policy, Situation};
 use crate::format;
 use crate::record::{
-    self, BuildRef, Deployed, DeploymentRecord, DeploymentResult, KnownBad, Poll, Record,
+    self, BuildRef, Deployed, DeploymentRecord, DeploymentResult, GateMemory, KnownBad, Poll,
+    Record,
 };
 use crate::store_path::StorePath;
 use crate::types::{Build, ProfileState};
@@ -39,6 +40,8 @@ pub struct State {
     /// A build the last hail switched to but did not see through (stopped during its activation
     /// or health checks): its health is checked at start-up.
     unchecked: Option<BuildRef>,
+    /// Why `--gate evaluation` passed over newer evaluations at the last poll.
+    gate_note: Option<String>,
 }
 
 /// What the effects report, and what operators ask for.
@@ -48,11 +51,16 @@ pub enum Event {
     StartupActivation(Result<(), String>),
     /// Asking Hydra failed (the message says why).
     PollFailed(String),
-    /// Hydra named `latest`; the profile points at `profile`.
+    /// Hydra named `latest` (under `--gate evaluation`: the job's build of the newest
+    /// evaluation that passed, the newer ones passed over for these reasons); the profile points
+    /// at `profile`.
     Polled {
         profile: ProfileState,
         latest: Build,
+        passed_over: Vec<String>,
     },
+    /// `--gate evaluation`: no evaluation among the last ones passes, for these reasons.
+    NoneEligible(Vec<String>),
     /// A deployment of `build` ended, leaving the profile at `profile`.
     Deployed {
         build: Build,
@@ -139,6 +147,8 @@ pub enum Round {
         id: u64,
         failure: DeployFailure,
     },
+    /// No evaluation passes the gate (why, for each one looked at).
+    NoneEligible(Vec<String>),
 }
 
 impl Round {
@@ -149,7 +159,7 @@ impl Round {
             Round::PollFailed(_) => 5,
             Round::DeployFailed { failure, .. } if failure.result == DeploymentResult::Failed => 6,
             Round::KnownBad { .. } | Round::DeployFailed { .. } => 7,
-            Round::Held { .. } => 8,
+            Round::Held { .. } | Round::NoneEligible(_) => 8,
         }
     }
 
@@ -190,6 +200,9 @@ impl fmt::Display for Round {
                 }
             }
             Round::PollFailed(e) => write!(f, "poll failed: {e}"),
+            Round::NoneEligible(why) => {
+                write!(f, "no evaluation passes the gate ({})", why.join("; "))
+            }
             Round::DeployFailed { id, failure } => {
                 write!(f, "deploying build {id} failed: {}", failure.message)
             }
@@ -243,6 +256,7 @@ impl State {
             }
         }
         let mut state = State {
+            gate_note: None,
             unchecked,
             record,
             policy,
@@ -266,6 +280,25 @@ impl State {
     /// How the last round ended.
     pub fn last_round(&self) -> Option<&Round> {
         self.last.as_ref()
+    }
+
+    /// What `--gate evaluation` remembers.
+    pub fn gate(&self) -> &GateMemory {
+        &self.record.gate
+    }
+
+    pub fn remember_gate(&mut self, memory: GateMemory) {
+        self.record.gate = memory;
+    }
+
+    fn record_poll_ok(&mut self, now: Timestamp) {
+        self.record.last_poll = Some(Poll {
+            time: now,
+            ok: true,
+            error: None,
+        });
+        self.record.counters.polls_ok += 1;
+        self.record.counters.last_poll_success = Some(now);
     }
 
     /// The build to check at start-up (see [`State::new`]), once.
@@ -292,14 +325,18 @@ impl State {
                 self.record.counters.polls_failed += 1;
                 self.finish(Round::PollFailed(error))
             }
-            Event::Polled { profile, latest } => {
-                self.record.last_poll = Some(Poll {
-                    time: now,
-                    ok: true,
-                    error: None,
-                });
-                self.record.counters.polls_ok += 1;
-                self.record.counters.last_poll_success = Some(now);
+            Event::NoneEligible(why) => {
+                self.record_poll_ok(now);
+                self.gate_note = None;
+                self.finish(Round::NoneEligible(why))
+            }
+            Event::Polled {
+                profile,
+                latest,
+                passed_over,
+            } => {
+                self.gate_note = Some(passed_over.join("; ")).filter(|n| !n.is_empty());
+                self.record_poll_ok(now);
                 let latest_ref = build_ref(&latest);
                 if self.record.latest.as_ref() != Some(&latest_ref) {
                     self.record.latest = Some(latest_ref);
@@ -359,7 +396,7 @@ impl State {
         let wait = format::duration(wait);
         let mut line = match &self.last {
             Some(r) if r.is_failure() => format!("{r}; retrying in {wait}"),
-            Some(r @ (Round::KnownBad { .. } | Round::Held { .. })) => {
+            Some(r @ (Round::KnownBad { .. } | Round::Held { .. } | Round::NoneEligible(_))) => {
                 format!("{r}; next poll in {wait}")
             }
             _ if self.record.paused => format!("paused; next poll in {wait}"),
@@ -372,6 +409,9 @@ impl State {
             .filter(|_| self.record.paused)
         {
             line += &format!(" (paused: {reason})");
+        }
+        if let Some(note) = &self.gate_note {
+            line += &format!(" (passed over: {note})");
         }
         if let Some(e) = &self.startup_failure {
             line += &format!(" (start-up activation failed: {e})");

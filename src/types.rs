@@ -31,3 +31,13 @@ pub struct ProfileState {
     /// The generation number, when the profile is a `NAME-N-link` generation as nix-env makes them.
     pub generation: Option<u64>,
 }
+
+/// Which of Hydra's builds hail deploys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// The job's latest successful build.
+    Latest,
+    /// The job's build of the newest evaluation (among the jobset's last `depth`) whose builds
+    /// all finished and succeeded.
+    Evaluation { depth: usize },
+}

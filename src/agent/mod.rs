@@ -2,7 +2,10 @@
 //! and `--oneshot`. It performs the effects; what they mean for hail's state is decided in
 //! [`crate::state`], and [`report`] writes the journal entries.
 
+mod gate;
 mod report;
+
+use gate::Offer;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -292,8 +295,16 @@ impl Agent {
     async fn round(&mut self) -> Result<(), AgentError> {
         self.books.take_requests();
         self.report(Activity::Polling);
-        let latest = match self.fetch_latest().await? {
-            Ok(b) => b,
+        let (latest, passed_over) = match self.fetch_offer().await? {
+            Ok(Offer::Build { build, passed_over }) => (build, passed_over),
+            Ok(Offer::Nothing(why)) => {
+                let event = Event::NoneEligible(why);
+                self.books.state.apply(Timestamp::now(), event);
+                if let Some(round) = self.books.state.last_round() {
+                    report::none_eligible(round);
+                }
+                return Ok(());
+            }
             Err(e) => {
                 let round = Round::PollFailed(e.to_string());
                 report::poll_failed(&round.to_string());
@@ -307,9 +318,13 @@ impl Agent {
             warn!(hail.event = "poll", hail.error = %e, "{e}; deploying over it");
             ProfileState::default()
         });
+        if !passed_over.is_empty() {
+            report::passed_over(&latest, &passed_over);
+        }
         let event = Event::Polled {
             profile,
             latest: latest.clone(),
+            passed_over,
         };
         match self.books.state.apply(Timestamp::now(), event) {
             Next::Deploy(build) => {
@@ -328,22 +343,27 @@ impl Agent {
         Ok(())
     }
 
-    /// Hydra's answer, or `Err` when hail is stopping.
-    async fn fetch_latest(&mut self) -> Result<Result<Build, HydraError>, AgentError> {
-        let bound = self.config.http_timeout + Duration::from_secs(5);
+    /// What Hydra offers, or `Err` when hail is stopping.
+    async fn fetch_offer(&mut self) -> Result<Result<Offer, HydraError>, AgentError> {
         let mut stop = self.stop.clone();
+        let mut memory = self.books.state.gate().clone();
+        let ask = gate::offer(
+            &self.hydra,
+            &self.config.job,
+            self.config.gate,
+            &mut memory,
+            &self.watchdog,
+            self.config.http_timeout,
+        );
         let fetch = async {
             tokio::select! {
-                r = self.watchdog.bounded(bound, self.hydra.latest()) => {
-                    Ok(r.unwrap_or_else(|()| Err(HydraError::Timeout {
-                        url: hydra::redact(self.hydra.latest_url().as_str()),
-                        timeout: self.config.http_timeout,
-                    })))
-                }
+                offer = ask => Ok(offer),
                 _ = stopped(&mut stop) => Err(AgentError::Stopping),
             }
         };
-        self.books.with_requests(&self.signals, fetch).await
+        let offer = self.books.with_requests(&self.signals, fetch).await;
+        self.books.state.remember_gate(memory);
+        offer
     }
 
     async fn deploy(&mut self, build: Build) -> Result<(), AgentError> {

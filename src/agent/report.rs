@@ -47,6 +47,23 @@ pub fn held_back(latest: &Build, why: &Round) {
     );
 }
 
+/// `--gate evaluation` passed over newer evaluations to offer `build`.
+pub fn passed_over(build: &Build, why: &[String]) {
+    info!(
+        hail.event = "gate",
+        hail.build_id = build.id,
+        hail.store_path = %build.path,
+        "gate: build {} from an evaluation that passed; newer ones passed over: {}",
+        build.id,
+        why.join("; ")
+    );
+}
+
+/// `--gate evaluation` found no evaluation that passes.
+pub fn none_eligible(round: &Round) {
+    info!(hail.event = "gate", "{round}");
+}
+
 pub fn deploying(build: &Build) {
     info!(
         hail.event = "deploying",

@@ -9,6 +9,7 @@ use super::Cli;
 use super::values::{DEFAULT_POLL_PERIOD, parse_duration, parse_period, profile_path};
 use crate::hydra::Job;
 use crate::state_file::StateDir;
+use crate::types::Gate;
 
 /// The deployment agent's options (the default mode of `hail`).
 #[derive(Debug, Args)]
@@ -106,11 +107,30 @@ pub struct AgentArgs {
           value_parser = parse_duration)]
     pub health_interval: Duration,
 
+    /// Which build to deploy: the job's latest successful build, or the job's build of the
+    /// newest Hydra evaluation of its jobset whose builds all finished and succeeded.
+    #[arg(long, env = "HAIL_GATE", value_enum, default_value = "latest")]
+    pub gate: GateArg,
+
+    /// How many of the jobset's newest evaluations `--gate evaluation` looks back at.
+    #[arg(long, env = "HAIL_GATE_DEPTH", value_name = "N", default_value_t = 10,
+          value_parser = clap::value_parser!(u16).range(1..=200))]
+    pub gate_depth: u16,
+
     /// How long health checks may keep failing before the deployment counts as failed (and is
     /// rolled back).
     #[arg(long, env = "HAIL_HEALTH_TIMEOUT", value_name = "PERIOD", default_value = "2m",
           value_parser = parse_duration)]
     pub health_timeout: Duration,
+}
+
+/// `--gate`'s values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GateArg {
+    /// The job's latest successful build (Hydra's `/latest`).
+    Latest,
+    /// The job's build of the newest evaluation whose builds all succeeded.
+    Evaluation,
 }
 
 /// What systemd hands the agent through its environment (read once, in `main`).
@@ -150,6 +170,7 @@ pub struct Config {
     pub rollout_spread: Duration,
     pub rollout_key: Option<String>,
     pub health: HealthChecks,
+    pub gate: Gate,
 }
 
 /// The health checks after an activation.
@@ -177,6 +198,8 @@ pub enum ConfigError {
     BadHealthCheck(String),
     #[error("--health-interval must be at least 100ms")]
     BadHealthTiming,
+    #[error("--gate evaluation: {0}")]
+    NotAJobPath(#[from] crate::hydra::NotAJobPath),
 }
 
 impl AgentArgs {
@@ -216,6 +239,16 @@ impl AgentArgs {
             interval: self.health_interval,
             timeout: self.health_timeout,
         };
+        let gate = match self.gate {
+            GateArg::Latest => Gate::Latest,
+            GateArg::Evaluation => {
+                // Gating reads the job's jobset: the URI must name it.
+                job.jobset()?;
+                Gate::Evaluation {
+                    depth: self.gate_depth.into(),
+                }
+            }
+        };
         let state_dir = match self.state_dir {
             Some(dir) => StateDir::new(dir),
             None => StateDir::default_for(&profile, env.state_directory.as_deref()),
@@ -236,6 +269,7 @@ impl AgentArgs {
             rollout_spread: self.rollout_spread,
             rollout_key: self.rollout_key,
             health,
+            gate,
         })
     }
 }

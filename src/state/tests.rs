@@ -22,7 +22,11 @@ fn empty() -> ProfileState {
 }
 
 fn polled(profile: ProfileState, latest: Build) -> Event {
-    Event::Polled { profile, latest }
+    Event::Polled {
+        profile,
+        latest,
+        passed_over: Vec::new(),
+    }
 }
 
 fn deployed(b: Build, profile: ProfileState) -> Event {
@@ -691,4 +695,42 @@ fn a_build_interrupted_during_its_checks_is_checked_at_start() {
         minute(2),
     );
     assert_eq!(s.take_unchecked(), None);
+}
+
+#[test]
+fn the_gates_reasons_show_in_the_status() {
+    let mut s = State::new(
+        Record::default(),
+        Policy::default(),
+        JOB,
+        PROFILE,
+        at('a', 3),
+        minute(0),
+    );
+    let why = vec!["evaluation 105 has unfinished builds".to_owned()];
+    s.apply(
+        minute(1),
+        Event::Polled {
+            profile: at('a', 3),
+            latest: build(7, 'a'),
+            passed_over: why.clone(),
+        },
+    );
+    assert_eq!(
+        s.status_line(Activity::Waiting(MIN5)),
+        "deployed build 7 (aaaaaaaa…-p), generation 3; idle, next poll in 5m (passed over: \
+         evaluation 105 has unfinished builds)"
+    );
+    assert_eq!(s.apply(minute(2), Event::NoneEligible(why)), Next::Wait);
+    assert_eq!(s.last_round().map(Round::exit_code), Some(8));
+    assert_eq!(
+        s.schedule(minute(2), MIN5, 0),
+        MIN5,
+        "no backoff: nothing failed"
+    );
+    assert_eq!(
+        s.status_line(Activity::Waiting(MIN5)),
+        "deployed build 7 (aaaaaaaa…-p), generation 3; no evaluation passes the gate \
+         (evaluation 105 has unfinished builds); next poll in 5m"
+    );
 }

@@ -5,6 +5,7 @@ mod activation;
 mod deploy;
 mod env;
 mod fixture;
+mod gate;
 mod hydra;
 mod netrc;
 mod notify;
