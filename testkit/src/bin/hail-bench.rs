@@ -225,6 +225,8 @@ fn main() {
         cpu as f64 / 1e6 / polls as f64
     );
 
+    hydra_load(&bench, &hydra, &profile, &publish_latest);
+
     // PSS, which splits shared pages among the processes sharing them, summed over the agents.
     let one = agents.pss_kib();
     println!("PSS of 1 agent: {:.2} MiB", mib(one));
@@ -240,6 +242,38 @@ fn main() {
             mib(total.saturating_sub(one)) / (n - 1) as f64
         );
     }
+}
+
+/// What one poll costs Hydra under each gate: requests and bytes answered, for a no-op poll in
+/// steady state, and for the first poll after a new evaluation of 1,000 builds (when the gate
+/// reads its builds once).
+fn hydra_load(bench: &Bench, hydra: &HydraServer, profile: &Path, publish: &dyn Fn(&str) -> String) {
+    let cost = |extra: &[&str]| {
+        let before = hydra.requests().len();
+        let status = bench
+            .command(profile, &[&["--oneshot"], extra].concat())
+            .status()
+            .expect("run hail");
+        assert!(status.success(), "hail {extra:?} failed: {status}");
+        let asked = &hydra.requests()[before..];
+        let bytes: u64 = asked.iter().filter_map(|r| r.response_bytes).sum();
+        (asked.len(), bytes)
+    };
+    let show = |what: &str, (requests, bytes): (usize, u64)| {
+        println!("Hydra's load, {what}: {requests} requests, {bytes} bytes");
+    };
+    show("--gate latest, a poll", cost(&[]));
+    // A new evaluation: the deployed job's build beside 1,000 others, all succeeded.
+    let out = publish("gate");
+    let eval = hydra.add_eval(DEFAULT_PROJECT, DEFAULT_JOBSET);
+    hydra.add_build(BuildSpec::succeeded(&out).in_evals(&[eval]));
+    hydra.add_other_builds(eval, 1000, &BuildSpec::succeeded(&out));
+    let gate = ["--gate", "evaluation"];
+    show(
+        "--gate evaluation, the first poll after a new evaluation of 1,001 builds (deploys it)",
+        cost(&gate),
+    );
+    show("--gate evaluation, a poll in steady state", cost(&gate));
 }
 
 /// Running agents and the jobs they poll; all are killed when this is dropped. Each also dies
