@@ -44,6 +44,10 @@
   rolloutSpread ? null,
   # Deploy a build with a lower Hydra id than the deployed one.
   allowDowngrade ? false,
+  # "latest" (the job's latest successful build) or "evaluation" (the job's build of the newest of
+  # the jobset's last gateDepth evaluations whose builds all succeeded); null: hail's default.
+  gate ? null,
+  gateDepth ? null,
   # Extra hail arguments (needs package).
   extraArgs ? [ ],
   # Extra environment (NIX_CONFIG, RUST_LOG, PATH, …); HAIL_* come from the settings above.
@@ -151,6 +155,14 @@ let
       message = "rolloutSpread: expected a duration such as \"2h\" or \"0s\".";
     }
     {
+      ok = gate == null || builtins.elem gate [ "latest" "evaluation" ];
+      message = "gate: expected \"latest\" or \"evaluation\".";
+    }
+    {
+      ok = gateDepth == null || (builtins.isInt gateDepth && gateDepth >= 1 && gateDepth <= 200);
+      message = "gateDepth: expected a number of evaluations from 1 to 200.";
+    }
+    {
       ok = hailVars == [ ];
       message = "environment: ${builtins.concatStringsSep ", " hailVars} are set by the instance's own settings; use those instead.";
     }
@@ -185,6 +197,8 @@ let
     HAIL_MIN_BUILD_AGE = minBuildAge;
     HAIL_ROLLOUT_SPREAD = rolloutSpread;
     HAIL_ALLOW_DOWNGRADE = if allowDowngrade then "true" else null;
+    HAIL_GATE = gate;
+    HAIL_GATE_DEPTH = if gateDepth == null then null else toString gateDepth;
   };
 in
 {

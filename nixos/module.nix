@@ -121,6 +121,8 @@ let
         minBuildAge
         rolloutSpread
         allowDowngrade
+        gate
+        gateDepth
         extraArgs
         environment
         ;
@@ -347,6 +349,30 @@ let
             Deploy a build whose Hydra id is lower than the deployed build's. By default such a
             build waits (builds were deleted, or Hydra's latest fell back to an older one).
           '';
+        };
+
+        gate = mkOption {
+          type = types.nullOr (
+            types.enum [
+              "latest"
+              "evaluation"
+            ]
+          );
+          default = null;
+          example = "evaluation";
+          description = ''
+            Which build to deploy: `"latest"`, the job's latest successful build, or
+            `"evaluation"`, the job's build of the newest Hydra evaluation of its jobset whose
+            builds all finished and succeeded (among the last `gateDepth`). `null`: hail's default
+            (`"latest"`).
+          '';
+        };
+
+        gateDepth = mkOption {
+          type = types.nullOr (types.ints.between 1 200);
+          default = null;
+          example = 20;
+          description = "How many of the jobset's newest evaluations `gate = \"evaluation\"` looks back at. `null`: hail's default (10).";
         };
 
         extraArgs = mkOption {

@@ -994,6 +994,8 @@ fn state_health_and_rollout_options_reach_hail() {
             minBuildAge = "2h";
             rolloutSpread = "0s";
             allowDowngrade = true;
+            gate = "evaluation";
+            gateDepth = 20;
           };
           services.hail.plain.jobUri = "https://hydra.example.org/job/p/j/plain";
         }"#,
@@ -1015,6 +1017,8 @@ fn state_health_and_rollout_options_reach_hail() {
         ("HAIL_MIN_BUILD_AGE", "2h"),
         ("HAIL_ROLLOUT_SPREAD", "0s"),
         ("HAIL_ALLOW_DOWNGRADE", "true"),
+        ("HAIL_GATE", "evaluation"),
+        ("HAIL_GATE_DEPTH", "20"),
     ] {
         assert_eq!(env[var], value, "{var}: {env:#}");
     }

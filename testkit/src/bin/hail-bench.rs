@@ -247,7 +247,12 @@ fn main() {
 /// What one poll costs Hydra under each gate: requests and bytes answered, for a no-op poll in
 /// steady state, and for the first poll after a new evaluation of 1,000 builds (when the gate
 /// reads its builds once).
-fn hydra_load(bench: &Bench, hydra: &HydraServer, profile: &Path, publish: &dyn Fn(&str) -> String) {
+fn hydra_load(
+    bench: &Bench,
+    hydra: &HydraServer,
+    profile: &Path,
+    publish: &dyn Fn(&str) -> String,
+) {
     let cost = |extra: &[&str]| {
         let before = hydra.requests().len();
         let status = bench
