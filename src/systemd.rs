@@ -47,6 +47,20 @@ pub fn one_line(s: &str) -> String {
         .collect()
 }
 
+/// The service unit a process runs in, from its `/proc/self/cgroup` (the unified hierarchy's
+/// line, or systemd's own on a legacy one).
+pub fn unit_of_cgroup(cgroup: &str) -> Option<String> {
+    cgroup
+        .lines()
+        .filter_map(|line| {
+            let (id_controllers, path) = line.rsplit_once(':')?;
+            matches!(id_controllers, "0:" | "1:name=systemd").then_some(path)
+        })
+        .filter_map(|path| path.rsplit('/').next())
+        .find(|last| last.ends_with(".service"))
+        .map(str::to_string)
+}
+
 /// Watchdog pings, sent only from the main loop's own awaits: while hail waits for a bounded step
 /// (an HTTP request, a nix command, an activation, the sleep between polls) it pings; when the
 /// loop is stuck (or stopped), the pings stop and systemd restarts hail.
@@ -103,5 +117,25 @@ pub async fn tick(ticks: &mut Option<tokio::time::Interval>) {
             t.tick().await;
         }
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_unit_comes_from_the_cgroup() {
+        assert_eq!(
+            unit_of_cgroup("0::/system.slice/system-hail.slice/hail@web-prod.service\n"),
+            Some("hail@web-prod.service".to_string())
+        );
+        let legacy = "12:pids:/system.slice/x.service\n1:name=systemd:/system.slice/system-hail.slice/hail@a.service\n0::/\n";
+        assert_eq!(unit_of_cgroup(legacy), Some("hail@a.service".to_string()));
+        assert_eq!(
+            unit_of_cgroup("0::/user.slice/user-0.slice/session-1.scope\n"),
+            None
+        );
+        assert_eq!(unit_of_cgroup(""), None);
     }
 }

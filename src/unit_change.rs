@@ -18,20 +18,6 @@ pub const VAR: &str = "HAIL_UNIT_CONFIG";
 /// Bound for one `systemctl` call (both return at once).
 const SYSTEMCTL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The service unit a process runs in, from its `/proc/self/cgroup` (the unified hierarchy's
-/// line, or systemd's own on a legacy one).
-pub fn unit_from_cgroup(cgroup: &str) -> Option<String> {
-    cgroup
-        .lines()
-        .filter_map(|line| {
-            let (id_controllers, path) = line.rsplit_once(':')?;
-            matches!(id_controllers, "0:" | "1:name=systemd").then_some(path)
-        })
-        .filter_map(|path| path.rsplit('/').next())
-        .find(|last| last.ends_with(".service"))
-        .map(str::to_string)
-}
-
 /// The value of [`VAR`] in the output of `systemctl show -p Environment --value UNIT`
 /// (assignments separated by spaces; the digest itself has none).
 pub fn digest_in(environment: &str) -> Option<&str> {
@@ -83,7 +69,8 @@ pub async fn restart_if_changed() -> bool {
 fn check_and_restart(running: &str) -> Result<bool, String> {
     let cgroup = std::fs::read_to_string("/proc/self/cgroup")
         .map_err(|e| format!("/proc/self/cgroup: {e}"))?;
-    let unit = unit_from_cgroup(&cgroup).ok_or("hail does not run in a service unit")?;
+    let unit =
+        crate::systemd::unit_of_cgroup(&cgroup).ok_or("hail does not run in a service unit")?;
     let show = CommandLine::new("systemctl").args([
         "show",
         "--property=Environment",
@@ -107,21 +94,6 @@ fn check_and_restart(running: &str) -> Result<bool, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_unit_comes_from_the_cgroup() {
-        assert_eq!(
-            unit_from_cgroup("0::/system.slice/system-hail.slice/hail@web-prod.service\n"),
-            Some("hail@web-prod.service".to_string())
-        );
-        let legacy = "12:pids:/system.slice/x.service\n1:name=systemd:/system.slice/system-hail.slice/hail@a.service\n0::/\n";
-        assert_eq!(unit_from_cgroup(legacy), Some("hail@a.service".to_string()));
-        assert_eq!(
-            unit_from_cgroup("0::/user.slice/user-0.slice/session-1.scope\n"),
-            None
-        );
-        assert_eq!(unit_from_cgroup(""), None);
-    }
 
     #[test]
     fn the_digest_comes_from_the_units_environment() {

@@ -19,11 +19,9 @@ pub fn instance_of_unit(unit: &str) -> Option<&str> {
 
 /// The hail instance a process runs in, from its `/proc/PID/cgroup` text.
 pub fn instance_of_cgroup(cgroup: &str) -> Option<String> {
-    cgroup.lines().find_map(|line| {
-        let path = line.splitn(3, ':').nth(2)?;
-        let name = instance_of_unit(path.rsplit('/').next()?)?;
-        valid_name(name).then(|| name.to_string())
-    })
+    let unit = crate::systemd::unit_of_cgroup(cgroup)?;
+    let name = instance_of_unit(&unit)?;
+    valid_name(name).then(|| name.to_string())
 }
 
 /// `systemctl ARGS -- UNITS`, for the units of the instances `names`.
