@@ -200,7 +200,7 @@ async fn realise_switch_activate(
             rollback,
         });
     }
-    match check_health(
+    match health::check_profile(
         profile,
         build,
         after.generation,
@@ -237,7 +237,7 @@ pub async fn recheck(
     stop: &mut watch::Receiver<bool>,
 ) -> Deployment {
     let now = profile.state().unwrap_or_default();
-    let checked = check_health(
+    let checked = health::check_profile(
         profile,
         build,
         now.generation,
@@ -267,56 +267,6 @@ pub async fn recheck(
         profile: profile.state().unwrap_or(now),
         result,
     }
-}
-
-/// Runs the profile's `bin/health-check` (if it has one) and `--health-check` (if given) until
-/// each passes; they learn what was deployed from `HAIL_*` variables.
-pub async fn check_health(
-    profile: &Profile,
-    build: &Build,
-    generation: Option<u64>,
-    health: &HealthChecks,
-    watchdog: &Watchdog,
-    stop: &mut watch::Receiver<bool>,
-) -> Result<(), HealthError> {
-    let own = profile.health_check_script();
-    let checks: Vec<CommandLine> = activation::exists(&own)
-        .then(|| CommandLine::new(&own))
-        .into_iter()
-        .chain(
-            health
-                .command
-                .as_ref()
-                .map(|words| CommandLine::new(&words[0]).args(&words[1..])),
-        )
-        .collect();
-    if checks.is_empty() {
-        return Ok(());
-    }
-    let env = [
-        ("HAIL_BUILD_ID", build.id.to_string()),
-        ("HAIL_STORE_PATH", build.path.to_string()),
-        ("HAIL_PROFILE", profile.path().display().to_string()),
-        ("HAIL_GENERATION", format::generation(generation)),
-    ];
-    let schedule = health::Schedule {
-        interval: health.interval,
-        timeout: health.timeout,
-    };
-    tracing::info!(
-        hail.event = "health-check",
-        hail.build_id = build.id,
-        "checking the health of build {}",
-        build.id
-    );
-    health::check(&checks, &env, &schedule, watchdog, stop, |line| {
-        tracing::info!(
-            hail.event = "health-check-output",
-            hail.build_id = build.id,
-            "health-check: {line}"
-        );
-    })
-    .await
 }
 
 /// Runs the profile's `bin/activate`, forwarding its output to the log (with `build_id` when it

@@ -8,8 +8,12 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::activation::{self, ActivationError};
+use crate::cli::HealthChecks;
+use crate::format;
 use crate::process::CommandLine;
+use crate::profile::Profile;
 use crate::systemd::{self, Watchdog};
+use crate::types::Build;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HealthError {
@@ -85,4 +89,54 @@ async fn pause(d: Duration, watchdog: &Watchdog, stop: &mut watch::Receiver<bool
             _ = systemd::tick(&mut ticks) => watchdog.ping(),
         }
     }
+}
+
+/// Runs the profile's `bin/health-check` (if it has one) and `--health-check` (if given) until
+/// each passes; they learn what was deployed from `HAIL_*` variables.
+pub async fn check_profile(
+    profile: &Profile,
+    build: &Build,
+    generation: Option<u64>,
+    health: &HealthChecks,
+    watchdog: &Watchdog,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), HealthError> {
+    let own = profile.health_check_script();
+    let checks: Vec<CommandLine> = activation::exists(&own)
+        .then(|| CommandLine::new(&own))
+        .into_iter()
+        .chain(
+            health
+                .command
+                .as_ref()
+                .map(|words| CommandLine::new(&words[0]).args(&words[1..])),
+        )
+        .collect();
+    if checks.is_empty() {
+        return Ok(());
+    }
+    let env = [
+        ("HAIL_BUILD_ID", build.id.to_string()),
+        ("HAIL_STORE_PATH", build.path.to_string()),
+        ("HAIL_PROFILE", profile.path().display().to_string()),
+        ("HAIL_GENERATION", format::generation(generation)),
+    ];
+    let schedule = Schedule {
+        interval: health.interval,
+        timeout: health.timeout,
+    };
+    tracing::info!(
+        hail.event = "health-check",
+        hail.build_id = build.id,
+        "checking the health of build {}",
+        build.id
+    );
+    check(&checks, &env, &schedule, watchdog, stop, |line| {
+        tracing::info!(
+            hail.event = "health-check-output",
+            hail.build_id = build.id,
+            "health-check: {line}"
+        );
+    })
+    .await
 }

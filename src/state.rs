@@ -3,13 +3,11 @@
 //! what its status line says. The agent ([`crate::agent`]) performs the effects and feeds their
 //! outcomes in as [`Event`]s; what must survive a restart is the [`Record`] it saves.
 
-use std::fmt;
 use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::decide::{self, Decision, Hold, Policy, Situation};
-use crate::format;
+use crate::decide::{self, Decision, Policy, Situation};
 use crate::record::{
     self, BuildRef, Deployed, DeploymentRecord, DeploymentResult, GateMemory, KnownBad, Poll,
     Record,
@@ -42,184 +40,6 @@ pub struct State {
     unchecked: Option<BuildRef>,
     /// Why `--gate evaluation` passed over newer evaluations at the last poll.
     gate_note: Option<String>,
-}
-
-/// What the effects report, and what operators ask for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    /// The profile's `bin/activate` ran at start-up.
-    StartupActivation(Result<(), String>),
-    /// Asking Hydra failed (the message says why).
-    PollFailed(String),
-    /// Hydra named `latest` (under `--gate evaluation`: the job's build of the newest
-    /// evaluation that passed, the newer ones passed over for these reasons); the profile points
-    /// at `profile`.
-    Polled {
-        profile: ProfileState,
-        latest: Build,
-        passed_over: Vec<String>,
-    },
-    /// `--gate evaluation`: no evaluation among the last ones passes, for these reasons.
-    NoneEligible(Vec<String>),
-    /// A deployment of `build` ended, leaving the profile at `profile`.
-    Deployed {
-        build: Build,
-        profile: ProfileState,
-        result: Result<(), DeployFailure>,
-    },
-    /// An operator's request (`hail pause`, `resume`, `retry`).
-    Control(Request),
-}
-
-/// Why a deployment failed, as the core needs to know it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeployFailure {
-    /// How: a failed activation or health check makes the build known-bad (for `reason`); a
-    /// failed download or switch is tried again.
-    pub result: DeploymentResult,
-    pub message: String,
-    /// Why the build is known-bad now, in a few words (`activation failed: …`).
-    pub reason: String,
-}
-
-/// An operator's request, carried from a control command to the agent.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "request", rename_all = "kebab-case")]
-pub enum Request {
-    Pause {
-        reason: Option<String>,
-    },
-    Resume,
-    /// Forget one known-bad build (by Hydra build id), or all of them.
-    Retry {
-        build_id: Option<u64>,
-    },
-}
-
-/// What the agent does next.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Next {
-    /// Save the record (it says a deployment is under way), then realise, switch to and
-    /// activate this build, and report [`Event::Deployed`].
-    Deploy(Build),
-    /// Poll again at once.
-    PollNow,
-    /// Wait for the next poll.
-    Wait,
-}
-
-/// Something the agent should log with its own fields.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Notice {
-    /// The profile no longer points at what hail deployed: an operator moved it. The build
-    /// moved away from is known-bad now.
-    ManualChange {
-        build_id: Option<u64>,
-        from: String,
-        to: Option<StorePath>,
-        generation: Option<u64>,
-    },
-    /// Known-bad builds forgotten at an operator's request (none when nothing matched).
-    Forgotten(Vec<KnownBad>),
-}
-
-/// How one round (a poll, and the deployment it led to) ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Round {
-    UpToDate,
-    Deployed,
-    /// Hydra's latest build is known-bad.
-    KnownBad {
-        id: u64,
-        path: StorePath,
-        reason: String,
-    },
-    /// Hydra's latest build is not deployed now: paused, a downgrade, too young, or this host's
-    /// rollout slot has not come (`wait`: how long until it does, when it will by itself).
-    Held {
-        id: u64,
-        path: StorePath,
-        why: Hold,
-        wait: Option<Duration>,
-    },
-    PollFailed(String),
-    DeployFailed {
-        id: u64,
-        failure: DeployFailure,
-    },
-    /// No evaluation passes the gate (why, for each one looked at).
-    NoneEligible(Vec<String>),
-}
-
-impl Round {
-    /// The documented exit codes of `--oneshot` (README, "Exit codes").
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Round::UpToDate | Round::Deployed => 0,
-            Round::PollFailed(_) => 5,
-            Round::DeployFailed { failure, .. } if failure.result == DeploymentResult::Failed => 6,
-            Round::KnownBad { .. } | Round::DeployFailed { .. } => 7,
-            Round::Held { .. } | Round::NoneEligible(_) => 8,
-        }
-    }
-
-    fn is_failure(&self) -> bool {
-        matches!(self, Round::PollFailed(_) | Round::DeployFailed { .. })
-    }
-}
-
-impl fmt::Display for Round {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Round::UpToDate => write!(f, "up to date"),
-            Round::Deployed => write!(f, "deployed"),
-            Round::KnownBad { id, path, reason } => write!(
-                f,
-                "build {id} ({path}) is known to be bad ({reason}); waiting for a newer build"
-            ),
-            Round::Held {
-                id,
-                path,
-                why,
-                wait,
-            } => {
-                let wait = wait.map(format::duration).unwrap_or_default();
-                match why {
-                    Hold::Paused => write!(f, "paused: build {id} ({}) waits", path.short()),
-                    Hold::Downgrade { deployed } => write!(
-                        f,
-                        "build {id} is older than the deployed build {deployed}; not \
-                         downgrading (--allow-downgrade allows it)"
-                    ),
-                    Hold::TooYoung { .. } => {
-                        write!(f, "build {id} waits until it is old enough (in {wait})")
-                    }
-                    Hold::RolloutSlot { .. } => {
-                        write!(f, "build {id} waits for its rollout slot (in {wait})")
-                    }
-                }
-            }
-            Round::PollFailed(e) => write!(f, "poll failed: {e}"),
-            Round::NoneEligible(why) => {
-                write!(f, "no evaluation passes the gate ({})", why.join("; "))
-            }
-            Round::DeployFailed { id, failure } => {
-                write!(f, "deploying build {id} failed: {}", failure.message)
-            }
-        }
-    }
-}
-
-/// What the agent is doing, for the status line.
-#[derive(Debug, Clone, Copy)]
-pub enum Activity<'a> {
-    Starting,
-    StartupActivation,
-    Polling,
-    Deploying(&'a Build),
-    /// Waiting this long for the next poll.
-    Waiting(Duration),
-    Stopping,
 }
 
 impl State {
@@ -352,76 +172,6 @@ impl State {
             } => self.deployed(now, build, profile, result),
             Event::Control(request) => self.control(request),
         }
-    }
-
-    /// How long to wait before the next poll: the period, or a growing backoff after failures,
-    /// plus jitter from `entropy`. The time of the next poll goes into the record.
-    pub fn schedule(&mut self, now: Timestamp, period: Duration, entropy: u64) -> Duration {
-        let mut wait = decide::with_jitter(
-            decide::next_wait(period, self.record.consecutive_failures),
-            entropy,
-        );
-        // A build that becomes eligible by itself is deployed when it does, not a poll later.
-        if let Some(Round::Held {
-            wait: Some(eligible),
-            ..
-        }) = &self.last
-        {
-            wait = wait.min(*eligible).max(MIN_WAIT);
-        }
-        self.record.next_poll = now.checked_add(wait).ok();
-        wait
-    }
-
-    /// `deployed <what>; <activity>`: the one line systemd shows under the unit.
-    pub fn status_line(&self, activity: Activity) -> String {
-        let generation = format::generation(self.profile.generation);
-        let what = match (&self.profile.current, self.deployed_build()) {
-            (None, _) => "nothing".to_owned(),
-            (Some(p), Some(id)) => format!("build {id} ({}), generation {generation}", p.short()),
-            (Some(p), None) => format!("{}, generation {generation}", p.short()),
-        };
-        let activity = match activity {
-            Activity::Starting => "starting".to_owned(),
-            Activity::StartupActivation => "running the start-up activation".to_owned(),
-            Activity::Polling => "polling Hydra".to_owned(),
-            Activity::Deploying(b) => format!("deploying build {} ({})", b.id, b.path.short()),
-            Activity::Stopping => "stopping".to_owned(),
-            Activity::Waiting(wait) => self.waiting(wait),
-        };
-        format!("deployed {what}; {activity}")
-    }
-
-    fn waiting(&self, wait: Duration) -> String {
-        let wait = format::duration(wait);
-        let mut line = match &self.last {
-            Some(r) if r.is_failure() => format!("{r}; retrying in {wait}"),
-            Some(r @ (Round::KnownBad { .. } | Round::Held { .. } | Round::NoneEligible(_))) => {
-                format!("{r}; next poll in {wait}")
-            }
-            _ if self.record.paused => format!("paused; next poll in {wait}"),
-            _ => format!("idle, next poll in {wait}"),
-        };
-        if let Some(reason) = self
-            .record
-            .pause_reason
-            .as_ref()
-            .filter(|_| self.record.paused)
-        {
-            line += &format!(" (paused: {reason})");
-        }
-        if let Some(note) = &self.gate_note {
-            line += &format!(" (passed over: {note})");
-        }
-        if let Some(e) = &self.startup_failure {
-            line += &format!(" (start-up activation failed: {e})");
-        }
-        line
-    }
-
-    /// The Hydra build id of what the profile points at, when hail knows it.
-    fn deployed_build(&self) -> Option<u64> {
-        self.record.deployed.as_ref().and_then(|d| d.build_id)
     }
 
     fn decide(&mut self, now: Timestamp, latest: Build) -> Next {
@@ -629,6 +379,11 @@ fn build_ref(b: &Build) -> BuildRef {
         store_path: b.path.to_string(),
     }
 }
+
+mod events;
+mod status_line;
+
+pub use events::{Activity, DeployFailure, Event, Next, Notice, Request, Round};
 
 #[cfg(test)]
 mod tests;

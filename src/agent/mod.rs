@@ -2,17 +2,21 @@
 //! and `--oneshot`. It performs the effects; what they mean for hail's state is decided in
 //! [`crate::state`], and [`report`] writes the journal entries.
 
+mod books;
 mod gate;
 mod report;
+mod signals;
+mod start;
+
+use books::Books;
+use signals::{Signals, stopped};
 
 use gate::Offer;
 
-use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use jiff::Timestamp;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 pub use report::{
@@ -21,15 +25,14 @@ pub use report::{
 };
 
 use crate::cli::Config;
-use crate::decide::{self, Policy};
+use crate::decide;
 use crate::deploy::{self, DeployError, Deployment, Limits};
 use crate::hydra::{self, HydraClient, HydraError};
-use crate::metrics;
-use crate::netrc::{Netrc, NetrcError};
+use crate::netrc::NetrcError;
 use crate::profile::{Profile, ProfileError};
 use crate::record::DeploymentResult;
-use crate::state::{Activity, DeployFailure, Event, Next, Round, State};
-use crate::state_file::{AgentMark, StateDir, StateError};
+use crate::state::{Activity, DeployFailure, Event, Next, Round};
+use crate::state_file::StateError;
 use crate::systemd::{self, Watchdog};
 use crate::types::{Build, ProfileState};
 
@@ -97,138 +100,7 @@ struct Agent {
     signals: Arc<Signals>,
 }
 
-/// What the agent knows and where it keeps it: the state, its file and the metrics file.
-struct Books {
-    state: State,
-    dir: StateDir,
-    _mark: AgentMark,
-    metrics_file: Option<std::path::PathBuf>,
-    /// An operator asked for a poll now (`hail retry`, `hail resume`).
-    poll_now: bool,
-}
-
-/// SIGHUP (poll now) and SIGUSR1 (an operator's request is waiting).
-#[derive(Default)]
-struct Signals {
-    poll_now: Notify,
-    requests: Notify,
-}
-
 impl Agent {
-    /// Checks the configuration, takes the profile and the state, runs the start-up activation,
-    /// says READY.
-    async fn start(config: Config) -> Result<Agent, AgentError> {
-        let credentials = match &config.netrc_file {
-            Some(path) => {
-                let (netrc, warnings) = Netrc::load(path)?;
-                for w in warnings {
-                    warn!(hail.event = "started", "{w}");
-                }
-                let host = config.job.latest().host_str().unwrap_or_default();
-                let credentials = netrc.credentials_for(host);
-                if credentials.is_none() && netrc.has_entry_for(host) {
-                    warn!(
-                        hail.event = "started",
-                        "netrc file {}: the entry for {host} has no password; sending no credentials",
-                        path.display()
-                    );
-                }
-                credentials
-            }
-            None => None,
-        };
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let hydra = HydraClient::new(&config.job, credentials, config.http_timeout)?;
-        let (stop, signals) = listen_for_signals()?;
-        let profile = Profile::new(config.profile.clone());
-        let lock = profile.lock()?;
-        let dir = config.state_dir.clone();
-        dir.create()?;
-        let mark = dir.mark_agent()?;
-        let now = Timestamp::now();
-        let (record, problem) = dir.load(now);
-        if let Some(problem) = problem {
-            report::state_reset(&problem);
-        }
-        // A profile that cannot be read (e.g. it points outside the store) is reported, not
-        // fatal: the next deployment replaces it.
-        let found = profile.state().unwrap_or_else(|e| {
-            warn!(hail.event = "started", hail.error = %e, "{e}; treating it as empty");
-            ProfileState::default()
-        });
-        let profile_path = profile.path().display().to_string();
-        let policy = Policy {
-            allow_downgrade: config.allow_downgrade,
-            min_build_age: config.min_build_age,
-            rollout_delay: rollout_delay(&config),
-        };
-        let state = State::new(
-            record,
-            policy,
-            config.job.display(),
-            &profile_path,
-            found,
-            now,
-        );
-        info!(
-            hail.event = "started",
-            "hail {} deploying {} to {}",
-            env!("CARGO_PKG_VERSION"),
-            config.job.display(),
-            profile_path
-        );
-        let mut agent = Agent {
-            hydra,
-            profile,
-            _lock: lock,
-            books: Books {
-                state,
-                dir,
-                _mark: mark,
-                metrics_file: config.metrics_file.clone(),
-                poll_now: false,
-            },
-            watchdog: Watchdog::from_env(),
-            stop,
-            signals,
-            config,
-        };
-        agent.books.take_requests();
-        agent.books.settle();
-        let deployed = agent.books.state.profile().current.is_some();
-        if agent.config.poll_period.is_some() && deployed {
-            agent.startup_activation().await;
-        }
-        if let Some(b) = agent.books.state.take_unchecked()
-            && let Ok(path) = crate::store_path::StorePath::parse(&b.store_path)
-        {
-            agent.recheck(Build::new(b.build_id, path)).await?;
-        }
-        systemd::ready(&agent.books.state.status_line(Activity::Starting));
-        Ok(agent)
-    }
-
-    /// Re-applies the deployed generation (e.g. after a reboot), as the original hail did.
-    async fn startup_activation(&mut self) {
-        self.report(Activity::StartupActivation);
-        let activation = deploy::activate(
-            &self.profile,
-            None,
-            self.config.activation_timeout,
-            &self.watchdog,
-            &mut self.stop,
-        );
-        let result = self
-            .books
-            .with_requests(&self.signals, activation)
-            .await
-            .map_err(|e| e.to_string());
-        report::startup_activation(self.books.state.profile().generation, &result);
-        self.books
-            .state
-            .apply(Timestamp::now(), Event::StartupActivation(result));
-    }
-
     async fn run(mut self) -> Result<(), AgentError> {
         let Some(period) = self.config.poll_period else {
             let round = self.round().await;
@@ -438,104 +310,6 @@ impl Agent {
     }
 }
 
-impl Books {
-    /// Awaits `work`, applying operators' requests as they come (a pause asked for during a
-    /// deployment is recorded at once; the deployment under way completes).
-    async fn with_requests<T>(&mut self, signals: &Signals, work: impl Future<Output = T>) -> T {
-        tokio::pin!(work);
-        loop {
-            tokio::select! {
-                out = &mut work => return out,
-                _ = signals.requests.notified() => {
-                    self.take_requests();
-                    self.settle();
-                }
-            }
-        }
-    }
-
-    /// Applies the requests waiting in the state directory.
-    fn take_requests(&mut self) {
-        for request in self.dir.take_requests() {
-            match request {
-                Ok(r) => {
-                    info!(hail.event = "request", "operator's request: {r:?}");
-                    if self.state.apply(Timestamp::now(), Event::Control(r)) == Next::PollNow {
-                        self.poll_now = true;
-                    }
-                }
-                Err(e) => warn!(hail.event = "request", "{e}"),
-            }
-        }
-    }
-
-    /// Logs what the state noticed, saves it, and writes the metrics.
-    fn settle(&mut self) {
-        for notice in self.state.take_notices() {
-            report::notice(&notice);
-        }
-        let record = self.state.record();
-        if let Err(e) = self.dir.save(record) {
-            report::not_saved("state", &e);
-        }
-        if let Some(path) = &self.metrics_file
-            && let Err(e) = metrics::write(path, record)
-        {
-            report::not_saved("metrics", &e);
-        }
-    }
-}
-
-/// SIGTERM/SIGINT set the stop flag; SIGHUP asks for a poll now; SIGUSR1 says an operator's
-/// request waits in the state directory.
-fn listen_for_signals() -> Result<(watch::Receiver<bool>, Arc<Signals>), AgentError> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
-    let mut hup = signal(SignalKind::hangup()).map_err(AgentError::Signals)?;
-    let mut usr1 = signal(SignalKind::user_defined1()).map_err(AgentError::Signals)?;
-    let (tx, rx) = watch::channel(false);
-    let signals = Arc::new(Signals::default());
-    let notify = signals.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = term.recv() => { let _ = tx.send(true); }
-                _ = int.recv() => { let _ = tx.send(true); }
-                _ = hup.recv() => notify.poll_now.notify_one(),
-                _ = usr1.recv() => notify.requests.notify_one(),
-            }
-        }
-    });
-    Ok((rx, signals))
-}
-
-/// This host's delay in the rollout window, from `--rollout-key` or the machine id.
-fn rollout_delay(config: &Config) -> Duration {
-    if config.rollout_spread.is_zero() {
-        return Duration::ZERO;
-    }
-    let key = config.rollout_key.clone().or_else(|| {
-        let id = std::fs::read_to_string(MACHINE_ID).ok()?;
-        Some(id.trim().to_owned()).filter(|id| !id.is_empty())
-    });
-    let key = key.unwrap_or_else(|| {
-        warn!(
-            hail.event = "started",
-            "no {MACHINE_ID} and no --rollout-key: this host takes the slot of the empty key"
-        );
-        String::new()
-    });
-    let delay = decide::rollout_delay(&key, config.job.display(), config.rollout_spread);
-    info!(
-        hail.event = "started",
-        "rollout slot: {} after a build is eligible (spread {})",
-        crate::format::duration(delay),
-        crate::format::duration(config.rollout_spread)
-    );
-    delay
-}
-
 fn limits(config: &Config) -> Limits<'_> {
     Limits {
         realise: config.realise_timeout,
@@ -543,9 +317,6 @@ fn limits(config: &Config) -> Limits<'_> {
         health: &config.health,
     }
 }
-
-/// Where systemd keeps this host's id.
-const MACHINE_ID: &str = "/etc/machine-id";
 
 /// What the state needs to know of a failed deployment.
 fn failure(e: &DeployError) -> DeployFailure {
@@ -565,11 +336,6 @@ fn failure(e: &DeployError) -> DeployFailure {
         message: e.to_string(),
         reason,
     }
-}
-
-/// Resolves once the stop flag is set.
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// A different value at every call (std's hasher keys are random per process and per call).

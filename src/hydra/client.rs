@@ -8,6 +8,7 @@ use reqwest::{Url, header};
 use serde::Deserialize;
 
 use super::build::{BuildError, parse_build};
+use super::tls::{self, ClientError};
 use super::{HydraError, Job, one_line, redact};
 use crate::netrc::Credentials;
 use crate::types::Build;
@@ -16,35 +17,6 @@ use crate::types::Build;
 pub const MAX_BODY: usize = 4 << 20;
 /// Hydra answers `/latest` with one redirect; a few more are tolerated, loops are not.
 pub const MAX_REDIRECTS: usize = 5;
-
-/// The HTTP client could not be built: in practice, the CA certificates could not be loaded.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "cannot set up HTTPS: the system's CA certificates could not be loaded ({0}); install them \
-     (e.g. the ca-certificates package) or point SSL_CERT_FILE at a bundle"
-)]
-pub struct ClientError(String);
-
-/// Redirects are followed by hand (credentials go to the job's origin only); every request and
-/// its connection are bounded.
-fn client_builder(timeout: Duration) -> reqwest::ClientBuilder {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(timeout.min(Duration::from_secs(30)))
-        .timeout(timeout)
-        .user_agent(concat!("hail/", env!("CARGO_PKG_VERSION")))
-}
-
-/// The innermost cause of an error (reqwest's own message is generic).
-fn cause(e: &dyn std::error::Error) -> String {
-    let mut last = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        last = s.to_string();
-        source = s.source();
-    }
-    last
-}
 
 /// Whether credentials meant for `origin` may be sent to `url`: same scheme, host and port.
 fn same_origin(origin: &Url, url: &Url) -> bool {
@@ -64,15 +36,6 @@ pub struct HydraClient {
     timeout: Duration,
 }
 
-/// Where distributions keep their CA bundle (Debian and NixOS, Fedora, openSUSE, Alpine and
-/// others): one file to read instead of a directory of certificates.
-const CA_BUNDLES: [&str; 4] = [
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/ssl/ca-bundle.pem",
-    "/etc/ssl/cert.pem",
-];
-
 impl HydraClient {
     /// The system's CA certificates are loaded for an https job only: a plain-http job (a Hydra
     /// on a private network) starts faster and works on a host without them.
@@ -81,10 +44,7 @@ impl HydraClient {
         credentials: Option<Credentials>,
         timeout: Duration,
     ) -> Result<Self, ClientError> {
-        let plain = client_builder(timeout)
-            .tls_certs_only([])
-            .build()
-            .map_err(|e| ClientError(cause(&e)))?;
+        let plain = tls::plain_client(timeout)?;
         let client = HydraClient {
             plain,
             tls: std::sync::OnceLock::new(),
@@ -98,39 +58,12 @@ impl HydraClient {
         Ok(client)
     }
 
-    /// The https client, built on first use: roots from `SSL_CERT_FILE`, else (unless
-    /// `SSL_CERT_DIR` asks for a directory) from the distribution's bundle file, else as the
-    /// platform finds them.
+    /// The https client, built on first use.
     fn tls_client(&self) -> Result<&reqwest::Client, ClientError> {
         if let Some(c) = self.tls.get() {
             return Ok(c);
         }
-        let bundle = match std::env::var_os("SSL_CERT_FILE") {
-            Some(file) => Some(std::path::PathBuf::from(file)),
-            None if std::env::var_os("SSL_CERT_DIR").is_some() => None,
-            None => CA_BUNDLES
-                .iter()
-                .map(std::path::PathBuf::from)
-                .find(|p| p.is_file()),
-        };
-        let builder = client_builder(self.timeout);
-        let builder = match bundle {
-            Some(file) => {
-                let pem = std::fs::read(&file)
-                    .map_err(|e| ClientError(format!("{}: {e}", file.display())))?;
-                let roots = reqwest::Certificate::from_pem_bundle(&pem)
-                    .map_err(|e| ClientError(format!("{}: {}", file.display(), cause(&e))))?;
-                if roots.is_empty() {
-                    return Err(ClientError(format!(
-                        "{} holds no certificates",
-                        file.display()
-                    )));
-                }
-                builder.tls_certs_only(roots)
-            }
-            None => builder,
-        };
-        let client = builder.build().map_err(|e| ClientError(cause(&e)))?;
+        let client = tls::https_client(self.timeout)?;
         Ok(self.tls.get_or_init(|| client))
     }
 

@@ -6,10 +6,12 @@ mod build;
 mod client;
 mod evals;
 mod job;
+mod tls;
 
-pub use client::{ClientError, HydraClient, MAX_BODY, MAX_REDIRECTS};
+pub use client::{HydraClient, MAX_BODY, MAX_REDIRECTS};
 pub use evals::{EvalVerdict, MAX_STREAMED_BODY, Refusal};
 pub use job::{Job, NotAJobPath, redact};
+pub use tls::ClientError;
 
 use std::time::Duration;
 
