@@ -4,8 +4,8 @@
 //! a Hydra-compatible server on 127.0.0.1, and lets the real `hail` binary deploy them:
 //! a first deployment, a new build picked up by the running service, a build whose activation
 //! fails (hail puts the previous generation back and remembers the build), `hail status`, an
-//! unsigned build (Nix refuses it), an operator's rollback (hail keeps it), pause and resume,
-//! and the metrics file.
+//! unsigned build (Nix refuses it), an operator's rollback (hail keeps it), pause and resume, a
+//! build whose health check fails (rolled back), and the metrics file.
 //!
 //! Usage: hail-demo PATH-TO-HAIL
 
@@ -94,14 +94,19 @@ fn main() {
 
     step("4. hail as a service (poll every 2s, metrics to a file); Hydra finishes build v2");
     let metrics_arg = metrics.to_str().unwrap();
-    show_command(
-        &profile,
-        &job,
-        &format!("--poll-period 2s --metrics-file {metrics_arg}"),
-    );
-    let mut service = run(&["--poll-period", "2s", "--metrics-file", metrics_arg])
-        .spawn()
-        .expect("start hail");
+    // Health checks get 3 s to pass (tried every second): a demo does not wait two minutes.
+    let service_args = [
+        "--poll-period",
+        "2s",
+        "--metrics-file",
+        metrics_arg,
+        "--health-interval",
+        "1s",
+        "--health-timeout",
+        "3s",
+    ];
+    show_command(&profile, &job, &service_args.join(" "));
+    let mut service = run(&service_args).spawn().expect("start hail");
     wait_for(
         || activations(&marker) >= 2,
         "the start-up activation",
@@ -200,13 +205,30 @@ fn main() {
     );
     say(&describe(&profile));
 
-    step("9. The metrics file, for node_exporter's textfile collector");
+    step("9. A build whose own health check never passes: hail puts the previous generation back");
+    let v6 = cache.publish(
+        &ProfileSpec::new("6-unhealthy", &marker)
+            .health_check("echo 'service answered 503'; exit 1"),
+    );
+    let b6 = hydra.add_build(BuildSpec::succeeded(&v6.out_path));
+    say(&format!(
+        "Hydra: build {b6} succeeded; its bin/health-check fails"
+    ));
+    let before = activations(&marker);
+    wait_for(
+        || activations(&marker) >= before + 2 && current(&profile) == v5.out_path,
+        "the failed health check and the switch back",
+        &mut service,
+    );
+    say(&describe(&profile));
+
+    step("10. The metrics file, for node_exporter's textfile collector");
     let text = std::fs::read_to_string(&metrics).unwrap_or_default();
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         say(line);
     }
 
-    step("10. SIGTERM: hail stops cleanly");
+    step("11. SIGTERM: hail stops cleanly");
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(service.id() as i32, libc::SIGTERM) };
     let status = service.wait().expect("wait for hail");
