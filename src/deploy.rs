@@ -14,13 +14,17 @@ use crate::nix::{self, NixError};
 use crate::process::CommandLine;
 use crate::profile::{Profile, ProfileError};
 use crate::store_path::StorePath;
+use crate::system::{self, NotASystem, SystemMode};
 use crate::systemd::Watchdog;
 use crate::types::{Build, ProfileState};
 
+/// The bounds of a deployment's steps, and what its activation is.
 pub struct Limits<'a> {
     pub realise: Duration,
     pub activation: Duration,
     pub health: &'a HealthChecks,
+    /// `--system`: the activation is the system's switch-to-configuration.
+    pub system: Option<&'a SystemMode>,
 }
 
 /// Bound on `nix-env --set` / `--switch-generation`: they only write symlinks.
@@ -36,6 +40,12 @@ pub enum DeployError {
     Profile(#[from] ProfileError),
     #[error("hail is stopping; realising {path} was cancelled (the profile is untouched)")]
     Stopped { path: StorePath },
+    #[error("{0}; the profile is untouched")]
+    NotASystem(#[from] NotASystem),
+    /// Stopped while the system's switch runs in its own unit: it goes on, and the next start
+    /// checks what it left.
+    #[error("hail is stopping; the switch to {path} goes on in the unit {unit}")]
+    Detached { path: StorePath, unit: String },
     #[error("activation of {path} failed: {source}; {rollback}")]
     Activation {
         path: StorePath,
@@ -67,6 +77,12 @@ pub enum Rollback {
     },
     /// The profile did not exist before this deployment: it was removed again.
     Removed,
+    /// `--switch-action test`: the system running before was activated again (with this
+    /// outcome); the profile was never touched.
+    Reactivated {
+        path: StorePath,
+        reactivation: Result<(), String>,
+    },
     /// There was no earlier generation to return to: the profile stays at the failed one.
     NoPrevious,
     /// Switching back failed: the profile still points at the failed build.
@@ -92,6 +108,14 @@ impl fmt::Display for Rollback {
                 f,
                 "profile switched back to generation {generation}, but its re-activation failed: {e}"
             ),
+            Rollback::Reactivated {
+                path,
+                reactivation: Ok(()),
+            } => write!(f, "{path} activated again"),
+            Rollback::Reactivated {
+                path,
+                reactivation: Err(e),
+            } => write!(f, "activating {path} again failed: {e}"),
             Rollback::Removed => {
                 write!(f, "the profile was removed again, as before the deployment")
             }
@@ -146,6 +170,97 @@ async fn realise_switch_activate(
     stop: &mut watch::Receiver<bool>,
 ) -> Result<ProfileState, DeployError> {
     let (path, id) = (&build.path, Some(build.id));
+    if limits.system.is_some() {
+        // A system is checked before the profile is touched: it must be fetched first.
+        fetch(path, limits.realise, watchdog, stop).await?;
+        system::check(std::path::Path::new(path.as_str()))?;
+    }
+    if limits.system.is_none_or(|s| s.action.sets_profile()) {
+        set(profile, before, path, id, limits, watchdog, stop).await?;
+    }
+    let after = profile.state()?;
+    tracing::info!(
+        hail.event = "switched",
+        hail.build_id = id,
+        hail.store_path = %path,
+        hail.generation = after.generation,
+        "profile {} switched to {path} (generation {})",
+        profile.path().display(),
+        format::generation(after.generation),
+    );
+
+    match activate_path(profile, Some(path), id, limits, watchdog, stop).await {
+        Ok(()) => {}
+        Err(ActivationError::Detached { unit }) => {
+            return Err(DeployError::Detached {
+                path: path.clone(),
+                unit,
+            });
+        }
+        Err(source) => {
+            let rollback = roll_back(profile, id, before, limits, watchdog, stop).await;
+            return Err(DeployError::Activation {
+                path: path.clone(),
+                source,
+                rollback,
+            });
+        }
+    }
+    match health::check_profile(
+        profile,
+        build,
+        after.generation,
+        limits.health,
+        watchdog,
+        stop,
+    )
+    .await
+    {
+        // What is deployed now (after `--switch-action test`, the system it activated).
+        Ok(()) => Ok(profile.state().unwrap_or(after)),
+        Err(source @ HealthError::Stopped { .. }) => Err(DeployError::Unchecked {
+            path: path.clone(),
+            source,
+        }),
+        Err(source) => {
+            let rollback = roll_back(profile, id, before, limits, watchdog, stop).await;
+            Err(DeployError::HealthCheck {
+                path: path.clone(),
+                source,
+                rollback,
+            })
+        }
+    }
+}
+
+/// `nix-store --realise`, cut short by a stop request.
+async fn fetch(
+    path: &StorePath,
+    timeout: Duration,
+    watchdog: &Watchdog,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), DeployError> {
+    let realise = nix::realise(path);
+    tokio::select! {
+        r = nix::run(&realise, timeout, watchdog) => r.map_err(|source| DeployError::Realise {
+            path: path.clone(),
+            source,
+        }),
+        _ = stop.wait_for(|s| *s) => Err(DeployError::Stopped { path: path.clone() }),
+    }
+}
+
+/// Makes `path` the profile's new generation (substituting it first when it is missing); a
+/// failed or cancelled switch puts the profile back.
+async fn set(
+    profile: &Profile,
+    before: &ProfileState,
+    path: &StorePath,
+    id: Option<u64>,
+    limits: &Limits<'_>,
+    watchdog: &Watchdog,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), DeployError> {
     // One nix-env both substitutes the path (with nix.conf's signature checks) and makes it the
     // profile's new generation: its temporary GC roots cover the path until the generation link
     // does, so a garbage collection never finds it unrooted.
@@ -181,49 +296,7 @@ async fn realise_switch_activate(
         Some(Ok(())) => {}
     }
     tracing::info!(hail.event = "realised", hail.build_id = id, hail.store_path = %path, "realised {path}");
-    let after = profile.state()?;
-    tracing::info!(
-        hail.event = "switched",
-        hail.build_id = id,
-        hail.store_path = %path,
-        hail.generation = after.generation,
-        "profile {} switched to {path} (generation {})",
-        profile.path().display(),
-        format::generation(after.generation),
-    );
-
-    if let Err(source) = activate(profile, id, limits.activation, watchdog, stop).await {
-        let rollback = roll_back(profile, id, before, limits, watchdog, stop).await;
-        return Err(DeployError::Activation {
-            path: path.clone(),
-            source,
-            rollback,
-        });
-    }
-    match health::check_profile(
-        profile,
-        build,
-        after.generation,
-        limits.health,
-        watchdog,
-        stop,
-    )
-    .await
-    {
-        Ok(()) => Ok(after),
-        Err(source @ HealthError::Stopped { .. }) => Err(DeployError::Unchecked {
-            path: path.clone(),
-            source,
-        }),
-        Err(source) => {
-            let rollback = roll_back(profile, id, before, limits, watchdog, stop).await;
-            Err(DeployError::HealthCheck {
-                path: path.clone(),
-                source,
-                rollback,
-            })
-        }
-    }
+    Ok(())
 }
 
 /// Checks the health of what the profile points at now: a build the last hail switched to but
@@ -305,6 +378,31 @@ pub async fn activate(
     .await
 }
 
+/// Activates what was deployed: the profile's `bin/activate`, or under `--system` the system
+/// `path`'s switch-to-configuration (nothing without a path).
+async fn activate_path(
+    profile: &Profile,
+    path: Option<&StorePath>,
+    build_id: Option<u64>,
+    limits: &Limits<'_>,
+    watchdog: &Watchdog,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), ActivationError> {
+    let Some(mode) = limits.system else {
+        return activate(profile, build_id, limits.activation, watchdog, stop).await;
+    };
+    let Some(path) = path else { return Ok(()) };
+    let log = |line: &str| {
+        tracing::info!(
+            hail.event = "activation-output",
+            hail.build_id = build_id,
+            "switch-to-configuration: {line}"
+        );
+    };
+    let system = std::path::Path::new(path.as_str());
+    system::switch(system, mode.action, limits.activation, watchdog, stop, log).await
+}
+
 /// Puts the profile back where it was before a deployment: the earlier generation, or no
 /// profile at all after a failed first deployment.
 async fn restore(
@@ -344,6 +442,24 @@ async fn roll_back(
     watchdog: &Watchdog,
     stop: &mut watch::Receiver<bool>,
 ) -> Rollback {
+    if limits.system.is_some_and(|s| !s.action.sets_profile()) {
+        // `test` left the profile alone: activate the system that ran before again.
+        let Some(path) = &before.current else {
+            return Rollback::NoPrevious;
+        };
+        tracing::warn!(
+            hail.event = "rolled-back",
+            hail.build_id = failed_build,
+            "activating {path} again"
+        );
+        let reactivation = activate_path(profile, Some(path), None, limits, watchdog, stop)
+            .await
+            .map_err(|e| e.to_string());
+        return Rollback::Reactivated {
+            path: path.clone(),
+            reactivation,
+        };
+    }
     let generation = match restore(profile, before, watchdog).await {
         Ok(Restored::Generation(g)) => g,
         Ok(Restored::Removed) => return Rollback::Removed,
@@ -357,7 +473,8 @@ async fn roll_back(
         "profile {} switched back to generation {generation}",
         profile.path().display()
     );
-    let reactivation = activate(profile, None, limits.activation, watchdog, stop)
+    let previous = before.current.as_ref();
+    let reactivation = activate_path(profile, previous, None, limits, watchdog, stop)
         .await
         .map_err(|e| e.to_string());
     Rollback::Restored {
