@@ -257,3 +257,68 @@ fn a_switch_that_restarts_hail_completes_and_the_new_hail_takes_over() {
     });
     assert_eq!(switches(&rig).len(), 2);
 }
+
+/// `HH:MM-HH:MM` from `from` to `to` hours after the container's local time now.
+fn window(rig: &Rig, from: i32, to: i32) -> String {
+    let now = rig.c.exec(&["date", "+%H %M"]);
+    let mut hm = now.split_whitespace().map(|n| n.parse::<i32>().unwrap());
+    let (h, m) = (hm.next().unwrap(), hm.next().unwrap());
+    let at = |d: i32| format!("{:02}:{m:02}", (h + d).rem_euclid(24));
+    format!("{}-{}", at(from), at(to))
+}
+
+#[test]
+fn a_reboot_waits_for_its_window_and_goes_through_systemd() {
+    let Some(mut rig) = Rig::new("nixreboot", Path::new(HAIL)) else {
+        return;
+    };
+    let later = window(&rig, 2, 3);
+    configure(
+        &rig,
+        &format!("HAIL_REBOOT=when-needed\nHAIL_REBOOT_WINDOW={later}\n"),
+    );
+    let (v1, b1) = release(&rig, "1", "1", 0, "");
+    rig.c.systemctl_ok("start", OS);
+    wait_status(&rig, &format!("deployed build {b1} ("));
+    rig.c.exec(&["ln", "-sfn", &v1.out_path, BOOTED]);
+
+    // A new kernel outside the window: hail says when it will reboot, and does not.
+    let (_, b2) = release(&rig, "2", "2", 0, "");
+    reload(&rig);
+    wait_status(&rig, &format!("deployed build {b2} ("));
+    let said = rig.c.wait_for("the reboot's window", OS, DEPLOY, |c| {
+        let e = c.journal(&["-u", OS, "HAIL_EVENT=reboot"]);
+        (!e.is_empty()).then_some(e)
+    });
+    let message = hail_testkit::container::field(&said[0], "MESSAGE").unwrap_or_default();
+    assert!(
+        message.contains(&format!("first poll inside the window {later}")),
+        "{message}"
+    );
+    assert!(
+        rig.c.ended().is_none(),
+        "the container rebooted outside the window"
+    );
+
+    // Inside the window: the reboot goes through systemd and the container's systemd ends.
+    let now = window(&rig, -1, 1);
+    configure(
+        &rig,
+        &format!("HAIL_REBOOT=when-needed\nHAIL_REBOOT_WINDOW={now}\n"),
+    );
+    rig.c.systemctl(&["restart", "--no-block", OS]);
+    let deadline = std::time::Instant::now() + DEPLOY;
+    let status = loop {
+        if let Some(status) = rig.c.ended() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reboot:\n{}",
+            rig.c.unit_log(OS)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // systemd-nspawn exits 133 when the container reboots.
+    assert_eq!(status.code(), Some(133), "{}", rig.c.log());
+}
