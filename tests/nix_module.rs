@@ -835,7 +835,7 @@ fn flake_outputs() {
     assert_eq!(result["packages"], json!(["default", "hail"]));
     assert_eq!(
         result["checks"],
-        json!(["clippy", "fmt", "package", "unit", "vm-basic"])
+        json!(["clippy", "fmt", "package", "unit", "vm-basic", "vm-system"])
     );
     assert_eq!(result["overlay"], "hail from package.nix");
     assert_eq!(result["module"], json!(["nixos"]));
