@@ -90,6 +90,7 @@
               '';
 
           vm-basic = pkgs.testers.runNixOSTest ./nix/tests/basic.nix;
+          vm-system = pkgs.testers.runNixOSTest ./nix/tests/system.nix;
         }
       );
 

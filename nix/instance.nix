@@ -17,8 +17,11 @@
   enable ? true,
   # The hail package whose bin/hail runs the instance; null keeps the unit's own ExecStart.
   package ? null,
-  # A bare name means /nix/var/nix/profiles/<name>; an absolute path is used as is.
-  profile ? "/nix/var/nix/profiles/hail/${name}",
+  # The job builds whole NixOS systems (hail --system).
+  system ? false,
+  # A bare name means /nix/var/nix/profiles/<name>; an absolute path is used as is. null: the
+  # system profile for a system, else /nix/var/nix/profiles/hail/<name>.
+  profile ? null,
   # Minutes (a number), or a string with a unit: "30s", "5m", "1h". null: hail's default.
   pollPeriod ? null,
   # Absolute path of a netrc file outside the store, handed over as the systemd credential
@@ -48,12 +51,24 @@
   # the jobset's last gateDepth evaluations whose builds all succeeded); null: hail's default.
   gate ? null,
   gateDepth ? null,
+  # With system: "switch", "boot" or "test"; "never" or "when-needed"; "HH:MM-HH:MM" (local
+  # time); null: hail's defaults.
+  switchAction ? null,
+  reboot ? null,
+  rebootWindow ? null,
   # Extra hail arguments (needs package).
   extraArgs ? [ ],
   # Extra environment (NIX_CONFIG, RUST_LOG, PATH, …); HAIL_* come from the settings above.
   environment ? { },
 }:
 let
+  profilePath =
+    if profile != null then
+      profile
+    else if system then
+      "/nix/var/nix/profiles/system"
+    else
+      "/nix/var/nix/profiles/hail/${name}";
   storePrefix = "${builtins.storeDir}/";
   hasPrefix = prefix: s: builtins.substring 0 (builtins.stringLength prefix) s == prefix;
   matches = re: s: builtins.isString s && builtins.match re s != null;
@@ -95,8 +110,8 @@ let
       message = "jobUri: must not hold credentials (user:password@): the unit is world-readable (the Nix store, systemctl show); put them in a netrc file (netrcFile).";
     }
     {
-      ok = matches "(/.+|[A-Za-z0-9_][A-Za-z0-9._-]*)" profile && matches plainRe profile;
-      message = ''profile = "${toString profile}": expected a profile name or an absolute path.'';
+      ok = matches "(/.+|[A-Za-z0-9_][A-Za-z0-9._-]*)" profilePath && matches plainRe profilePath;
+      message = ''profile = "${toString profilePath}": expected a profile name or an absolute path.'';
     }
     {
       ok = pollPeriod == null || (builtins.isInt pollPeriod && pollPeriod > 0) || matches "0*[1-9][0-9]*[smh]?" pollPeriod;
@@ -159,6 +174,22 @@ let
       message = "gate: expected \"latest\" or \"evaluation\".";
     }
     {
+      ok = switchAction == null || builtins.elem switchAction [ "switch" "boot" "test" ];
+      message = "switchAction: expected \"switch\", \"boot\" or \"test\".";
+    }
+    {
+      ok = reboot == null || builtins.elem reboot [ "never" "when-needed" ];
+      message = "reboot: expected \"never\" or \"when-needed\".";
+    }
+    {
+      ok = rebootWindow == null || matches "([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]" rebootWindow;
+      message = "rebootWindow: expected local times HH:MM-HH:MM, such as \"02:00-04:30\".";
+    }
+    {
+      ok = system || (switchAction == null && reboot == null && rebootWindow == null);
+      message = "switchAction, reboot and rebootWindow need system = true.";
+    }
+    {
       ok = gateDepth == null || (builtins.isInt gateDepth && gateDepth >= 1 && gateDepth <= 200);
       message = "gateDepth: expected a number of evaluations from 1 to 200.";
     }
@@ -184,7 +215,11 @@ let
   setVars = builtins.removeAttrs vars (builtins.filter (k: vars.${k} == null) (builtins.attrNames vars));
   vars = {
     HAIL_JOB_URI = jobUri;
-    HAIL_PROFILE = profile;
+    HAIL_PROFILE = profilePath;
+    HAIL_SYSTEM = if system then "true" else null;
+    HAIL_SWITCH_ACTION = switchAction;
+    HAIL_REBOOT = reboot;
+    HAIL_REBOOT_WINDOW = rebootWindow;
     HAIL_POLL_PERIOD = if pollPeriod == null then null else toString pollPeriod;
     HAIL_ACTIVATION_TIMEOUT = activationTimeout;
     HAIL_REALISE_TIMEOUT = realiseTimeout;

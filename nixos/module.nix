@@ -123,6 +123,10 @@ let
         allowDowngrade
         gate
         gateDepth
+        system
+        switchAction
+        reboot
+        rebootWindow
         extraArgs
         environment
         ;
@@ -166,7 +170,7 @@ let
     };
 
   instanceOptions =
-    { name, ... }:
+    { name, config, ... }:
     {
       options = {
         enable = mkOption {
@@ -201,8 +205,11 @@ let
 
         profile = mkOption {
           type = types.str;
-          default = "/nix/var/nix/profiles/hail/${name}";
-          defaultText = literalExpression ''"/nix/var/nix/profiles/hail/''${name}"'';
+          default =
+            if config.system then "/nix/var/nix/profiles/system" else "/nix/var/nix/profiles/hail/${name}";
+          defaultText = literalExpression ''
+            if system then "/nix/var/nix/profiles/system" else "/nix/var/nix/profiles/hail/''${name}"
+          '';
           example = "/nix/var/nix/profiles/web";
           description = ''
             The Nix profile hail switches to each new build (and whose `bin/activate` it runs).
@@ -373,6 +380,65 @@ let
           default = null;
           example = 20;
           description = "How many of the jobset's newest evaluations `gate = \"evaluation\"` looks back at. `null`: hail's default (10).";
+        };
+
+        system = mkOption {
+          type = types.bool;
+          default = false;
+          example = true;
+          description = ''
+            The job builds a whole NixOS system (`config.system.build.toplevel`): hail refuses a
+            path that is not one (it needs `bin/switch-to-configuration` and `nixos-version`),
+            makes it a generation of `profile` (by default `/nix/var/nix/profiles/system`) and
+            runs its `switch-to-configuration` in a transient unit, as `nixos-rebuild` does. A
+            failed switch or health check goes back to the previous system.
+          '';
+        };
+
+        switchAction = mkOption {
+          type = types.nullOr (
+            types.enum [
+              "switch"
+              "boot"
+              "test"
+            ]
+          );
+          default = null;
+          example = "boot";
+          description = ''
+            With `system`, what `switch-to-configuration` does: `"switch"` (boot default and
+            active now), `"boot"` (boot default, active after the next reboot) or `"test"` (active
+            now; the profile and the boot menu stay as they are). `null`: hail's default
+            (`"switch"`).
+          '';
+        };
+
+        reboot = mkOption {
+          type = types.nullOr (
+            types.enum [
+              "never"
+              "when-needed"
+            ]
+          );
+          default = null;
+          example = "when-needed";
+          description = ''
+            With `system`, whether hail reboots the host when the deployed system's kernel, initrd
+            or kernel modules differ from the booted system's: `"never"` only reports it (status,
+            metrics, journal), `"when-needed"` reboots through systemd after a successful switch
+            and health check, inside `rebootWindow` when it is set. `null`: hail's default
+            (`"never"`).
+          '';
+        };
+
+        rebootWindow = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+          example = "02:00-04:30";
+          description = ''
+            With `reboot = "when-needed"`, reboot only between these local times (`HH:MM-HH:MM`;
+            an end before the start goes over midnight). `null`: at any time.
+          '';
         };
 
         extraArgs = mkOption {

@@ -35,6 +35,16 @@ pub enum ActivationError {
     Timeout { script: String, timeout: Duration },
     #[error("{script} was killed: hail is stopping and it did not finish within {STOP_GRACE:?}")]
     Stopped { script: String },
+    /// A system's switch-to-configuration exited non-zero (see [`crate::system::exit_meaning`]).
+    #[error("switch-to-configuration {action} exited {code}: {meaning}")]
+    Switch {
+        action: &'static str,
+        code: i32,
+        meaning: &'static str,
+    },
+    /// hail is stopping while a system's switch goes on in its transient unit.
+    #[error("hail is stopping; the switch goes on in the unit {unit}")]
+    Detached { unit: String },
 }
 
 /// Whether the profile has an activation script at all.

@@ -8,6 +8,9 @@ use jiff::Timestamp;
 use crate::store_path::StorePath;
 use crate::types::Build;
 
+mod reboot;
+pub use reboot::{Reboot, RebootPolicy, RebootWindow, reboot};
+
 /// What the operator decided about deploying (the command line), as the decision needs it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {

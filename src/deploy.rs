@@ -1,7 +1,6 @@
 //! One deployment: realise, switch, activate, check its health, and put the previous generation
 //! back when the activation or a health check fails.
 
-use std::fmt;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -14,17 +13,25 @@ use crate::nix::{self, NixError};
 use crate::process::CommandLine;
 use crate::profile::{Profile, ProfileError};
 use crate::store_path::StorePath;
+use crate::system::{self, NotASystem, SystemMode};
 use crate::systemd::Watchdog;
 use crate::types::{Build, ProfileState};
 
+mod rollback;
+pub use rollback::Rollback;
+use rollback::{restore, roll_back};
+
+/// The bounds of a deployment's steps, and what its activation is.
 pub struct Limits<'a> {
     pub realise: Duration,
     pub activation: Duration,
     pub health: &'a HealthChecks,
+    /// `--system`: the activation is the system's switch-to-configuration.
+    pub system: Option<&'a SystemMode>,
 }
 
 /// Bound on `nix-env --set` / `--switch-generation`: they only write symlinks.
-const SWITCH_TIMEOUT: Duration = Duration::from_secs(120);
+pub(super) const SWITCH_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
@@ -36,6 +43,12 @@ pub enum DeployError {
     Profile(#[from] ProfileError),
     #[error("hail is stopping; realising {path} was cancelled (the profile is untouched)")]
     Stopped { path: StorePath },
+    #[error("{0}; the profile is untouched")]
+    NotASystem(#[from] NotASystem),
+    /// Stopped while the system's switch runs in its own unit: it goes on, and the next start
+    /// checks what it left.
+    #[error("hail is stopping; the switch to {path} goes on in the unit {unit}")]
+    Detached { path: StorePath, unit: String },
     #[error("activation of {path} failed: {source}; {rollback}")]
     Activation {
         path: StorePath,
@@ -55,55 +68,6 @@ pub enum DeployError {
         path: StorePath,
         source: HealthError,
     },
-}
-
-/// What happened to the profile after a failed activation.
-#[derive(Debug)]
-pub enum Rollback {
-    /// Switched back to this generation and re-ran its activation (with this outcome).
-    Restored {
-        generation: u64,
-        reactivation: Result<(), String>,
-    },
-    /// The profile did not exist before this deployment: it was removed again.
-    Removed,
-    /// There was no earlier generation to return to: the profile stays at the failed one.
-    NoPrevious,
-    /// Switching back failed: the profile still points at the failed build.
-    Failed(String),
-}
-
-impl fmt::Display for Rollback {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Rollback::Restored {
-                generation,
-                reactivation: Ok(()),
-            } => {
-                write!(
-                    f,
-                    "profile switched back to generation {generation} and re-activated"
-                )
-            }
-            Rollback::Restored {
-                generation,
-                reactivation: Err(e),
-            } => write!(
-                f,
-                "profile switched back to generation {generation}, but its re-activation failed: {e}"
-            ),
-            Rollback::Removed => {
-                write!(f, "the profile was removed again, as before the deployment")
-            }
-            Rollback::NoPrevious => {
-                write!(
-                    f,
-                    "there is no earlier generation to return to; the profile stays at it"
-                )
-            }
-            Rollback::Failed(e) => write!(f, "switching back failed too: {e}"),
-        }
-    }
 }
 
 /// How a deployment ended: the outcome, and what the profile points at afterwards (whatever the
@@ -146,6 +110,97 @@ async fn realise_switch_activate(
     stop: &mut watch::Receiver<bool>,
 ) -> Result<ProfileState, DeployError> {
     let (path, id) = (&build.path, Some(build.id));
+    if limits.system.is_some() {
+        // A system is checked before the profile is touched: it must be fetched first.
+        fetch(path, limits.realise, watchdog, stop).await?;
+        system::check(std::path::Path::new(path.as_str()))?;
+    }
+    if limits.system.is_none_or(|s| s.action.sets_profile()) {
+        set(profile, before, path, id, limits, watchdog, stop).await?;
+    }
+    let after = profile.state()?;
+    tracing::info!(
+        hail.event = "switched",
+        hail.build_id = id,
+        hail.store_path = %path,
+        hail.generation = after.generation,
+        "profile {} switched to {path} (generation {})",
+        profile.path().display(),
+        format::generation(after.generation),
+    );
+
+    match activate_path(profile, Some(path), id, limits, watchdog, stop).await {
+        Ok(()) => {}
+        Err(ActivationError::Detached { unit }) => {
+            return Err(DeployError::Detached {
+                path: path.clone(),
+                unit,
+            });
+        }
+        Err(source) => {
+            let rollback = roll_back(profile, id, before, limits, watchdog, stop).await;
+            return Err(DeployError::Activation {
+                path: path.clone(),
+                source,
+                rollback,
+            });
+        }
+    }
+    match health::check_profile(
+        profile,
+        build,
+        after.generation,
+        limits.health,
+        watchdog,
+        stop,
+    )
+    .await
+    {
+        // What is deployed now (after `--switch-action test`, the system it activated).
+        Ok(()) => Ok(profile.state().unwrap_or(after)),
+        Err(source @ HealthError::Stopped { .. }) => Err(DeployError::Unchecked {
+            path: path.clone(),
+            source,
+        }),
+        Err(source) => {
+            let rollback = roll_back(profile, id, before, limits, watchdog, stop).await;
+            Err(DeployError::HealthCheck {
+                path: path.clone(),
+                source,
+                rollback,
+            })
+        }
+    }
+}
+
+/// `nix-store --realise`, cut short by a stop request.
+async fn fetch(
+    path: &StorePath,
+    timeout: Duration,
+    watchdog: &Watchdog,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), DeployError> {
+    let realise = nix::realise(path);
+    tokio::select! {
+        r = nix::run(&realise, timeout, watchdog) => r.map_err(|source| DeployError::Realise {
+            path: path.clone(),
+            source,
+        }),
+        _ = stop.wait_for(|s| *s) => Err(DeployError::Stopped { path: path.clone() }),
+    }
+}
+
+/// Makes `path` the profile's new generation (substituting it first when it is missing); a
+/// failed or cancelled switch puts the profile back.
+async fn set(
+    profile: &Profile,
+    before: &ProfileState,
+    path: &StorePath,
+    id: Option<u64>,
+    limits: &Limits<'_>,
+    watchdog: &Watchdog,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), DeployError> {
     // One nix-env both substitutes the path (with nix.conf's signature checks) and makes it the
     // profile's new generation: its temporary GC roots cover the path until the generation link
     // does, so a garbage collection never finds it unrooted.
@@ -181,49 +236,7 @@ async fn realise_switch_activate(
         Some(Ok(())) => {}
     }
     tracing::info!(hail.event = "realised", hail.build_id = id, hail.store_path = %path, "realised {path}");
-    let after = profile.state()?;
-    tracing::info!(
-        hail.event = "switched",
-        hail.build_id = id,
-        hail.store_path = %path,
-        hail.generation = after.generation,
-        "profile {} switched to {path} (generation {})",
-        profile.path().display(),
-        format::generation(after.generation),
-    );
-
-    if let Err(source) = activate(profile, id, limits.activation, watchdog, stop).await {
-        let rollback = roll_back(profile, id, before, limits, watchdog, stop).await;
-        return Err(DeployError::Activation {
-            path: path.clone(),
-            source,
-            rollback,
-        });
-    }
-    match health::check_profile(
-        profile,
-        build,
-        after.generation,
-        limits.health,
-        watchdog,
-        stop,
-    )
-    .await
-    {
-        Ok(()) => Ok(after),
-        Err(source @ HealthError::Stopped { .. }) => Err(DeployError::Unchecked {
-            path: path.clone(),
-            source,
-        }),
-        Err(source) => {
-            let rollback = roll_back(profile, id, before, limits, watchdog, stop).await;
-            Err(DeployError::HealthCheck {
-                path: path.clone(),
-                source,
-                rollback,
-            })
-        }
-    }
+    Ok(())
 }
 
 /// Checks the health of what the profile points at now: a build the last hail switched to but
@@ -305,63 +318,27 @@ pub async fn activate(
     .await
 }
 
-/// Puts the profile back where it was before a deployment: the earlier generation, or no
-/// profile at all after a failed first deployment.
-async fn restore(
+/// Activates what was deployed: the profile's `bin/activate`, or under `--system` the system
+/// `path`'s switch-to-configuration (nothing without a path).
+pub(super) async fn activate_path(
     profile: &Profile,
-    before: &ProfileState,
-    watchdog: &Watchdog,
-) -> Result<Restored, String> {
-    let now = profile.state().map_err(|e| e.to_string())?;
-    match (before.generation, now.generation) {
-        (Some(g), Some(now)) if g == now => Ok(Restored::Generation(g)),
-        (Some(g), _) => {
-            let cmd = nix::switch_generation(profile.path(), g);
-            nix::run(&cmd, SWITCH_TIMEOUT, watchdog)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(Restored::Generation(g))
-        }
-        (None, Some(failed)) if before.current.is_none() => std::fs::remove_file(profile.path())
-            .and_then(|()| std::fs::remove_file(profile.generation_link(failed)))
-            .map(|()| Restored::Removed)
-            .map_err(|e| format!("removing the new profile: {e}")),
-        (None, _) => Ok(Restored::NoPrevious),
-    }
-}
-
-enum Restored {
-    Generation(u64),
-    Removed,
-    NoPrevious,
-}
-
-async fn roll_back(
-    profile: &Profile,
-    failed_build: Option<u64>,
-    before: &ProfileState,
+    path: Option<&StorePath>,
+    build_id: Option<u64>,
     limits: &Limits<'_>,
     watchdog: &Watchdog,
     stop: &mut watch::Receiver<bool>,
-) -> Rollback {
-    let generation = match restore(profile, before, watchdog).await {
-        Ok(Restored::Generation(g)) => g,
-        Ok(Restored::Removed) => return Rollback::Removed,
-        Ok(Restored::NoPrevious) => return Rollback::NoPrevious,
-        Err(e) => return Rollback::Failed(e),
+) -> Result<(), ActivationError> {
+    let Some(mode) = limits.system else {
+        return activate(profile, build_id, limits.activation, watchdog, stop).await;
     };
-    tracing::warn!(
-        hail.event = "rolled-back",
-        hail.build_id = failed_build,
-        hail.generation = generation,
-        "profile {} switched back to generation {generation}",
-        profile.path().display()
-    );
-    let reactivation = activate(profile, None, limits.activation, watchdog, stop)
-        .await
-        .map_err(|e| e.to_string());
-    Rollback::Restored {
-        generation,
-        reactivation,
-    }
+    let Some(path) = path else { return Ok(()) };
+    let log = |line: &str| {
+        tracing::info!(
+            hail.event = "activation-output",
+            hail.build_id = build_id,
+            "switch-to-configuration: {line}"
+        );
+    };
+    let system = std::path::Path::new(path.as_str());
+    system::switch(system, mode.action, limits.activation, watchdog, stop, log).await
 }

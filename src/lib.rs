@@ -29,6 +29,7 @@ pub mod state;
 pub mod state_file;
 pub mod status;
 pub mod store_path;
+pub mod system;
 pub mod systemd;
 pub mod types;
 pub mod unit_change;

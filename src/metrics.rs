@@ -122,6 +122,11 @@ pub fn render(record: &Record) -> String {
         record.paused.into(),
     ));
     add(gauge(
+        "hail_reboot_required",
+        "1 when the deployed system's kernel, initrd or modules differ from the booted system's",
+        (!record.reboot_needed.is_empty()).into(),
+    ));
+    add(gauge(
         "hail_known_bad_builds",
         "Builds hail will not deploy again",
         record.known_bad.len() as i64,

@@ -20,6 +20,14 @@ pub fn set_profile(profile: &Path, path: &StorePath) -> CommandLine {
         .args(["--option", "narinfo-cache-negative-ttl", "0"])
 }
 
+/// Substitute `path` (and its closure) from the configured binary caches, with nix.conf's
+/// signature checks, without touching any profile.
+pub fn realise(path: &StorePath) -> CommandLine {
+    CommandLine::new("nix-store")
+        .args(["--realise", path.as_str()])
+        .args(["--option", "narinfo-cache-negative-ttl", "0"])
+}
+
 /// Point `profile` back at an existing generation.
 pub fn switch_generation(profile: &Path, generation: u64) -> CommandLine {
     CommandLine::new("nix-env")

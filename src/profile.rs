@@ -11,6 +11,9 @@ use crate::types::ProfileState;
 #[derive(Debug, Clone)]
 pub struct Profile {
     path: PathBuf,
+    /// Where what is deployed is read instead of the profile (`/run/current-system` for
+    /// `--switch-action test`, which leaves the profile alone).
+    current_link: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +40,16 @@ pub struct ProfileLock {
 
 impl Profile {
     pub fn new(path: PathBuf) -> Self {
-        Profile { path }
+        Profile {
+            path,
+            current_link: None,
+        }
+    }
+
+    /// A profile whose deployed path is read from `link` (it has no generation then).
+    pub fn reading_current_from(mut self, link: PathBuf) -> Self {
+        self.current_link = Some(link);
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -101,11 +113,12 @@ impl Profile {
 
     /// Reads the profile: `PROFILE -> PROFILE-N-link -> /nix/store/…`.
     pub fn state(&self) -> Result<ProfileState, ProfileError> {
+        let path = self.current_link.as_ref().unwrap_or(&self.path);
         let read_err = |source| ProfileError::Read {
-            profile: self.path.clone(),
+            profile: path.clone(),
             source,
         };
-        let link = match std::fs::read_link(&self.path) {
+        let link = match std::fs::read_link(path) {
             Ok(l) => l,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(ProfileState::default()),
             Err(e) => return Err(read_err(e)),
@@ -113,11 +126,12 @@ impl Profile {
         let generation = link
             .file_name()
             .and_then(|n| n.to_str())
-            .and_then(|n| self.generation_of(n));
-        let target = std::fs::canonicalize(&self.path).map_err(read_err)?;
+            .and_then(|n| self.generation_of(n))
+            .filter(|_| self.current_link.is_none());
+        let target = std::fs::canonicalize(path).map_err(read_err)?;
         let target = target.to_string_lossy();
         let current = StorePath::parse(&target).map_err(|_| ProfileError::NotAStorePath {
-            profile: self.path.clone(),
+            profile: path.clone(),
             target: target.to_string(),
         })?;
         Ok(ProfileState {

@@ -56,6 +56,10 @@ pub struct Record {
     /// once per host, not at every poll).
     #[serde(default)]
     pub gate: GateMemory,
+    /// `--system`: what differs from the booted system (kernel, initrd, …) so that the deployed
+    /// system needs a reboot to run fully; empty when none is needed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reboot_needed: Vec<String>,
 }
 
 /// The evaluations the gate last looked at, and its verdicts on those that had finished.
@@ -99,6 +103,7 @@ impl Default for Record {
             latest: None,
             latest_since: None,
             last_poll: None,
+            reboot_needed: Vec::new(),
             last_deployment: None,
             known_bad: Vec::new(),
             paused: false,

@@ -171,6 +171,13 @@ impl State {
                 result,
             } => self.deployed(now, build, profile, result),
             Event::Control(request) => self.control(request),
+            Event::Booted(differs) => {
+                if !differs.is_empty() && differs != self.record.reboot_needed {
+                    self.notices.push(Notice::RebootNeeded(differs.clone()));
+                }
+                self.record.reboot_needed = differs;
+                Next::Wait
+            }
         }
     }
 

@@ -33,6 +33,9 @@ pub struct Report {
     /// The last deployments, newest first.
     pub history: Vec<DeploymentRecord>,
     pub consecutive_failures: u32,
+    /// `--system`: what differs from the booted system; empty when no reboot is needed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reboot_needed: Vec<String>,
 }
 
 /// What the profile points at now.
@@ -110,6 +113,7 @@ pub fn report(found: Found) -> Report {
         last_deployment: r.last_deployment,
         history: r.history,
         consecutive_failures: r.consecutive_failures,
+        reboot_needed: r.reboot_needed,
     }
 }
 
@@ -178,6 +182,9 @@ pub fn text(r: &Report, now: Timestamp) -> String {
     }
     if let Some(t) = r.next_poll {
         line("next poll", when(t, now));
+    }
+    if !r.reboot_needed.is_empty() {
+        line("reboot", format!("needed ({})", r.reboot_needed.join(", ")));
     }
     if r.paused {
         let why = r.pause_reason.as_deref().map(|w| format!(": {w}"));

@@ -835,7 +835,7 @@ fn flake_outputs() {
     assert_eq!(result["packages"], json!(["default", "hail"]));
     assert_eq!(
         result["checks"],
-        json!(["clippy", "fmt", "package", "unit", "vm-basic"])
+        json!(["clippy", "fmt", "package", "unit", "vm-basic", "vm-system"])
     );
     assert_eq!(result["overlay"], "hail from package.nix");
     assert_eq!(result["module"], json!(["nixos"]));
@@ -1041,6 +1041,44 @@ fn state_health_and_rollout_options_reach_hail() {
     assert!(
         refused.iter().any(|m| m.contains("metricsFile"))
             && refused.iter().any(|m| m.contains("minBuildAge")),
+        "{refused:#?}"
+    );
+}
+
+#[test]
+#[ignore = "needs NIXPKGS_LIB (nixpkgs' lib directory)"]
+fn system_instances_set_the_system_profile_and_their_options() {
+    let lib = nixpkgs_lib();
+    let result = eval_ok(
+        &lib,
+        r#"{
+          services.hail.os = {
+            jobUri = "https://hydra.example.org/job/p/j/os";
+            system = true;
+            switchAction = "boot";
+            reboot = "when-needed";
+            rebootWindow = "23:30-01:00";
+          };
+        }"#,
+    );
+    assert_eq!(result["failedAssertions"], json!([]));
+    let env = &result["services"]["hail@os"]["environment"];
+    for (var, value) in [
+        ("HAIL_SYSTEM", "true"),
+        ("HAIL_PROFILE", "/nix/var/nix/profiles/system"),
+        ("HAIL_SWITCH_ACTION", "boot"),
+        ("HAIL_REBOOT", "when-needed"),
+        ("HAIL_REBOOT_WINDOW", "23:30-01:00"),
+    ] {
+        assert_eq!(env[var], value, "{var}: {env:#}");
+    }
+    let refused = failed_assertions(
+        &lib,
+        r#"{ services.hail.web = { jobUri = "https://h/job/p/j/a"; rebootWindow = "2am-4am"; reboot = "when-needed"; }; }"#,
+    );
+    assert!(
+        refused.iter().any(|m| m.contains("rebootWindow: expected"))
+            && refused.iter().any(|m| m.contains("need system = true")),
         "{refused:#?}"
     );
 }

@@ -4,6 +4,7 @@
 
 mod books;
 mod gate;
+mod reboot;
 mod report;
 mod signals;
 mod start;
@@ -21,7 +22,7 @@ use tracing::{info, warn};
 
 pub use report::{
     MSG_ACTIVATION_FAILED, MSG_DEPLOY_FAILED, MSG_DEPLOYED, MSG_HEALTH_CHECK_FAILED,
-    MSG_MANUAL_CHANGE, MSG_POLL_FAILED, MSG_STATE_RESET,
+    MSG_MANUAL_CHANGE, MSG_POLL_FAILED, MSG_REBOOT_NEEDED, MSG_STATE_RESET,
 };
 
 use crate::cli::Config;
@@ -98,12 +99,15 @@ struct Agent {
     watchdog: Watchdog,
     stop: watch::Receiver<bool>,
     signals: Arc<Signals>,
+    /// `--reboot-window`: the wait for the window was logged.
+    reboot_announced: bool,
 }
 
 impl Agent {
     async fn run(mut self) -> Result<(), AgentError> {
         let Some(period) = self.config.poll_period else {
             let round = self.round().await;
+            self.reboot_if_needed().await;
             self.books.settle();
             round?;
             return match self.books.state.last_round() {
@@ -116,6 +120,7 @@ impl Agent {
             if let Err(AgentError::Stopping) = self.round().await {
                 break;
             }
+            self.reboot_if_needed().await;
             if std::mem::take(&mut self.books.poll_now) {
                 continue;
             }
@@ -269,7 +274,11 @@ impl Agent {
     ) -> Result<(), AgentError> {
         report::deployment(&build, profile.generation, &result);
         let result = match result {
-            Err(DeployError::Stopped { .. } | DeployError::Unchecked { .. }) => {
+            Err(
+                DeployError::Stopped { .. }
+                | DeployError::Unchecked { .. }
+                | DeployError::Detached { .. },
+            ) => {
                 return Err(AgentError::Stopping);
             }
             Ok(()) => {
@@ -288,7 +297,12 @@ impl Agent {
     }
 
     /// Deletes the generations beyond `--keep-generations` after a successful deployment.
+    /// Not under `--system`: the boot menu lists the system's generations (NixOS's own
+    /// garbage collection and boot loader settings prune them).
     fn prune(&self, current: Option<u64>, rollback_to: Option<u64>) {
+        if self.config.system.is_some() {
+            return;
+        }
         let keep = self.config.keep_generations;
         let pruned = self.profile.generations().and_then(|all| {
             let old = decide::generations_to_delete(&all, keep, current, rollback_to);
@@ -315,6 +329,7 @@ fn limits(config: &Config) -> Limits<'_> {
         realise: config.realise_timeout,
         activation: config.activation_timeout,
         health: &config.health,
+        system: config.system.as_ref(),
     }
 }
 

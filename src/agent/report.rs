@@ -16,6 +16,7 @@ pub const MSG_DEPLOY_FAILED: &str = "c304e6df32644e788062535ba3a6c98b";
 pub const MSG_HEALTH_CHECK_FAILED: &str = "4c2d7e91a0b34f58a6e3d9c1b7f05e28";
 pub const MSG_MANUAL_CHANGE: &str = "9a41f4d3b2c84e0f8d6e1c7b5a3f2e90";
 pub const MSG_STATE_RESET: &str = "e3c0a8b5d7f14a2c9b6e4d1f0a8c7b35";
+pub const MSG_REBOOT_NEEDED: &str = "7d3b9e21c4a84f6b8e05d2a19f6c4b73";
 
 pub fn poll_failed(message: &str) {
     error!(
@@ -167,6 +168,12 @@ pub fn notice(notice: &Notice) {
                  and not deploying {build} again"
             );
         }
+        Notice::RebootNeeded(differs) => warn!(
+            hail.event = "reboot-needed",
+            message_id = MSG_REBOOT_NEEDED,
+            "the deployed system needs a reboot: its {} differ from the booted system's",
+            differs.join(", ")
+        ),
         Notice::Forgotten(builds) if builds.is_empty() => {
             info!(
                 hail.event = "retry",

@@ -45,7 +45,15 @@ impl Agent {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let hydra = HydraClient::new(&config.job, credentials, config.http_timeout)?;
         let (stop, signals) = listen_for_signals()?;
-        let profile = Profile::new(config.profile.clone());
+        let mut profile = Profile::new(config.profile.clone());
+        if config
+            .system
+            .as_ref()
+            .is_some_and(|s| !s.action.sets_profile())
+        {
+            // `--switch-action test` leaves the profile alone: what runs is what is deployed.
+            profile = profile.reading_current_from(crate::system::CURRENT_SYSTEM.into());
+        }
         let lock = profile.lock()?;
         let dir = config.state_dir.clone();
         dir.create()?;
@@ -97,11 +105,14 @@ impl Agent {
             stop,
             signals,
             config,
+            reboot_announced: false,
         };
         agent.books.take_requests();
         agent.books.settle();
         let deployed = agent.books.state.profile().current.is_some();
-        if agent.config.poll_period.is_some() && deployed {
+        // A NixOS system was activated at boot (and a switch that restarted hail goes on).
+        let system = agent.config.system.is_some();
+        if agent.config.poll_period.is_some() && deployed && !system {
             agent.startup_activation().await;
         }
         if let Some(b) = agent.books.state.take_unchecked()

@@ -7,16 +7,45 @@ use clap::Args;
 
 use super::Cli;
 use super::values::{DEFAULT_POLL_PERIOD, parse_duration, parse_period, profile_path};
+use crate::decide::{RebootPolicy, RebootWindow};
 use crate::hydra::Job;
 use crate::state_file::StateDir;
+use crate::system::{SwitchAction, SystemMode};
 use crate::types::Gate;
 
 /// The deployment agent's options (the default mode of `hail`).
 #[derive(Debug, Args)]
 pub struct AgentArgs {
-    /// Profile to deploy to: a name means /nix/var/nix/profiles/NAME, an absolute path is used as is.
-    #[arg(long, env = "HAIL_PROFILE", value_name = "PROFILE", required = true)]
+    /// Profile to deploy to: a name means /nix/var/nix/profiles/NAME, an absolute path is used as
+    /// is [required; with --system the default is /nix/var/nix/profiles/system].
+    #[arg(long, env = "HAIL_PROFILE", value_name = "PROFILE")]
     pub profile: Option<String>,
+
+    /// The job builds a whole NixOS system (config.system.build.toplevel): hail refuses a path
+    /// that is not one, and switches to it with its bin/switch-to-configuration.
+    #[arg(long, env = "HAIL_SYSTEM", value_parser = clap::builder::BoolishValueParser::new())]
+    pub system: bool,
+
+    /// With --system, what switch-to-configuration does: switch (boot default and now), boot
+    /// (boot default, runs after a reboot), test (now only; profile and boot menu untouched).
+    #[arg(long, env = "HAIL_SWITCH_ACTION", value_enum, default_value = "switch")]
+    pub switch_action: SwitchActionArg,
+
+    /// With --system, the system the host booted, whose kernel, initrd and kernel modules say
+    /// whether a reboot is needed.
+    #[arg(long, env = "HAIL_BOOTED_SYSTEM", value_name = "PATH", default_value = crate::system::BOOTED_SYSTEM)]
+    pub booted_system: PathBuf,
+
+    /// With --system, whether hail reboots (through systemd) when a deployed system needs it:
+    /// never (only report it), or when-needed (after a successful switch and health check,
+    /// inside --reboot-window if given).
+    #[arg(long, env = "HAIL_REBOOT", value_enum, default_value = "never")]
+    pub reboot: RebootArg,
+
+    /// With --reboot when-needed, reboot only between these local times, HH:MM-HH:MM (a window
+    /// whose end is before its start goes over midnight).
+    #[arg(long, env = "HAIL_REBOOT_WINDOW", value_name = "HH:MM-HH:MM")]
+    pub reboot_window: Option<String>,
 
     /// Hydra job URL, e.g. https://hydra.example.org/job/PROJECT/JOBSET/JOB.
     #[arg(
@@ -133,6 +162,26 @@ pub enum GateArg {
     Evaluation,
 }
 
+/// `--switch-action`'s values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SwitchActionArg {
+    /// Make the system the boot default and activate it now.
+    Switch,
+    /// Make the system the boot default; it runs after the next reboot.
+    Boot,
+    /// Activate the system now; the profile and the boot menu stay as they are.
+    Test,
+}
+
+/// `--reboot`'s values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RebootArg {
+    /// Only report that a reboot is needed.
+    Never,
+    /// Reboot after a successful switch and health check, inside --reboot-window.
+    WhenNeeded,
+}
+
 /// What systemd hands the agent through its environment (read once, in `main`).
 #[derive(Debug, Clone, Default)]
 pub struct Env {
@@ -171,6 +220,8 @@ pub struct Config {
     pub rollout_key: Option<String>,
     pub health: HealthChecks,
     pub gate: Gate,
+    /// `--system`: the job builds NixOS systems.
+    pub system: Option<SystemMode>,
 }
 
 /// The health checks after an activation.
@@ -198,6 +249,10 @@ pub enum ConfigError {
     BadHealthCheck(String),
     #[error("--health-interval must be at least 100ms")]
     BadHealthTiming,
+    #[error("no --profile (HAIL_PROFILE) given; it is required unless --system is")]
+    NoProfile,
+    #[error("--reboot-window {0}")]
+    BadRebootWindow(String),
     #[error("--gate evaluation: {0}")]
     NotAJobPath(#[from] crate::hydra::NotAJobPath),
 }
@@ -205,8 +260,28 @@ pub enum ConfigError {
 impl AgentArgs {
     /// Checks the options; `env` is what systemd set (passed in to keep this pure).
     pub fn into_config(self, env: &Env) -> Result<Config, ConfigError> {
-        let profile_arg = self.profile.unwrap_or_default();
+        let profile_arg = match (self.profile, self.system) {
+            (Some(p), _) => p,
+            (None, true) => crate::system::SYSTEM_PROFILE.to_owned(),
+            (None, false) => return Err(ConfigError::NoProfile),
+        };
         let profile = profile_path(&profile_arg).ok_or(ConfigError::BadProfile(profile_arg))?;
+        let window = match self.reboot_window.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(w) => Some(RebootWindow::parse(w).map_err(ConfigError::BadRebootWindow)?),
+        };
+        let system = self.system.then_some(SystemMode {
+            action: match self.switch_action {
+                SwitchActionArg::Switch => SwitchAction::Switch,
+                SwitchActionArg::Boot => SwitchAction::Boot,
+                SwitchActionArg::Test => SwitchAction::Test,
+            },
+            booted_system: self.booted_system,
+            reboot: match self.reboot {
+                RebootArg::Never => RebootPolicy::Never,
+                RebootArg::WhenNeeded => RebootPolicy::WhenNeeded(window),
+            },
+        });
         let job = Job::parse(self.job_uri.as_deref().unwrap_or_default())
             .map_err(ConfigError::BadJobUri)?;
         let poll_period = match (self.oneshot, self.poll_period) {
@@ -270,6 +345,7 @@ impl AgentArgs {
             rollout_key: self.rollout_key,
             health,
             gate,
+            system,
         })
     }
 }
@@ -388,6 +464,44 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(!err.contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn system_mode_defaults_to_the_system_profile() {
+        let cli = Cli::try_parse_from([
+            "hail",
+            "--system",
+            "--job-uri",
+            "http://h/job/a/b/c",
+            "--switch-action",
+            "boot",
+            "--reboot",
+            "when-needed",
+            "--reboot-window",
+            "23:30-01:00",
+        ]);
+        let config = cli.unwrap().agent.into_config(&Env::default()).unwrap();
+        assert_eq!(config.profile, Path::new("/nix/var/nix/profiles/system"));
+        let system = config.system.unwrap();
+        assert_eq!(system.action, SwitchAction::Boot);
+        assert_eq!(system.booted_system, Path::new("/run/booted-system"));
+        assert_eq!(
+            system.reboot,
+            RebootPolicy::WhenNeeded(Some(RebootWindow::parse("23:30-01:00").unwrap()))
+        );
+        let cli = Cli::try_parse_from(["hail", "--job-uri", "http://h/job/a/b/c"]);
+        let err = cli.unwrap().agent.into_config(&Env::default()).unwrap_err();
+        assert!(matches!(err, ConfigError::NoProfile), "{err}");
+        let cli = Cli::try_parse_from([
+            "hail",
+            "--system",
+            "--job-uri",
+            "http://h/job/a/b/c",
+            "--reboot-window",
+            "25:00-01:00",
+        ]);
+        let err = cli.unwrap().agent.into_config(&Env::default()).unwrap_err();
+        assert!(matches!(err, ConfigError::BadRebootWindow(_)), "{err}");
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub enum Event {
     },
     /// An operator's request (`hail pause`, `resume`, `retry`).
     Control(Request),
+    /// `--system`: what differs between the deployed and the booted system (empty: no reboot
+    /// needed).
+    Booted(Vec<String>),
 }
 
 /// Why a deployment failed, as the core needs to know it.
@@ -87,6 +90,8 @@ pub enum Notice {
     },
     /// Known-bad builds forgotten at an operator's request (none when nothing matched).
     Forgotten(Vec<KnownBad>),
+    /// The deployed system needs a reboot (these differ from the booted system); said once.
+    RebootNeeded(Vec<String>),
 }
 
 /// How one round (a poll, and the deployment it led to) ended.

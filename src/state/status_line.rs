@@ -67,6 +67,9 @@ impl State {
         if let Some(note) = &self.gate_note {
             line += &format!(" (passed over: {note})");
         }
+        if !self.record.reboot_needed.is_empty() {
+            line += &format!(" (reboot needed: {})", self.record.reboot_needed.join(", "));
+        }
         if let Some(e) = &self.startup_failure {
             line += &format!(" (start-up activation failed: {e})");
         }

@@ -734,3 +734,48 @@ fn the_gates_reasons_show_in_the_status() {
          (evaluation 105 has unfinished builds); next poll in 5m"
     );
 }
+
+#[test]
+fn reboot_needed_is_kept_shown_and_said_once() {
+    let booted = |d: &[&str]| Event::Booted(d.iter().map(|s| s.to_string()).collect());
+    // (events, reboot_needed afterwards, notices of the last event, status line suffix)
+    #[rustfmt::skip]
+    let cases: Vec<(Vec<Event>, &[&str], usize, &str)> = vec![
+        (vec![booted(&[])], &[], 0, "idle, next poll in 5m"),
+        (vec![booted(&["kernel"])], &["kernel"], 1, "idle, next poll in 5m (reboot needed: kernel)"),
+        (vec![booted(&["kernel"]), booted(&["kernel"])], &["kernel"], 0, "(reboot needed: kernel)"),
+        (vec![booted(&["kernel"]), booted(&["kernel", "initrd"])], &["kernel", "initrd"], 1, "(reboot needed: kernel, initrd)"),
+        (vec![booted(&["kernel"]), booted(&[])], &[], 0, "idle, next poll in 5m"),
+        (vec![booted(&["kernel"]), booted(&[]), booted(&["kernel"])], &["kernel"], 1, "(reboot needed: kernel)"),
+    ];
+    for (events, want, notices, status) in cases {
+        let mut s = State::new(
+            Record::default(),
+            Policy::default(),
+            JOB,
+            PROFILE,
+            at('a', 1),
+            minute(0),
+        );
+        let n = events.len();
+        for (i, e) in events.into_iter().enumerate() {
+            if i + 1 == n {
+                s.take_notices();
+            }
+            assert_eq!(s.apply(minute(i as i64 + 1), e), Next::Wait);
+        }
+        assert_eq!(s.record().reboot_needed, want);
+        let said = s.take_notices();
+        assert_eq!(said.len(), notices, "{said:?}");
+        assert!(said.iter().all(|n| matches!(n, Notice::RebootNeeded(_))));
+        let wait = s.schedule(minute(100), MIN5, 0);
+        let line = s.status_line(Activity::Waiting(wait));
+        assert!(line.ends_with(status), "{line}");
+        let metrics = crate::metrics::render(s.record());
+        let flag = if want.is_empty() { 0 } else { 1 };
+        assert!(
+            metrics.contains(&format!("hail_reboot_required {flag}")),
+            "{metrics}"
+        );
+    }
+}

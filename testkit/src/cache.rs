@@ -24,6 +24,12 @@ pub fn test_profile_nix() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("nix/test-profile.nix")
 }
 
+/// The fake NixOS system expression shipped with the test kit (see its header for the
+/// arguments): a `bin/switch-to-configuration` that records how it ran and exits as told.
+pub fn nixos_system_nix() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("nix/nixos-system.nix")
+}
+
 /// What [`Cache::publish`] builds: a `test-profile.nix` instance.
 #[derive(Debug, Clone)]
 pub struct ProfileSpec {

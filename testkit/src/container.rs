@@ -605,6 +605,11 @@ impl Container {
         }
     }
 
+    /// nspawn's exit status once the container has ended by itself (133: it rebooted).
+    pub fn ended(&mut self) -> Option<std::process::ExitStatus> {
+        self.nspawn.try_wait().ok().flatten()
+    }
+
     /// Halts the container: SIGTERM makes nspawn shut it down cleanly; SIGKILL after
     /// [`HALT_TIMEOUT`].
     fn halt(&mut self) {

@@ -14,3 +14,4 @@ mod proven;
 mod state;
 mod status;
 mod stop;
+mod system;

@@ -1,0 +1,59 @@
+//! `--system`: whether the deployed system needs a reboot, and the reboot when the policy and
+//! the window allow it.
+
+use std::path::Path;
+
+use jiff::Timestamp;
+use tracing::{info, warn};
+
+use super::Agent;
+use crate::decide::{self, Reboot};
+use crate::state::{Event, Round};
+use crate::system;
+
+impl Agent {
+    /// Compares the deployed system with the booted one (the state says so once, in the status
+    /// and metrics), then reboots through systemd when `--reboot` and its window say so: only
+    /// after a successful deployment (switch and health checks) or a poll that found it current.
+    pub(super) async fn reboot_if_needed(&mut self) {
+        let Some(mode) = self.config.system.clone() else {
+            return;
+        };
+        let differs = match &self.books.state.profile().current {
+            Some(p) => {
+                system::reboot_needed(Path::new(p.as_str()), &mode.booted_system, mode.action)
+            }
+            None => Vec::new(),
+        };
+        let needed = !differs.is_empty();
+        self.books
+            .state
+            .apply(Timestamp::now(), Event::Booted(differs));
+        let healthy = matches!(
+            self.books.state.last_round(),
+            Some(Round::Deployed | Round::UpToDate)
+        );
+        let now = jiff::ZonedDateTime::now().time();
+        match decide::reboot(mode.reboot, needed, healthy, now) {
+            Reboot::Nothing | Reboot::Report => self.reboot_announced = false,
+            Reboot::InWindow(window) => {
+                if !std::mem::replace(&mut self.reboot_announced, true) {
+                    info!(
+                        hail.event = "reboot",
+                        "the deployed system needs a reboot: rebooting at the first poll inside \
+                         the window {window} (local time)"
+                    );
+                }
+            }
+            Reboot::Now => {
+                info!(
+                    hail.event = "reboot",
+                    "the deployed system needs a reboot: rebooting now"
+                );
+                if let Err(e) = system::reboot(&self.watchdog).await {
+                    warn!(hail.event = "reboot", hail.error = %e, "reboot failed: {e}");
+                }
+            }
+        }
+    }
+}

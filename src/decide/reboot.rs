@@ -1,0 +1,168 @@
+//! Whether to reboot now: the reboot policy, whether a reboot is needed and the local time of
+//! day. Pure: the clock is passed in.
+
+use std::fmt;
+
+use jiff::civil::Time;
+
+/// `--reboot`: whether hail reboots a system whose kernel, initrd or modules changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RebootPolicy {
+    /// Only report that a reboot is needed.
+    #[default]
+    Never,
+    /// Reboot after a successful switch and health check, inside the window if one is given.
+    WhenNeeded(Option<RebootWindow>),
+}
+
+/// `--reboot-window HH:MM-HH:MM`, local time: from the start (included) to the end (excluded);
+/// a window whose end is before its start goes over midnight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RebootWindow {
+    pub start: Time,
+    pub end: Time,
+}
+
+impl RebootWindow {
+    /// Parses `HH:MM-HH:MM`.
+    pub fn parse(s: &str) -> Result<RebootWindow, String> {
+        let bad = || format!("{s:?}: expected HH:MM-HH:MM (local time), e.g. 02:00-04:30");
+        let (start, end) = s.trim().split_once('-').ok_or_else(bad)?;
+        let time = |t: &str| -> Result<Time, String> {
+            let (h, m) = t.trim().split_once(':').ok_or_else(bad)?;
+            let (h, m): (i8, i8) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+            Time::new(h, m, 0, 0).map_err(|_| bad())
+        };
+        let (start, end) = (time(start)?, time(end)?);
+        if start == end {
+            return Err(format!("{s:?}: the window is empty"));
+        }
+        Ok(RebootWindow { start, end })
+    }
+
+    /// Whether `now` (local time of day) is inside the window.
+    pub fn contains(&self, now: Time) -> bool {
+        if self.start < self.end {
+            self.start <= now && now < self.end
+        } else {
+            now >= self.start || now < self.end
+        }
+    }
+}
+
+impl fmt::Display for RebootWindow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hm = |t: Time| format!("{:02}:{:02}", t.hour(), t.minute());
+        write!(f, "{}-{}", hm(self.start), hm(self.end))
+    }
+}
+
+/// What to do about a reboot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reboot {
+    /// Nothing: no reboot is needed, or the deployment is not healthy (yet).
+    Nothing,
+    /// Needed, but `--reboot never`: only reported.
+    Report,
+    /// Reboot now.
+    Now,
+    /// Reboot when the window opens, at this local time.
+    InWindow(RebootWindow),
+}
+
+/// Whether to reboot now. `needed`: the deployed system's kernel, initrd or modules differ from
+/// the booted system's; `healthy`: the last deployment (switch and health checks) succeeded.
+pub fn reboot(policy: RebootPolicy, needed: bool, healthy: bool, now: Time) -> Reboot {
+    match policy {
+        _ if !needed => Reboot::Nothing,
+        RebootPolicy::Never => Reboot::Report,
+        _ if !healthy => Reboot::Nothing,
+        RebootPolicy::WhenNeeded(None) => Reboot::Now,
+        RebootPolicy::WhenNeeded(Some(w)) if w.contains(now) => Reboot::Now,
+        RebootPolicy::WhenNeeded(Some(w)) => Reboot::InWindow(w),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(h: i8, m: i8) -> Time {
+        Time::new(h, m, 0, 0).unwrap()
+    }
+
+    fn w(s: &str) -> RebootWindow {
+        RebootWindow::parse(s).unwrap()
+    }
+
+    #[test]
+    fn windows_parse_and_print() {
+        assert_eq!(w("02:00-04:30").to_string(), "02:00-04:30");
+        assert_eq!(w(" 23:15 - 1:05 ").to_string(), "23:15-01:05");
+        for bad in [
+            "",
+            "2-4",
+            "02:00",
+            "24:00-01:00",
+            "02:60-03:00",
+            "x:00-03:00",
+            "03:00-03:00",
+        ] {
+            assert!(RebootWindow::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn inside_the_window() {
+        #[rustfmt::skip]
+        let table = [
+            // window,       now,       inside
+            ("02:00-04:00", t(1, 59), false),
+            ("02:00-04:00", t(2, 0),  true),
+            ("02:00-04:00", t(3, 30), true),
+            ("02:00-04:00", t(4, 0),  false),
+            ("02:00-04:00", t(23, 0), false),
+            // over midnight
+            ("23:00-01:30", t(22, 59), false),
+            ("23:00-01:30", t(23, 0),  true),
+            ("23:00-01:30", t(0, 0),   true),
+            ("23:00-01:30", t(1, 29),  true),
+            ("23:00-01:30", t(1, 30),  false),
+            ("23:00-01:30", t(12, 0),  false),
+            ("00:00-00:01", t(0, 0),   true),
+            ("00:01-00:00", t(0, 0),   false),
+            ("00:01-00:00", t(23, 59), true),
+        ];
+        for (window, now, inside) in table {
+            assert_eq!(w(window).contains(now), inside, "{window} at {now}");
+        }
+    }
+
+    #[test]
+    fn reboot_decisions() {
+        let night = RebootPolicy::WhenNeeded(Some(w("02:00-04:00")));
+        let any = RebootPolicy::WhenNeeded(None);
+        let never = RebootPolicy::Never;
+        #[rustfmt::skip]
+        let table = [
+            // policy, needed, healthy, now,      decision
+            (never, false, true,  t(3, 0),  Reboot::Nothing),
+            (never, true,  true,  t(3, 0),  Reboot::Report),
+            (never, true,  false, t(3, 0),  Reboot::Report),
+            (any,   false, true,  t(12, 0), Reboot::Nothing),
+            (any,   true,  true,  t(12, 0), Reboot::Now),
+            (any,   true,  false, t(12, 0), Reboot::Nothing),
+            (night, true,  true,  t(3, 0),  Reboot::Now),
+            (night, true,  true,  t(12, 0), Reboot::InWindow(w("02:00-04:00"))),
+            (night, true,  false, t(3, 0),  Reboot::Nothing),
+            (night, false, true,  t(3, 0),  Reboot::Nothing),
+        ];
+        for (policy, needed, healthy, now, want) in table {
+            assert_eq!(
+                reboot(policy, needed, healthy, now),
+                want,
+                "{policy:?} {needed} {healthy} {now}"
+            );
+        }
+    }
+}
