@@ -110,9 +110,12 @@ async fn realise_switch_activate(
     stop: &mut watch::Receiver<bool>,
 ) -> Result<ProfileState, DeployError> {
     let (path, id) = (&build.path, Some(build.id));
+    // Removed when the deployment ends: by then the profile (or, after `test`, the running
+    // system) roots what was deployed.
+    let _pending = PendingRoot(profile.pending_root());
     if limits.system.is_some() {
         // A system is checked before the profile is touched: it must be fetched first.
-        fetch(path, limits.realise, watchdog, stop).await?;
+        fetch(path, &_pending.0, limits.realise, watchdog, stop).await?;
         system::check(std::path::Path::new(path.as_str()))?;
     }
     if limits.system.is_none_or(|s| s.action.sets_profile()) {
@@ -173,14 +176,24 @@ async fn realise_switch_activate(
     }
 }
 
-/// `nix-store --realise`, cut short by a stop request.
+/// A temporary GC root, removed when dropped.
+struct PendingRoot(std::path::PathBuf);
+
+impl Drop for PendingRoot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// `nix-store --realise` with a temporary GC root, cut short by a stop request.
 async fn fetch(
     path: &StorePath,
+    gc_root: &std::path::Path,
     timeout: Duration,
     watchdog: &Watchdog,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), DeployError> {
-    let realise = nix::realise(path);
+    let realise = nix::realise(path, gc_root);
     tokio::select! {
         r = nix::run(&realise, timeout, watchdog) => r.map_err(|source| DeployError::Realise {
             path: path.clone(),

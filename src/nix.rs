@@ -21,10 +21,12 @@ pub fn set_profile(profile: &Path, path: &StorePath) -> CommandLine {
 }
 
 /// Substitute `path` (and its closure) from the configured binary caches, with nix.conf's
-/// signature checks, without touching any profile.
-pub fn realise(path: &StorePath) -> CommandLine {
+/// signature checks, without touching any profile; `gc_root` keeps it from a garbage collection
+/// until a profile or the running system does.
+pub fn realise(path: &StorePath, gc_root: &Path) -> CommandLine {
     CommandLine::new("nix-store")
-        .args(["--realise", path.as_str()])
+        .args(["--realise", path.as_str(), "--add-root"])
+        .arg(gc_root)
         .args(["--option", "narinfo-cache-negative-ttl", "0"])
 }
 
@@ -117,6 +119,17 @@ mod tests {
         ] {
             assert!(!all.contains(weakening));
         }
+    }
+
+    #[test]
+    fn realise_roots_the_path_and_keeps_signature_checks() {
+        let c = realise(&p(), Path::new("/nix/var/nix/profiles/system.hail-pending"));
+        assert_eq!(
+            c.display(),
+            "nix-store --realise /nix/store/l9r346p3d25vs4g5v37f3r3f28js97kb-foo-profile \
+             --add-root /nix/var/nix/profiles/system.hail-pending \
+             --option narinfo-cache-negative-ttl 0"
+        );
     }
 
     #[test]

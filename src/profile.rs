@@ -61,6 +61,11 @@ impl Profile {
         self.sibling(".hail.lock")
     }
 
+    /// The temporary GC root that keeps a fetched path alive until the profile points at it.
+    pub fn pending_root(&self) -> PathBuf {
+        self.sibling(".hail-pending")
+    }
+
     /// `PROFILE-N-link`, generation N's link beside the profile.
     pub fn generation_link(&self, generation: u64) -> PathBuf {
         self.sibling(&format!("-{generation}-link"))
