@@ -3,13 +3,15 @@
 //! periods and profile names, and the subcommands' options are below.
 
 mod agent;
+mod check;
 mod values;
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-pub use agent::{AgentArgs, Config, ConfigError, Env, HealthChecks, check_agent_settings};
+pub use agent::{AgentArgs, Config, ConfigError, Env, HealthChecks};
+pub use check::check_agent_settings;
 pub use values::{
     DEFAULT_POLL_PERIOD, MAX_DURATION, PROFILES_DIR, parse_duration, parse_period, profile_path,
 };
