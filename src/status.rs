@@ -119,7 +119,8 @@ pub fn report(found: Found) -> Report {
 
 /// `2026-11-29 22:40:05 UTC (3m ago)`.
 fn when(t: Timestamp, now: Timestamp) -> String {
-    let t = t.round(jiff::Unit::Second).unwrap_or(t);
+    // Whole seconds, truncated: a time just past must not read as "in 1s".
+    let t = Timestamp::from_second(t.as_second()).unwrap_or(t);
     let secs = now.as_second() - t.as_second();
     let d = std::time::Duration::from_secs(secs.unsigned_abs());
     let rel = if secs >= 0 {

@@ -5,7 +5,8 @@
 //! a first deployment, a new build picked up by the running service, a build whose activation
 //! fails (hail puts the previous generation back and remembers the build), `hail status`, an
 //! unsigned build (Nix refuses it), an operator's rollback (hail keeps it), pause and resume, a
-//! build whose health check fails (rolled back), and the metrics file.
+//! build whose health check fails (rolled back), the metrics file, and a whole (fake) NixOS
+//! system deployed with `--system`.
 //!
 //! Usage: hail-demo PATH-TO-HAIL
 
@@ -13,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hail_testkit::cache::{Cache, ProfileSpec};
-use hail_testkit::hydra::{BuildSpec, HydraServer};
+use hail_testkit::cache::{Cache, ProfileSpec, nixos_system_nix};
+use hail_testkit::hydra::{BuildSpec, DEFAULT_JOBSET, DEFAULT_PROJECT, HydraServer};
 
 fn main() {
     let hail = std::env::args_os()
@@ -74,8 +75,8 @@ fn main() {
         c.args(extra);
         c
     };
-    // `hail status`, `pause`, `resume` for this demo's agent, found by its profile.
-    let control = |args: &[&str]| {
+    // `hail status`, `pause`, `resume` for the agent deploying `profile`.
+    let control_for = |profile: &Path, args: &[&str]| {
         let mut all = args.to_vec();
         all.extend(["--profile", profile.to_str().unwrap()]);
         say(&format!("$ hail {}", all.join(" ")));
@@ -84,6 +85,7 @@ fn main() {
             say(&format!("  {line}"));
         }
     };
+    let control = |args: &[&str]| control_for(&profile, args);
 
     step("3. hail --oneshot: poll, realise from the cache, switch the profile, activate");
     show_command(&profile, &job, "--oneshot");
@@ -228,7 +230,57 @@ fn main() {
         say(line);
     }
 
-    step("11. SIGTERM: hail stops cleanly");
+    step("11. A whole NixOS system (--system): checked, switched to, reboot-needed reported");
+    let system_log = work.path().join("switches");
+    let (boot_entry, current_system) = (
+        work.path().join("boot-entry"),
+        work.path().join("current-system"),
+    );
+    let publish_system = |version: &str, kernel: &str| {
+        let nonce = format!("demo-{version}-{}", std::process::id());
+        #[rustfmt::skip]
+        let args = [
+            "--argstr", "version", version,
+            "--argstr", "nonce", &nonce,
+            "--argstr", "kernel", kernel,
+            "--argstr", "log", system_log.to_str().unwrap(),
+            "--argstr", "bootEntry", boot_entry.to_str().unwrap(),
+            "--argstr", "currentSystem", current_system.to_str().unwrap(),
+        ];
+        cache.publish_nix(&nixos_system_nix(), &args).out_path
+    };
+    let (s1, s2) = (publish_system("1", "6.1"), publish_system("2", "6.6"));
+    let system_job = hydra.job_uri(DEFAULT_PROJECT, DEFAULT_JOBSET, "nixos");
+    let system_profile = work.path().join("profiles/system");
+    let system = |out: &str| {
+        hydra.add_build(BuildSpec::succeeded(out).job(DEFAULT_PROJECT, DEFAULT_JOBSET, "nixos"));
+        let mut c = bare(&["--profile", system_profile.to_str().unwrap()]);
+        c.args(["--job-uri", &system_job, "--system", "--oneshot"])
+            .args(["--booted-system", &s1]);
+        say(&format!(
+            "$ hail --system --oneshot --booted-system {s1} --job-uri {system_job} …"
+        ));
+        let code = c.status().expect("run hail").code();
+        say(&format!(
+            "exit code {code:?}; {}",
+            describe(&system_profile)
+        ));
+    };
+    system(&s1);
+    system(&s2);
+    say("switch-to-configuration ran (here directly: this host runs no systemd):");
+    for line in std::fs::read_to_string(&system_log)
+        .unwrap_or_default()
+        .lines()
+    {
+        say(&format!(
+            "  {}",
+            line.split(" unit=").next().unwrap_or(line)
+        ));
+    }
+    control_for(&system_profile, &["status"]);
+
+    step("12. SIGTERM: hail stops cleanly");
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(service.id() as i32, libc::SIGTERM) };
     let status = service.wait().expect("wait for hail");
