@@ -1,7 +1,7 @@
 {
   description = "hail: pull-based continuous deployment of Nix profiles from Hydra";
 
-  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.11";
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.05";
 
   outputs =
     { self, nixpkgs }:
