@@ -61,6 +61,23 @@ pub fn unit_of_cgroup(cgroup: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The host's local time of day (for `--reboot-window`), as the C library reads the host's time
+/// zone (`TZ`, else /etc/localtime): the same local time systemd's timers and the journal use.
+pub fn local_time_of_day() -> jiff::civil::Time {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as libc::time_t;
+    let mut tm = std::mem::MaybeUninit::<libc::tm>::zeroed();
+    // SAFETY: localtime_r reads `now` and writes only into `tm`, which it fully initialises on
+    // success; on failure (null) the zeroed value (midnight) is used.
+    let tm = unsafe {
+        libc::localtime_r(&now, tm.as_mut_ptr());
+        tm.assume_init()
+    };
+    jiff::civil::Time::new(tm.tm_hour as i8, tm.tm_min as i8, tm.tm_sec.min(59) as i8, 0)
+        .unwrap_or(jiff::civil::Time::midnight())
+}
+
 /// Watchdog pings, sent only from the main loop's own awaits: while hail waits for a bounded step
 /// (an HTTP request, a nix command, an activation, the sleep between polls) it pings; when the
 /// loop is stuck (or stopped), the pings stop and systemd restarts hail.

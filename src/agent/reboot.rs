@@ -33,7 +33,7 @@ impl Agent {
             self.books.state.last_round(),
             Some(Round::Deployed | Round::UpToDate)
         );
-        let now = jiff::ZonedDateTime::now().time();
+        let now = crate::systemd::local_time_of_day();
         match decide::reboot(mode.reboot, needed, healthy, now) {
             Reboot::Nothing | Reboot::Report => self.reboot_announced = false,
             Reboot::InWindow(window) => {
