@@ -74,8 +74,13 @@ pub fn local_time_of_day() -> jiff::civil::Time {
         libc::localtime_r(&now, tm.as_mut_ptr());
         tm.assume_init()
     };
-    jiff::civil::Time::new(tm.tm_hour as i8, tm.tm_min as i8, tm.tm_sec.min(59) as i8, 0)
-        .unwrap_or(jiff::civil::Time::midnight())
+    jiff::civil::Time::new(
+        tm.tm_hour as i8,
+        tm.tm_min as i8,
+        tm.tm_sec.min(59) as i8,
+        0,
+    )
+    .unwrap_or(jiff::civil::Time::midnight())
 }
 
 /// Watchdog pings, sent only from the main loop's own awaits: while hail waits for a bounded step

@@ -162,6 +162,8 @@ impl Agent {
             }
         }
         info!(hail.event = "stopping", "stopping");
+        // What the last round learnt, if a stop cut it short before the wait saved it.
+        self.books.settle();
         systemd::stopping(&self.books.state.status_line(Activity::Stopping));
         Ok(())
     }
