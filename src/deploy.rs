@@ -112,25 +112,29 @@ async fn realise_switch_activate(
     let (path, id) = (&build.path, Some(build.id));
     // Removed when the deployment ends: by then the profile (or, after `test`, the running
     // system) roots what was deployed.
-    let _pending = PendingRoot(profile.pending_root());
+    let mut _pending = None;
     if limits.system.is_some() {
         // A system is checked before the profile is touched: it must be fetched first.
-        fetch(path, &_pending.0, limits.realise, watchdog, stop).await?;
+        let root = _pending.insert(PendingRoot(profile.pending_root()));
+        fetch(path, &root.0, limits.realise, watchdog, stop).await?;
         system::check(std::path::Path::new(path.as_str()))?;
     }
-    if limits.system.is_none_or(|s| s.action.sets_profile()) {
+    let sets_profile = limits.system.is_none_or(|s| s.action.sets_profile());
+    if sets_profile {
         set(profile, before, path, id, limits, watchdog, stop).await?;
     }
     let after = profile.state()?;
-    tracing::info!(
-        hail.event = "switched",
-        hail.build_id = id,
-        hail.store_path = %path,
-        hail.generation = after.generation,
-        "profile {} switched to {path} (generation {})",
-        profile.path().display(),
-        format::generation(after.generation),
-    );
+    if sets_profile {
+        tracing::info!(
+            hail.event = "switched",
+            hail.build_id = id,
+            hail.store_path = %path,
+            hail.generation = after.generation,
+            "profile {} switched to {path} (generation {})",
+            profile.path().display(),
+            format::generation(after.generation),
+        );
+    }
 
     match activate_path(profile, Some(path), id, limits, watchdog, stop).await {
         Ok(()) => {}

@@ -192,14 +192,11 @@ impl StateDir {
 
     /// Whether requests wait for the agent.
     pub fn requests_waiting(&self) -> bool {
-        fs::read_dir(self.requests_dir()).is_ok_and(|mut d| {
-            d.any(|e| e.is_ok_and(|e| !e.file_name().as_encoded_bytes().starts_with(b".")))
-        })
+        !self.request_files().is_empty()
     }
 
-    /// Takes the waiting requests, oldest first. A request that cannot be read is dropped and
-    /// said why.
-    pub fn take_requests(&self) -> Vec<Result<Request, String>> {
+    /// The requests' files, oldest first (a request being written is a dot file until renamed).
+    fn request_files(&self) -> Vec<PathBuf> {
         let Ok(entries) = fs::read_dir(self.requests_dir()) else {
             return Vec::new();
         };
@@ -214,6 +211,12 @@ impl StateDir {
             .collect();
         names.sort();
         names
+    }
+
+    /// Takes the waiting requests, oldest first. A request that cannot be read is dropped and
+    /// said why.
+    pub fn take_requests(&self) -> Vec<Result<Request, String>> {
+        self.request_files()
             .into_iter()
             .map(|p| {
                 let r = fs::read(&p)
@@ -354,6 +357,10 @@ mod tests {
         );
         assert_eq!(taken[2], Ok(Request::Resume));
         assert!(sd.take_requests().is_empty());
+        // A file that is no request (or one still being written) is not waited for.
+        fs::write(sd.requests_dir().join("stray.txt"), "").unwrap();
+        fs::write(sd.requests_dir().join(".1-2.json.tmp-3"), "").unwrap();
+        assert!(!sd.requests_waiting());
     }
 
     #[test]

@@ -185,11 +185,11 @@ impl Agent {
                 return Ok(());
             }
             Err(e) => {
-                let round = Round::PollFailed(e.to_string());
-                report::poll_failed(&round.to_string());
-                self.books
-                    .state
-                    .apply(Timestamp::now(), Event::PollFailed(e.to_string()));
+                let event = Event::PollFailed(e.to_string());
+                self.books.state.apply(Timestamp::now(), event);
+                if let Some(round) = self.books.state.last_round() {
+                    report::poll_failed(&round.to_string());
+                }
                 return Ok(());
             }
         };
