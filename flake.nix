@@ -19,6 +19,7 @@
         fileset = lib.fileset.unions [
           ./Cargo.toml
           ./Cargo.lock
+          ./build.rs
           ./src
           ./testkit
           (lib.fileset.maybeMissing ./tests)

@@ -20,6 +20,7 @@ rustPlatform.buildRustPackage {
     fileset = fs.unions [
       ../Cargo.toml
       ../Cargo.lock
+      ../build.rs
       ../src
       ../testkit
       # Declared benchmarks and examples must exist for the manifest to load.

@@ -415,6 +415,12 @@ fn service_deploys_reloads_reports_and_stops() {
     assert_deployed(&status, "-hail-demo-profile-2", "generation 2");
     assert_eq!(rig.show(SVC, "ActiveState"), "active");
     assert_eq!(rig.profile_target(SVC_PROFILE), v2.out_path);
+    // The status says why when the re-activation failed.
+    assert!(
+        status.contains("switched back to generation 2 and re-activated"),
+        "{status}\n{}",
+        c.unit_log(SVC)
+    );
     let activations = rig.activations();
     assert_eq!(
         activations[activations.len() - 2..],
@@ -422,7 +428,8 @@ fn service_deploys_reloads_reports_and_stops() {
             format!("activated 3 {}", v3.out_path),
             format!("activated 2 {}", v2.out_path)
         ],
-        "{activations:#?}"
+        "{activations:#?}\n{status}\n{}",
+        c.unit_log(SVC)
     );
     rig.assert_demo("2");
 
