@@ -12,7 +12,7 @@ use crate::state_file::StateDir;
 use crate::system::{SwitchAction, SystemMode};
 use crate::types::Gate;
 
-/// The deployment agent's options (the default mode of `hail`).
+/// The deployment agent's options (the default mode of `hail`), grouped as `--help` shows them.
 #[derive(Debug, Args)]
 pub struct AgentArgs {
     /// Profile to deploy to: a name means /nix/var/nix/profiles/NAME, an absolute path is used as
@@ -20,6 +20,139 @@ pub struct AgentArgs {
     #[arg(long, env = "HAIL_PROFILE", value_name = "PROFILE")]
     pub profile: Option<String>,
 
+    /// Hydra job URL, e.g. https://hydra.example.org/job/PROJECT/JOBSET/JOB.
+    #[arg(
+        long,
+        env = "HAIL_JOB_URI",
+        value_name = "HYDRA_JOB_URI",
+        required = true
+    )]
+    pub job_uri: Option<String>,
+
+    /// netrc file with credentials for the job URI's host [default: $CREDENTIALS_DIRECTORY/netrc
+    /// when systemd hands one over, else /etc/netrc when it exists].
+    #[arg(long, env = "HAIL_NETRC_FILE", value_name = "FILE")]
+    pub netrc_file: Option<PathBuf>,
+
+    /// Time between polls: a bare number is minutes; 30s, 5m, 1h are accepted [default: 5].
+    // Not clap's `conflicts_with = "oneshot"`: clap counts HAIL_ONESHOT=0 as given.
+    #[arg(long, env = "HAIL_POLL_PERIOD", value_name = "PERIOD", value_parser = parse_period)]
+    pub poll_period: Option<Duration>,
+
+    /// Poll once, deploy if needed, and exit: 0 when the profile is at the latest build.
+    #[arg(long, env = "HAIL_ONESHOT", value_parser = clap::builder::BoolishValueParser::new())]
+    pub oneshot: bool,
+
+    /// Directory of hail's own state (`state.json`) [default: $STATE_DIRECTORY when systemd
+    /// sets it, else PROFILE.hail-state beside the profile].
+    #[arg(long, env = "HAIL_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Write Prometheus metrics to this file (text format, atomically) after every poll and
+    /// deployment, e.g. into node_exporter's textfile collector directory.
+    #[arg(long, env = "HAIL_METRICS_FILE", value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+
+    /// After a successful deployment, delete the profile's generations beyond the newest N
+    /// (0 keeps all); never the current one nor the one a rollback would return to.
+    #[arg(
+        long,
+        env = "HAIL_KEEP_GENERATIONS",
+        value_name = "N",
+        default_value_t = 10
+    )]
+    pub keep_generations: usize,
+
+    #[command(flatten, next_help_heading = "Which build to deploy")]
+    pub choice: BuildChoice,
+
+    #[command(flatten, next_help_heading = "Health checks")]
+    pub health: HealthArgs,
+
+    #[command(flatten, next_help_heading = "Whole NixOS systems")]
+    pub system: SystemArgs,
+
+    #[command(flatten, next_help_heading = "Time bounds")]
+    pub time: TimeBounds,
+}
+
+/// Time bounds on each step.
+#[derive(Debug, Args)]
+pub struct TimeBounds {
+    /// Longest time `bin/activate` may run before it is stopped and counted as failed.
+    #[arg(long, env = "HAIL_ACTIVATION_TIMEOUT", value_name = "PERIOD", default_value = "10m",
+          value_parser = parse_duration)]
+    pub activation_timeout: Duration,
+
+    /// Longest time realising a build from the binary cache may take.
+    #[arg(long, env = "HAIL_REALISE_TIMEOUT", value_name = "PERIOD", default_value = "1h",
+          value_parser = parse_duration)]
+    pub realise_timeout: Duration,
+
+    /// Longest time one request to Hydra may take, connection and body included.
+    #[arg(long, env = "HAIL_HTTP_TIMEOUT", value_name = "PERIOD", default_value = "60s",
+          value_parser = parse_duration)]
+    pub http_timeout: Duration,
+}
+
+/// Which build is deployed, and when.
+#[derive(Debug, Args)]
+pub struct BuildChoice {
+    /// Which build to deploy: the job's latest successful build, or the job's build of the
+    /// newest Hydra evaluation of its jobset whose builds all finished and succeeded.
+    #[arg(long, env = "HAIL_GATE", value_enum, default_value = "latest")]
+    pub gate: GateArg,
+
+    /// How many of the jobset's newest evaluations `--gate evaluation` looks back at.
+    #[arg(long, env = "HAIL_GATE_DEPTH", value_name = "N", default_value_t = 10,
+          value_parser = clap::value_parser!(u16).range(1..=200))]
+    pub gate_depth: u16,
+
+    /// Deploy a build whose Hydra id is lower than the deployed build's (by default such a
+    /// build waits: builds were deleted, or a gate fell back to an older evaluation).
+    #[arg(long, env = "HAIL_ALLOW_DOWNGRADE", value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_downgrade: bool,
+
+    /// Deploy a build only once Hydra finished it at least this long ago.
+    #[arg(long, env = "HAIL_MIN_BUILD_AGE", value_name = "PERIOD", default_value = "0s",
+          value_parser = parse_duration)]
+    pub min_build_age: Duration,
+
+    /// Spread a fleet's deployments over this window: this host waits its own fixed delay in
+    /// [0, PERIOD), from its machine id (or --rollout-key) and the job; 0s (a canary) goes first.
+    #[arg(long, env = "HAIL_ROLLOUT_SPREAD", value_name = "PERIOD", default_value = "0s",
+          value_parser = parse_duration)]
+    pub rollout_spread: Duration,
+
+    /// What places this host in the rollout window [default: /etc/machine-id].
+    #[arg(long, env = "HAIL_ROLLOUT_KEY", value_name = "KEY")]
+    pub rollout_key: Option<String>,
+}
+
+/// Health checks after each activation.
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// A command that must succeed after each activation, besides the profile's own
+    /// bin/health-check: split into words as systemd splits ExecStart= (quotes honoured), run
+    /// without a shell, retried every --health-interval until --health-timeout.
+    #[arg(long, env = "HAIL_HEALTH_CHECK", value_name = "COMMAND")]
+    pub health_check: Option<String>,
+
+    /// Time between two tries of a failing health check.
+    #[arg(long, env = "HAIL_HEALTH_INTERVAL", value_name = "PERIOD", default_value = "5s",
+          value_parser = parse_duration)]
+    pub health_interval: Duration,
+
+    /// How long health checks may keep failing before the deployment counts as failed (and is
+    /// rolled back).
+    #[arg(long, env = "HAIL_HEALTH_TIMEOUT", value_name = "PERIOD", default_value = "2m",
+          value_parser = parse_duration)]
+    pub health_timeout: Duration,
+}
+
+/// Deploying whole NixOS systems.
+#[derive(Debug, Args)]
+pub struct SystemArgs {
     /// The job builds a whole NixOS system (config.system.build.toplevel): hail refuses a path
     /// that is not one, and switches to it with its bin/switch-to-configuration.
     #[arg(long, env = "HAIL_SYSTEM", value_parser = clap::builder::BoolishValueParser::new())]
@@ -45,111 +178,6 @@ pub struct AgentArgs {
     /// whose end is before its start goes over midnight).
     #[arg(long, env = "HAIL_REBOOT_WINDOW", value_name = "HH:MM-HH:MM")]
     pub reboot_window: Option<String>,
-
-    /// Hydra job URL, e.g. https://hydra.example.org/job/PROJECT/JOBSET/JOB.
-    #[arg(
-        long,
-        env = "HAIL_JOB_URI",
-        value_name = "HYDRA_JOB_URI",
-        required = true
-    )]
-    pub job_uri: Option<String>,
-
-    /// netrc file with credentials for the job URI's host [default: $CREDENTIALS_DIRECTORY/netrc
-    /// when systemd hands one over, else /etc/netrc when it exists].
-    #[arg(long, env = "HAIL_NETRC_FILE", value_name = "FILE")]
-    pub netrc_file: Option<PathBuf>,
-
-    /// Time between polls: a bare number is minutes; 30s, 5m, 1h are accepted [default: 5].
-    // Not clap's `conflicts_with = "oneshot"`: clap counts HAIL_ONESHOT=0 as given.
-    #[arg(long, env = "HAIL_POLL_PERIOD", value_name = "PERIOD", value_parser = parse_period)]
-    pub poll_period: Option<Duration>,
-
-    /// Poll once, deploy if needed, and exit: 0 when the profile is at the latest build.
-    #[arg(long, env = "HAIL_ONESHOT", value_parser = clap::builder::BoolishValueParser::new())]
-    pub oneshot: bool,
-
-    /// Longest time `bin/activate` may run before it is stopped and counted as failed.
-    #[arg(long, env = "HAIL_ACTIVATION_TIMEOUT", value_name = "PERIOD", default_value = "10m",
-          value_parser = parse_duration)]
-    pub activation_timeout: Duration,
-
-    /// Longest time realising a build from the binary cache may take.
-    #[arg(long, env = "HAIL_REALISE_TIMEOUT", value_name = "PERIOD", default_value = "1h",
-          value_parser = parse_duration)]
-    pub realise_timeout: Duration,
-
-    /// Longest time one request to Hydra may take, connection and body included.
-    #[arg(long, env = "HAIL_HTTP_TIMEOUT", value_name = "PERIOD", default_value = "60s",
-          value_parser = parse_duration)]
-    pub http_timeout: Duration,
-
-    /// Directory of hail's own state (`state.json`) [default: $STATE_DIRECTORY when systemd
-    /// sets it, else PROFILE.hail-state beside the profile].
-    #[arg(long, env = "HAIL_STATE_DIR", value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
-
-    /// Write Prometheus metrics to this file (text format, atomically) after every poll and
-    /// deployment, e.g. into node_exporter's textfile collector directory.
-    #[arg(long, env = "HAIL_METRICS_FILE", value_name = "PATH")]
-    pub metrics_file: Option<PathBuf>,
-
-    /// After a successful deployment, delete the profile's generations beyond the newest N
-    /// (0 keeps all); never the current one nor the one a rollback would return to.
-    #[arg(
-        long,
-        env = "HAIL_KEEP_GENERATIONS",
-        value_name = "N",
-        default_value_t = 10
-    )]
-    pub keep_generations: usize,
-
-    /// Deploy a build whose Hydra id is lower than the deployed build's (by default such a
-    /// build waits: builds were deleted, or a gate fell back to an older evaluation).
-    #[arg(long, env = "HAIL_ALLOW_DOWNGRADE", value_parser = clap::builder::BoolishValueParser::new())]
-    pub allow_downgrade: bool,
-
-    /// Deploy a build only once Hydra finished it at least this long ago.
-    #[arg(long, env = "HAIL_MIN_BUILD_AGE", value_name = "PERIOD", default_value = "0s",
-          value_parser = parse_duration)]
-    pub min_build_age: Duration,
-
-    /// Spread a fleet's deployments over this window: this host waits its own fixed delay in
-    /// [0, PERIOD), from its machine id (or --rollout-key) and the job; 0s (a canary) goes first.
-    #[arg(long, env = "HAIL_ROLLOUT_SPREAD", value_name = "PERIOD", default_value = "0s",
-          value_parser = parse_duration)]
-    pub rollout_spread: Duration,
-
-    /// What places this host in the rollout window [default: /etc/machine-id].
-    #[arg(long, env = "HAIL_ROLLOUT_KEY", value_name = "KEY")]
-    pub rollout_key: Option<String>,
-
-    /// A command that must succeed after each activation, besides the profile's own
-    /// bin/health-check: split into words as systemd splits ExecStart= (quotes honoured), run
-    /// without a shell, retried every --health-interval until --health-timeout.
-    #[arg(long, env = "HAIL_HEALTH_CHECK", value_name = "COMMAND")]
-    pub health_check: Option<String>,
-
-    /// Time between two tries of a failing health check.
-    #[arg(long, env = "HAIL_HEALTH_INTERVAL", value_name = "PERIOD", default_value = "5s",
-          value_parser = parse_duration)]
-    pub health_interval: Duration,
-
-    /// Which build to deploy: the job's latest successful build, or the job's build of the
-    /// newest Hydra evaluation of its jobset whose builds all finished and succeeded.
-    #[arg(long, env = "HAIL_GATE", value_enum, default_value = "latest")]
-    pub gate: GateArg,
-
-    /// How many of the jobset's newest evaluations `--gate evaluation` looks back at.
-    #[arg(long, env = "HAIL_GATE_DEPTH", value_name = "N", default_value_t = 10,
-          value_parser = clap::value_parser!(u16).range(1..=200))]
-    pub gate_depth: u16,
-
-    /// How long health checks may keep failing before the deployment counts as failed (and is
-    /// rolled back).
-    #[arg(long, env = "HAIL_HEALTH_TIMEOUT", value_name = "PERIOD", default_value = "2m",
-          value_parser = parse_duration)]
-    pub health_timeout: Duration,
 }
 
 /// `--gate`'s values.
@@ -259,24 +287,24 @@ pub enum ConfigError {
 impl AgentArgs {
     /// Checks the options; `env` is what systemd set (passed in to keep this pure).
     pub fn into_config(self, env: &Env) -> Result<Config, ConfigError> {
-        let profile_arg = match (self.profile, self.system) {
+        let profile_arg = match (self.profile, self.system.system) {
             (Some(p), _) => p,
             (None, true) => crate::system::SYSTEM_PROFILE.to_owned(),
             (None, false) => return Err(ConfigError::NoProfile),
         };
         let profile = profile_path(&profile_arg).ok_or(ConfigError::BadProfile(profile_arg))?;
-        let window = match self.reboot_window.as_deref().map(str::trim) {
+        let window = match self.system.reboot_window.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(w) => Some(RebootWindow::parse(w).map_err(ConfigError::BadRebootWindow)?),
         };
-        let system = self.system.then_some(SystemMode {
-            action: match self.switch_action {
+        let system = self.system.system.then_some(SystemMode {
+            action: match self.system.switch_action {
                 SwitchActionArg::Switch => SwitchAction::Switch,
                 SwitchActionArg::Boot => SwitchAction::Boot,
                 SwitchActionArg::Test => SwitchAction::Test,
             },
-            booted_system: self.booted_system,
-            reboot: match self.reboot {
+            booted_system: self.system.booted_system,
+            reboot: match self.system.reboot {
                 RebootArg::Never => RebootPolicy::Never,
                 RebootArg::WhenNeeded => RebootPolicy::WhenNeeded(window),
             },
@@ -297,7 +325,7 @@ impl AgentArgs {
         let netrc_file = self
             .netrc_file
             .or_else(|| default_netrc(env.credentials_directory.as_deref()));
-        let command = match self.health_check.as_deref().map(str::trim) {
+        let command = match self.health.health_check.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(c) => Some(
                 shlex::split(c)
@@ -305,21 +333,21 @@ impl AgentArgs {
                     .ok_or_else(|| ConfigError::BadHealthCheck(c.to_owned()))?,
             ),
         };
-        if self.health_interval < Duration::from_millis(100) {
+        if self.health.health_interval < Duration::from_millis(100) {
             return Err(ConfigError::BadHealthTiming);
         }
         let health = HealthChecks {
             command,
-            interval: self.health_interval,
-            timeout: self.health_timeout,
+            interval: self.health.health_interval,
+            timeout: self.health.health_timeout,
         };
-        let gate = match self.gate {
+        let gate = match self.choice.gate {
             GateArg::Latest => Gate::Latest,
             GateArg::Evaluation => {
                 // Gating reads the job's jobset: the URI must name it.
                 job.jobset()?;
                 Gate::Evaluation {
-                    depth: self.gate_depth.into(),
+                    depth: self.choice.gate_depth.into(),
                 }
             }
         };
@@ -332,16 +360,16 @@ impl AgentArgs {
             job,
             netrc_file,
             poll_period,
-            activation_timeout: self.activation_timeout,
-            realise_timeout: self.realise_timeout,
-            http_timeout: self.http_timeout,
+            activation_timeout: self.time.activation_timeout,
+            realise_timeout: self.time.realise_timeout,
+            http_timeout: self.time.http_timeout,
             state_dir,
             metrics_file: self.metrics_file,
             keep_generations: self.keep_generations,
-            allow_downgrade: self.allow_downgrade,
-            min_build_age: self.min_build_age,
-            rollout_spread: self.rollout_spread,
-            rollout_key: self.rollout_key,
+            allow_downgrade: self.choice.allow_downgrade,
+            min_build_age: self.choice.min_build_age,
+            rollout_spread: self.choice.rollout_spread,
+            rollout_key: self.choice.rollout_key,
             health,
             gate,
             system,
