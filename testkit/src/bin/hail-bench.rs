@@ -1,6 +1,6 @@
 //! Benchmarks of the real hail binary against the Hydra-compatible server and a signed cache on
 //! 127.0.0.1, printing figures (no pass/fail):
-//! - idle RSS of a running agent (and its peak),
+//! - idle RSS of a running agent (and its peak), and its spread over 21 starts,
 //! - CPU time per no-op poll (polls triggered with SIGHUP, CPU read from /proc),
 //! - wall and CPU time of a no-op `--oneshot`,
 //! - the time hail adds to a deployment beyond the nix commands and the activation themselves
@@ -21,6 +21,9 @@ use std::time::{Duration, Instant};
 
 use hail_testkit::cache::{Cache, ProfileSpec};
 use hail_testkit::hydra::{BuildSpec, DEFAULT_JOBSET, DEFAULT_PROJECT, HydraServer};
+
+/// Agents started one after another to measure the idle RSS.
+const RSS_SAMPLES: usize = 21;
 
 fn main() {
     let mut args = std::env::args_os().skip(1);
@@ -111,6 +114,37 @@ fn main() {
     );
     println!(
         "  of which private anonymous memory {anon:.2} MiB; PSS {pss:.2} MiB (the rest is code shared with other processes)"
+    );
+    // Each start maps the binary at another address (ASLR), so other code shares the kernel's
+    // fault-around windows (64 KiB): the resident code differs from one start to the next.
+    let mut samples: Vec<u64> = (0..RSS_SAMPLES)
+        .map(|_| {
+            let before = count_latest(&hydra);
+            let mut agent = bench
+                .command(&profile, &["--poll-period", "1h"])
+                .spawn()
+                .expect("start hail");
+            let pid = agent.id();
+            wait_until(
+                || count_latest(&hydra) > before,
+                "the agent's first poll",
+                std::slice::from_mut(&mut agent),
+                Duration::from_millis(1),
+            );
+            std::thread::sleep(Duration::from_millis(500));
+            let rss = proc_kib(pid, "status", "VmRSS");
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+            let _ = agent.wait();
+            rss
+        })
+        .collect();
+    samples.sort_unstable();
+    println!(
+        "idle RSS over {RSS_SAMPLES} starts: median {:.2} MiB, min {:.2} MiB, max {:.2} MiB",
+        mib(samples[samples.len() / 2]),
+        mib(samples[0]),
+        mib(samples[samples.len() - 1])
     );
     println!(
         "CPU time per no-op poll: {:.3} ms (over {rounds} polls)",
