@@ -437,7 +437,8 @@ let
           example = "02:00-04:30";
           description = ''
             With `reboot = "when-needed"`, reboot only between these local times (`HH:MM-HH:MM`;
-            an end before the start goes over midnight). `null`: at any time.
+            an end before the start goes over midnight); a reboot that waits for the window is
+            done when it opens, whatever `pollPeriod` is. `null`: at any time.
           '';
         };
 

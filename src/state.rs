@@ -40,6 +40,8 @@ pub struct State {
     unchecked: Option<BuildRef>,
     /// Why `--gate evaluation` passed over newer evaluations at the last poll.
     gate_note: Option<String>,
+    /// When the window of a reboot that waits for it opens: the next poll comes no later.
+    reboot_window_opens: Option<Timestamp>,
 }
 
 impl State {
@@ -77,6 +79,7 @@ impl State {
         }
         let mut state = State {
             gate_note: None,
+            reboot_window_opens: None,
             unchecked,
             record,
             policy,
@@ -176,6 +179,10 @@ impl State {
                     self.notices.push(Notice::RebootNeeded(differs.clone()));
                 }
                 self.record.reboot_needed = differs;
+                Next::Wait
+            }
+            Event::RebootWaits(opens_in) => {
+                self.reboot_window_opens = opens_in.and_then(|d| now.checked_add(d).ok());
                 Next::Wait
             }
         }

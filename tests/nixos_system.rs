@@ -258,6 +258,26 @@ fn a_switch_that_restarts_hail_completes_and_the_new_hail_takes_over() {
     assert_eq!(switches(&rig).len(), 2);
 }
 
+/// A window from the next whole minute at least 40 s away (local time in the container) to an
+/// hour later, and how long until it opens.
+fn window_opening_soon(rig: &Rig) -> (String, Duration) {
+    let now = rig.c.exec(&["date", "+%H %M %S"]);
+    let mut hms = now.split_whitespace().map(|n| n.parse::<i32>().unwrap());
+    let (h, m, s) = (
+        hms.next().unwrap(),
+        hms.next().unwrap(),
+        hms.next().unwrap(),
+    );
+    let ahead = if 60 - s >= 40 { 1 } else { 2 };
+    let start = h * 60 + m + ahead;
+    let at = |minutes: i32| {
+        let minutes = minutes.rem_euclid(24 * 60);
+        format!("{:02}:{:02}", minutes / 60, minutes % 60)
+    };
+    let opens_in = Duration::from_secs((ahead * 60 - s) as u64);
+    (format!("{}-{}", at(start), at(start + 60)), opens_in)
+}
+
 /// `HH:MM-HH:MM` from `from` to `to` hours after the container's local time now.
 fn window(rig: &Rig, from: i32, to: i32) -> String {
     let now = rig.c.exec(&["date", "+%H %M"]);
@@ -292,7 +312,7 @@ fn a_reboot_waits_for_its_window_and_goes_through_systemd() {
     });
     let message = hail_testkit::container::field(&said[0], "MESSAGE").unwrap_or_default();
     assert!(
-        message.contains(&format!("first poll inside the window {later}")),
+        message.contains(&format!("when the window {later} (local time) opens, in ")),
         "{message}"
     );
     assert!(
@@ -300,14 +320,25 @@ fn a_reboot_waits_for_its_window_and_goes_through_systemd() {
         "the container rebooted outside the window"
     );
 
-    // Inside the window: the reboot goes through systemd and the container's systemd ends.
-    let now = window(&rig, -1, 1);
+    // A window that opens in 40 to 100 seconds: the poll period is an hour, yet hail wakes when
+    // the window opens, and the reboot goes through systemd (the container's systemd ends).
+    let (soon, opens_in) = window_opening_soon(&rig);
     configure(
         &rig,
-        &format!("HAIL_REBOOT=when-needed\nHAIL_REBOOT_WINDOW={now}\n"),
+        &format!("HAIL_REBOOT=when-needed\nHAIL_REBOOT_WINDOW={soon}\n"),
     );
     rig.c.systemctl(&["restart", "--no-block", OS]);
-    let deadline = std::time::Instant::now() + DEPLOY;
+    let waiting = format!("when the window {soon} (local time) opens, in ");
+    rig.c
+        .wait_for("the wait for the window opening soon", OS, DEPLOY, |c| {
+            c.journal(&["-u", OS, "HAIL_EVENT=reboot"])
+                .iter()
+                .find_map(|e| {
+                    let m = hail_testkit::container::field(e, "MESSAGE")?;
+                    m.contains(&waiting).then_some(())
+                })
+        });
+    let deadline = std::time::Instant::now() + opens_in + DEPLOY;
     let status = loop {
         if let Some(status) = rig.c.ended() {
             break status;

@@ -9,7 +9,7 @@ use tracing::{info, warn};
 use super::Agent;
 use crate::decide::{self, Reboot};
 use crate::state::{Event, Round};
-use crate::system;
+use crate::{format, system};
 
 impl Agent {
     /// Compares the deployed system with the booted one (the state says so once, in the status
@@ -34,14 +34,23 @@ impl Agent {
             Some(Round::Deployed | Round::UpToDate)
         );
         let now = crate::systemd::local_time_of_day();
-        match decide::reboot(mode.reboot, needed, healthy, now) {
+        let decision = decide::reboot(mode.reboot, needed, healthy, now);
+        let waits = match decision {
+            Reboot::InWindow { opens_in, .. } => Some(opens_in),
+            _ => None,
+        };
+        self.books
+            .state
+            .apply(Timestamp::now(), Event::RebootWaits(waits));
+        match decision {
             Reboot::Nothing | Reboot::Report => self.reboot_announced = false,
-            Reboot::InWindow(window) => {
+            Reboot::InWindow { window, opens_in } => {
                 if !std::mem::replace(&mut self.reboot_announced, true) {
                     info!(
                         hail.event = "reboot",
-                        "the deployed system needs a reboot: rebooting at the first poll inside \
-                         the window {window} (local time)"
+                        "the deployed system needs a reboot: rebooting when the window {window} \
+                         (local time) opens, in {}",
+                        format::duration(opens_in)
                     );
                 }
             }

@@ -175,7 +175,7 @@ pub struct SystemArgs {
     pub reboot: RebootArg,
 
     /// With --reboot when-needed, reboot only between these local times, HH:MM-HH:MM (a window
-    /// whose end is before its start goes over midnight).
+    /// whose end is before its start goes over midnight); hail polls when the window opens.
     #[arg(long, env = "HAIL_REBOOT_WINDOW", value_name = "HH:MM-HH:MM")]
     pub reboot_window: Option<String>,
 }

@@ -2,6 +2,7 @@
 //! day. Pure: the clock is passed in.
 
 use std::fmt;
+use std::time::Duration;
 
 use jiff::civil::Time;
 
@@ -40,6 +41,14 @@ impl RebootWindow {
         Ok(RebootWindow { start, end })
     }
 
+    /// How long from `now` (local time of day) until the window opens next.
+    pub fn opens_in(&self, now: Time) -> Duration {
+        let seconds = |t: Time| {
+            i64::from(t.hour()) * 3600 + i64::from(t.minute()) * 60 + i64::from(t.second())
+        };
+        Duration::from_secs((seconds(self.start) - seconds(now)).rem_euclid(24 * 3600) as u64)
+    }
+
     /// Whether `now` (local time of day) is inside the window.
     pub fn contains(&self, now: Time) -> bool {
         if self.start < self.end {
@@ -66,8 +75,11 @@ pub enum Reboot {
     Report,
     /// Reboot now.
     Now,
-    /// Reboot when the window opens, at this local time.
-    InWindow(RebootWindow),
+    /// Reboot when the window opens, in `opens_in`.
+    InWindow {
+        window: RebootWindow,
+        opens_in: Duration,
+    },
 }
 
 /// Whether to reboot now. `needed`: the deployed system's kernel, initrd or modules differ from
@@ -79,7 +91,10 @@ pub fn reboot(policy: RebootPolicy, needed: bool, healthy: bool, now: Time) -> R
         _ if !healthy => Reboot::Nothing,
         RebootPolicy::WhenNeeded(None) => Reboot::Now,
         RebootPolicy::WhenNeeded(Some(w)) if w.contains(now) => Reboot::Now,
-        RebootPolicy::WhenNeeded(Some(w)) => Reboot::InWindow(w),
+        RebootPolicy::WhenNeeded(Some(window)) => Reboot::InWindow {
+            window,
+            opens_in: window.opens_in(now),
+        },
     }
 }
 
@@ -93,6 +108,34 @@ mod tests {
 
     fn w(s: &str) -> RebootWindow {
         RebootWindow::parse(s).unwrap()
+    }
+
+    fn hours(h: u64) -> Duration {
+        Duration::from_secs(h * 3600)
+    }
+
+    #[test]
+    fn when_the_window_opens() {
+        let at = |h, m, s| Time::new(h, m, s, 0).unwrap();
+        #[rustfmt::skip]
+        let table = [
+            // window,       now,            opens in (seconds)
+            ("02:00-04:00", at(1, 59, 30),  30),
+            ("02:00-04:00", at(0, 0, 0),    2 * 3600),
+            ("02:00-04:00", at(4, 0, 0),    22 * 3600),
+            ("02:00-04:00", at(23, 59, 59), 2 * 3600 + 1),
+            // over midnight
+            ("23:00-01:30", at(1, 30, 0),   21 * 3600 + 30 * 60),
+            ("23:00-01:30", at(22, 15, 10), 44 * 60 + 50),
+            ("00:00-00:01", at(23, 59, 0),  60),
+        ];
+        for (window, now, secs) in table {
+            assert_eq!(
+                w(window).opens_in(now),
+                Duration::from_secs(secs),
+                "{window} at {now}"
+            );
+        }
     }
 
     #[test]
@@ -153,7 +196,8 @@ mod tests {
             (any,   true,  true,  t(12, 0), Reboot::Now),
             (any,   true,  false, t(12, 0), Reboot::Nothing),
             (night, true,  true,  t(3, 0),  Reboot::Now),
-            (night, true,  true,  t(12, 0), Reboot::InWindow(w("02:00-04:00"))),
+            (night, true,  true,  t(12, 0), Reboot::InWindow { window: w("02:00-04:00"), opens_in: hours(14) }),
+            (night, true,  true,  t(1, 0),  Reboot::InWindow { window: w("02:00-04:00"), opens_in: hours(1) }),
             (night, true,  false, t(3, 0),  Reboot::Nothing),
             (night, false, true,  t(3, 0),  Reboot::Nothing),
         ];

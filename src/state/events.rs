@@ -38,6 +38,9 @@ pub enum Event {
     /// `--system`: what differs between the deployed and the booted system (empty: no reboot
     /// needed).
     Booted(Vec<String>),
+    /// `--reboot-window`: a reboot waits for its window, which opens in this long (`None`: no
+    /// reboot waits).
+    RebootWaits(Option<Duration>),
 }
 
 /// Why a deployment failed, as the core needs to know it.

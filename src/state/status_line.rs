@@ -23,6 +23,12 @@ impl State {
         {
             wait = wait.min(*eligible).max(MIN_WAIT);
         }
+        // A reboot waiting for its window happens when the window opens, not a poll later (a
+        // second later: the window is judged by the local clock, the wait by a monotonic one).
+        if let Some(opens) = self.reboot_window_opens {
+            let until = Duration::try_from(now.duration_until(opens)).unwrap_or_default();
+            wait = wait.min(until + MIN_WAIT);
+        }
         self.record.next_poll = now.checked_add(wait).ok();
         wait
     }

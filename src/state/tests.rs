@@ -584,6 +584,40 @@ fn failures_never_overflow() {
 }
 
 #[test]
+fn a_reboot_waiting_for_its_window_wakes_hail_when_it_opens() {
+    let mut s = State::new(
+        Record::default(),
+        Policy::default(),
+        JOB,
+        PROFILE,
+        at('a', 3),
+        minute(0),
+    );
+    let hour = Duration::from_secs(3600);
+    let min = |n: u64| Duration::from_secs(n * 60);
+    // The window opens in 20 minutes: hail polls then (a second after), not an hour later.
+    assert_eq!(
+        s.apply(minute(10), Event::RebootWaits(Some(min(20)))),
+        Next::Wait
+    );
+    assert_eq!(
+        s.schedule(minute(10), hour, 0),
+        min(20) + Duration::from_secs(1)
+    );
+    assert_eq!(
+        s.schedule(minute(25), hour, 0),
+        min(5) + Duration::from_secs(1)
+    );
+    // A shorter poll period still comes first.
+    assert_eq!(s.schedule(minute(10), MIN5, 0), MIN5);
+    // Once the opening has passed, no faster than once a second.
+    assert_eq!(s.schedule(minute(40), hour, 0), Duration::from_secs(1));
+    // No reboot waits any more: the poll period again.
+    s.apply(minute(41), Event::RebootWaits(None));
+    assert_eq!(s.schedule(minute(41), hour, 0), hour);
+}
+
+#[test]
 fn held_builds_wait_and_hail_wakes_at_their_slot() {
     let policy = Policy {
         min_build_age: Duration::from_secs(600),
