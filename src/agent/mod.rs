@@ -85,6 +85,8 @@ impl AgentError {
 pub fn run(config: Config) -> Result<(), AgentError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        // A handful of sockets and pipes at a time: no need for room for 1,024 events.
+        .max_io_events_per_tick(64)
         .build()
         .map_err(AgentError::Runtime)?;
     rt.block_on(async { Agent::start(config).await?.run().await })
