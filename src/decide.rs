@@ -223,12 +223,16 @@ pub fn next_wait(period: Duration, failures: u32) -> Duration {
 
 /// Adds up to 10 % to `wait`, from `entropy` (so that many hosts polling one Hydra spread out).
 pub fn with_jitter(wait: Duration, entropy: u64) -> Duration {
-    let max_extra = wait / 10;
-    let nanos = max_extra.as_nanos() as u64;
+    wait + jitter(wait, entropy)
+}
+
+/// Up to 10 % of `span`, from `entropy`.
+pub fn jitter(span: Duration, entropy: u64) -> Duration {
+    let nanos = (span / 10).as_nanos() as u64;
     if nanos == 0 {
-        wait
+        Duration::ZERO
     } else {
-        wait + Duration::from_nanos(entropy % nanos)
+        Duration::from_nanos(entropy % nanos)
     }
 }
 

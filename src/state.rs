@@ -40,8 +40,9 @@ pub struct State {
     unchecked: Option<BuildRef>,
     /// Why `--gate evaluation` passed over newer evaluations at the last poll.
     gate_note: Option<String>,
-    /// When the window of a reboot that waits for it opens: the next poll comes no later.
-    reboot_window_opens: Option<Timestamp>,
+    /// A reboot waiting for its window: when the window opens and how long it lasts. The next
+    /// poll comes no later.
+    reboot_window: Option<(Timestamp, Duration)>,
 }
 
 impl State {
@@ -79,7 +80,7 @@ impl State {
         }
         let mut state = State {
             gate_note: None,
-            reboot_window_opens: None,
+            reboot_window: None,
             unchecked,
             record,
             policy,
@@ -101,6 +102,12 @@ impl State {
     }
 
     /// How the last round ended.
+    /// Whether a reboot the deployed system needs may happen now, the window aside: the last
+    /// round deployed the build or found it current, and hail is not paused.
+    pub fn may_reboot(&self) -> bool {
+        !self.record.paused && matches!(self.last, Some(Round::Deployed | Round::UpToDate))
+    }
+
     pub fn last_round(&self) -> Option<&Round> {
         self.last.as_ref()
     }
@@ -181,8 +188,9 @@ impl State {
                 self.record.reboot_needed = differs;
                 Next::Wait
             }
-            Event::RebootWaits(opens_in) => {
-                self.reboot_window_opens = opens_in.and_then(|d| now.checked_add(d).ok());
+            Event::RebootWaits(wait) => {
+                self.reboot_window =
+                    wait.and_then(|w| Some((now.checked_add(w.opens_in).ok()?, w.length)));
                 Next::Wait
             }
         }
@@ -397,7 +405,7 @@ fn build_ref(b: &Build) -> BuildRef {
 mod events;
 mod status_line;
 
-pub use events::{Activity, DeployFailure, Event, Next, Notice, Request, Round};
+pub use events::{Activity, DeployFailure, Event, Next, Notice, Request, Round, WindowWait};
 
 #[cfg(test)]
 mod tests;

@@ -258,8 +258,8 @@ fn a_switch_that_restarts_hail_completes_and_the_new_hail_takes_over() {
     assert_eq!(switches(&rig).len(), 2);
 }
 
-/// A window from the next whole minute at least 40 s away (local time in the container) to an
-/// hour later, and how long until it opens.
+/// A two-minute window from the next whole minute at least 40 s away (local time in the
+/// container), and how long until it opens.
 fn window_opening_soon(rig: &Rig) -> (String, Duration) {
     let now = rig.c.exec(&["date", "+%H %M %S"]);
     let mut hms = now.split_whitespace().map(|n| n.parse::<i32>().unwrap());
@@ -275,7 +275,7 @@ fn window_opening_soon(rig: &Rig) -> (String, Duration) {
         format!("{:02}:{:02}", minutes / 60, minutes % 60)
     };
     let opens_in = Duration::from_secs((ahead * 60 - s) as u64);
-    (format!("{}-{}", at(start), at(start + 60)), opens_in)
+    (format!("{}-{}", at(start), at(start + 2)), opens_in)
 }
 
 /// `HH:MM-HH:MM` from `from` to `to` hours after the container's local time now.
@@ -321,7 +321,9 @@ fn a_reboot_waits_for_its_window_and_goes_through_systemd() {
     );
 
     // A window that opens in 40 to 100 seconds: the poll period is an hour, yet hail wakes when
-    // the window opens, and the reboot goes through systemd (the container's systemd ends).
+    // the window opens (plus up to 12 s, a tenth of the window), and the reboot goes through
+    // systemd (the container's systemd ends).
+    let asked = std::time::Instant::now();
     let (soon, opens_in) = window_opening_soon(&rig);
     configure(
         &rig,
@@ -352,4 +354,10 @@ fn a_reboot_waits_for_its_window_and_goes_through_systemd() {
     };
     // systemd-nspawn exits 133 when the container reboots.
     assert_eq!(status.code(), Some(133), "{}", rig.c.log());
+    // Not before the window opened (the container's clock reads whole seconds).
+    let took = asked.elapsed();
+    assert!(
+        took + Duration::from_secs(1) >= opens_in,
+        "rebooted after {took:?}, the window opened after {opens_in:?}"
+    );
 }

@@ -8,13 +8,14 @@ use tracing::{info, warn};
 
 use super::Agent;
 use crate::decide::{self, Reboot};
-use crate::state::{Event, Round};
+use crate::state::{Event, WindowWait};
 use crate::{format, system};
 
 impl Agent {
     /// Compares the deployed system with the booted one (the state says so once, in the status
     /// and metrics), then reboots through systemd when `--reboot` and its window say so: only
-    /// after a successful deployment (switch and health checks) or a poll that found it current.
+    /// after a successful deployment (switch and health checks) or a poll that found it current,
+    /// and not while paused.
     pub(super) async fn reboot_if_needed(&mut self) {
         let Some(mode) = self.config.system.clone() else {
             return;
@@ -29,14 +30,13 @@ impl Agent {
         self.books
             .state
             .apply(Timestamp::now(), Event::Booted(differs));
-        let healthy = matches!(
-            self.books.state.last_round(),
-            Some(Round::Deployed | Round::UpToDate)
-        );
         let now = crate::systemd::local_time_of_day();
-        let decision = decide::reboot(mode.reboot, needed, healthy, now);
+        let decision = decide::reboot(mode.reboot, needed, self.books.state.may_reboot(), now);
         let waits = match decision {
-            Reboot::InWindow { opens_in, .. } => Some(opens_in),
+            Reboot::InWindow { window, opens_in } => Some(WindowWait {
+                opens_in,
+                length: window.length(),
+            }),
             _ => None,
         };
         self.books
@@ -46,12 +46,20 @@ impl Agent {
             Reboot::Nothing | Reboot::Report => self.reboot_announced = false,
             Reboot::InWindow { window, opens_in } => {
                 if !std::mem::replace(&mut self.reboot_announced, true) {
-                    info!(
-                        hail.event = "reboot",
-                        "the deployed system needs a reboot: rebooting when the window {window} \
-                         (local time) opens, in {}",
-                        format::duration(opens_in)
-                    );
+                    let when = format::duration(opens_in);
+                    if self.config.poll_period.is_some() {
+                        info!(
+                            hail.event = "reboot",
+                            "the deployed system needs a reboot: rebooting when the window \
+                             {window} (local time) opens, in {when}"
+                        );
+                    } else {
+                        info!(
+                            hail.event = "reboot",
+                            "the deployed system needs a reboot: not now, outside the window \
+                             {window} (local time), which opens in {when}"
+                        );
+                    }
                 }
             }
             Reboot::Now => {

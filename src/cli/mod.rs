@@ -47,7 +47,8 @@ pub enum Command {
     /// Show what an instance has deployed, what Hydra offers, and why it waits; with no
     /// instance named, a table of this host's hail@ instances.
     Status(StatusArgs),
-    /// Stop deploying (polls and reports go on) until `hail resume`; survives restarts.
+    /// Stop deploying and rebooting (polls and reports go on) until `hail resume`; survives
+    /// restarts.
     Pause(PauseArgs),
     /// Deploy again after `hail pause`, polling at once.
     Resume(InstanceArgs),

@@ -41,6 +41,14 @@ impl RebootWindow {
         Ok(RebootWindow { start, end })
     }
 
+    /// How long the window lasts.
+    pub fn length(&self) -> Duration {
+        let minutes = |t: Time| i64::from(t.hour()) * 60 + i64::from(t.minute());
+        Duration::from_secs(
+            (minutes(self.end) - minutes(self.start)).rem_euclid(24 * 60) as u64 * 60,
+        )
+    }
+
     /// How long from `now` (local time of day) until the window opens next.
     pub fn opens_in(&self, now: Time) -> Duration {
         let seconds = |t: Time| {
@@ -136,6 +144,9 @@ mod tests {
                 "{window} at {now}"
             );
         }
+        assert_eq!(w("02:00-04:30").length(), Duration::from_secs(150 * 60));
+        assert_eq!(w("23:00-01:30").length(), Duration::from_secs(150 * 60));
+        assert_eq!(w("00:01-00:00").length(), Duration::from_secs(1439 * 60));
     }
 
     #[test]

@@ -38,9 +38,17 @@ pub enum Event {
     /// `--system`: what differs between the deployed and the booted system (empty: no reboot
     /// needed).
     Booted(Vec<String>),
-    /// `--reboot-window`: a reboot waits for its window, which opens in this long (`None`: no
-    /// reboot waits).
-    RebootWaits(Option<Duration>),
+    /// `--reboot-window`: a reboot waits for its window (`None`: no reboot waits).
+    RebootWaits(Option<WindowWait>),
+}
+
+/// A reboot waiting for its window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowWait {
+    /// How long until the window opens (by the local clock, as seen now).
+    pub opens_in: Duration,
+    /// How long the window lasts.
+    pub length: Duration,
 }
 
 /// Why a deployment failed, as the core needs to know it.

@@ -5,6 +5,9 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use super::{Activity, MIN_WAIT, Round, State};
+
+/// The longest wait for a reboot window before the local clock is read again.
+const REBOOT_RECHECK: Duration = Duration::from_secs(3600);
 use crate::{decide, format};
 
 impl State {
@@ -23,11 +26,19 @@ impl State {
         {
             wait = wait.min(*eligible).max(MIN_WAIT);
         }
-        // A reboot waiting for its window happens when the window opens, not a poll later (a
-        // second later: the window is judged by the local clock, the wait by a monotonic one).
-        if let Some(opens) = self.reboot_window_opens {
+        // A reboot waiting for its window happens when the window opens, not a poll later: a
+        // second later (the window is judged by the local clock, the wait by a monotonic one),
+        // plus up to a tenth of the window (or period) so that a fleet does not poll and reboot
+        // in the same second. A wait longer than an hour is cut to an hour, so that a change of
+        // the local clock (daylight saving time) is seen before the window.
+        if let Some((opens, length)) = self.reboot_window {
             let until = Duration::try_from(now.duration_until(opens)).unwrap_or_default();
-            wait = wait.min(until + MIN_WAIT);
+            let wake = if until > REBOOT_RECHECK {
+                REBOOT_RECHECK
+            } else {
+                until + MIN_WAIT + decide::jitter(length.min(period), entropy)
+            };
+            wait = wait.min(wake);
         }
         self.record.next_poll = now.checked_add(wait).ok();
         wait

@@ -63,6 +63,18 @@ const JOB: &str = "http://h/job/p/j/x";
 const PROFILE: &str = "/nix/var/nix/profiles/web";
 
 /// A clock that moves a minute per event.
+/// A state with no record and the default policy, started at minute 0.
+fn fresh(profile: ProfileState) -> State {
+    State::new(
+        Record::default(),
+        Policy::default(),
+        JOB,
+        PROFILE,
+        profile,
+        minute(0),
+    )
+}
+
 fn minute(n: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + 60 * n).unwrap()
 }
@@ -406,14 +418,7 @@ fn a_manual_rollback_while_stopped_is_noticed_at_start() {
 
 #[test]
 fn a_deployment_interrupted_after_its_switch_is_hails_own() {
-    let mut s = State::new(
-        Record::default(),
-        Policy::default(),
-        JOB,
-        PROFILE,
-        at('a', 3),
-        minute(0),
-    );
+    let mut s = fresh(at('a', 3));
     assert_eq!(
         s.apply(minute(1), polled(at('a', 3), build(8, 'b'))),
         Next::Deploy(build(8, 'b'))
@@ -501,14 +506,7 @@ fn history_counters_and_polls_are_recorded() {
 
 #[test]
 fn lists_are_bounded() {
-    let mut s = State::new(
-        Record::default(),
-        Policy::default(),
-        JOB,
-        PROFILE,
-        at('a', 1),
-        minute(0),
-    );
+    let mut s = fresh(at('a', 1));
     for id in 0..(record::MAX_KNOWN_BAD as u64 + 5) {
         let b = Build::new(
             id,
@@ -525,14 +523,7 @@ fn lists_are_bounded() {
 
 #[test]
 fn activities() {
-    let s = State::new(
-        Record::default(),
-        Policy::default(),
-        JOB,
-        PROFILE,
-        at('a', 3),
-        minute(0),
-    );
+    let s = fresh(at('a', 3));
     let b = build(8, 'b');
     let line = |a| s.status_line(a);
     assert_eq!(
@@ -552,29 +543,14 @@ fn activities() {
         generation: None,
     };
     assert_eq!(
-        State::new(
-            Record::default(),
-            Policy::default(),
-            JOB,
-            PROFILE,
-            unnumbered,
-            minute(0)
-        )
-        .status_line(Activity::Stopping),
+        fresh(unnumbered).status_line(Activity::Stopping),
         "deployed aaaaaaaa…-p, generation ?; stopping"
     );
 }
 
 #[test]
 fn failures_never_overflow() {
-    let mut s = State::new(
-        Record::default(),
-        Policy::default(),
-        JOB,
-        PROFILE,
-        empty(),
-        minute(0),
-    );
+    let mut s = fresh(empty());
     s.record.consecutive_failures = u32::MAX;
     s.apply(minute(1), Event::PollFailed("x".into()));
     assert_eq!(
@@ -585,36 +561,51 @@ fn failures_never_overflow() {
 
 #[test]
 fn a_reboot_waiting_for_its_window_wakes_hail_when_it_opens() {
-    let mut s = State::new(
-        Record::default(),
-        Policy::default(),
-        JOB,
-        PROFILE,
-        at('a', 3),
-        minute(0),
-    );
+    let mut s = fresh(at('a', 3));
     let hour = Duration::from_secs(3600);
     let min = |n: u64| Duration::from_secs(n * 60);
+    let second = Duration::from_secs(1);
+    let waits = |opens_in, length| Event::RebootWaits(Some(WindowWait { opens_in, length }));
     // The window opens in 20 minutes: hail polls then (a second after), not an hour later.
-    assert_eq!(
-        s.apply(minute(10), Event::RebootWaits(Some(min(20)))),
-        Next::Wait
+    assert_eq!(s.apply(minute(10), waits(min(20), min(30))), Next::Wait);
+    assert_eq!(s.schedule(minute(10), hour, 0), min(20) + second);
+    assert_eq!(s.schedule(minute(25), hour, 0), min(5) + second);
+    // A fleet spreads over up to a tenth of the window (30 minutes: 3 minutes)…
+    let latest = s.schedule(minute(10), hour, u64::MAX);
+    assert!(
+        latest > min(20) + second && latest < min(23) + second,
+        "{latest:?}"
     );
-    assert_eq!(
-        s.schedule(minute(10), hour, 0),
-        min(20) + Duration::from_secs(1)
-    );
-    assert_eq!(
-        s.schedule(minute(25), hour, 0),
-        min(5) + Duration::from_secs(1)
-    );
-    // A shorter poll period still comes first.
+    // … or of the poll period when that is shorter (and it wakes first anyway).
     assert_eq!(s.schedule(minute(10), MIN5, 0), MIN5);
     // Once the opening has passed, no faster than once a second.
-    assert_eq!(s.schedule(minute(40), hour, 0), Duration::from_secs(1));
+    assert_eq!(s.schedule(minute(40), hour, 0), second);
+    // Further than an hour away: the local clock is read again within the hour (daylight
+    // saving time may move the opening).
+    s.apply(minute(41), waits(min(300), min(30)));
+    assert_eq!(
+        s.schedule(minute(41), Duration::from_secs(6 * 3600), 0),
+        hour
+    );
     // No reboot waits any more: the poll period again.
-    s.apply(minute(41), Event::RebootWaits(None));
-    assert_eq!(s.schedule(minute(41), hour, 0), hour);
+    s.apply(minute(42), Event::RebootWaits(None));
+    assert_eq!(s.schedule(minute(42), hour, 0), hour);
+}
+
+#[test]
+fn reboots_only_after_a_good_round_and_not_while_paused() {
+    let mut s = fresh(at('a', 3));
+    assert!(!s.may_reboot(), "before any round");
+    s.apply(minute(1), polled(at('a', 3), build(3, 'a')));
+    assert_eq!(s.last_round(), Some(&Round::UpToDate));
+    assert!(s.may_reboot());
+    s.apply(minute(2), Event::Control(Request::Pause { reason: None }));
+    assert!(!s.may_reboot(), "paused");
+    s.apply(minute(3), Event::Control(Request::Resume));
+    s.apply(minute(4), Event::PollFailed("down".into()));
+    assert!(!s.may_reboot(), "after a failed poll");
+    s.apply(minute(5), polled(at('a', 3), build(3, 'a')));
+    assert!(s.may_reboot());
 }
 
 #[test]
@@ -697,14 +688,7 @@ fn a_lower_build_id_is_not_deployed_unless_allowed() {
 
 #[test]
 fn a_build_interrupted_during_its_checks_is_checked_at_start() {
-    let mut s = State::new(
-        Record::default(),
-        Policy::default(),
-        JOB,
-        PROFILE,
-        at('a', 3),
-        minute(0),
-    );
+    let mut s = fresh(at('a', 3));
     assert!(matches!(
         s.apply(minute(1), polled(at('a', 3), build(8, 'b'))),
         Next::Deploy(_)
@@ -733,14 +717,7 @@ fn a_build_interrupted_during_its_checks_is_checked_at_start() {
 
 #[test]
 fn the_gates_reasons_show_in_the_status() {
-    let mut s = State::new(
-        Record::default(),
-        Policy::default(),
-        JOB,
-        PROFILE,
-        at('a', 3),
-        minute(0),
-    );
+    let mut s = fresh(at('a', 3));
     let why = vec!["evaluation 105 has unfinished builds".to_owned()];
     s.apply(
         minute(1),
@@ -783,14 +760,7 @@ fn reboot_needed_is_kept_shown_and_said_once() {
         (vec![booted(&["kernel"]), booted(&[]), booted(&["kernel"])], &["kernel"], 1, "(reboot needed: kernel)"),
     ];
     for (events, want, notices, status) in cases {
-        let mut s = State::new(
-            Record::default(),
-            Policy::default(),
-            JOB,
-            PROFILE,
-            at('a', 1),
-            minute(0),
-        );
+        let mut s = fresh(at('a', 1));
         let n = events.len();
         for (i, e) in events.into_iter().enumerate() {
             if i + 1 == n {
