@@ -153,26 +153,43 @@ async fn realise_switch_activate(
             });
         }
     }
-    match health::check_profile(
+    check_health(
         profile,
         build,
         after.generation,
-        limits.health,
+        || before.clone(),
+        limits,
         watchdog,
         stop,
     )
-    .await
-    {
-        // What is deployed now (after `--switch-action test`, the system it activated).
-        Ok(()) => Ok(profile.state().unwrap_or(after)),
+    .await?;
+    // What is deployed now (after `--switch-action test`, the system it activated).
+    Ok(profile.state().unwrap_or(after))
+}
+
+/// Runs the health checks of `build` (at `generation`). A check that does not pass puts back
+/// what `before` returns; a stop cuts them short and leaves the generation unchecked.
+async fn check_health(
+    profile: &Profile,
+    build: &Build,
+    generation: Option<u64>,
+    before: impl FnOnce() -> ProfileState,
+    limits: &Limits<'_>,
+    watchdog: &Watchdog,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), DeployError> {
+    match health::check_profile(profile, build, generation, limits.health, watchdog, stop).await {
+        Ok(()) => Ok(()),
         Err(source @ HealthError::Stopped { .. }) => Err(DeployError::Unchecked {
-            path: path.clone(),
+            path: build.path.clone(),
             source,
         }),
         Err(source) => {
-            let rollback = roll_back(profile, id, before, limits, watchdog, stop).await;
+            let before = before();
+            let rollback =
+                roll_back(profile, Some(build.id), &before, limits, watchdog, stop).await;
             Err(DeployError::HealthCheck {
-                path: path.clone(),
+                path: build.path.clone(),
                 source,
                 rollback,
             })
@@ -267,32 +284,17 @@ pub async fn recheck(
     stop: &mut watch::Receiver<bool>,
 ) -> Deployment {
     let now = profile.state().unwrap_or_default();
-    let checked = health::check_profile(
+    let before = || profile.before(now.generation);
+    let result = check_health(
         profile,
         build,
         now.generation,
-        limits.health,
+        before,
+        limits,
         watchdog,
         stop,
     )
     .await;
-    let result = match checked {
-        Ok(()) => Ok(()),
-        Err(source @ HealthError::Stopped { .. }) => Err(DeployError::Unchecked {
-            path: build.path.clone(),
-            source,
-        }),
-        Err(source) => {
-            let before = profile.before(now.generation);
-            let rollback =
-                roll_back(profile, Some(build.id), &before, limits, watchdog, stop).await;
-            Err(DeployError::HealthCheck {
-                path: build.path.clone(),
-                source,
-                rollback,
-            })
-        }
-    };
     Deployment {
         profile: profile.state().unwrap_or(now),
         result,
