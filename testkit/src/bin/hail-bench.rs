@@ -73,18 +73,8 @@ fn main() {
     println!("binary size: {:.1} MiB", file_mib(&bench.hail));
 
     // Idle RSS and CPU per poll of a running agent.
-    let mut agent = bench
-        .command(&profile, &["--poll-period", "1h"])
-        .spawn()
-        .expect("start hail");
+    let mut agent = bench.idle_agent(&profile, &hydra);
     let pid = agent.id();
-    wait_until(
-        || count_latest(&hydra) >= 2,
-        "the agent's first poll",
-        std::slice::from_mut(&mut agent),
-        Duration::from_millis(1),
-    );
-    std::thread::sleep(Duration::from_millis(500));
     let idle = proc_kib(pid, "status", "VmRSS");
     let pss = mib(proc_kib(pid, "smaps_rollup", "Pss"));
     let anon = mib(proc_kib(pid, "smaps_rollup", "Anonymous"));
@@ -104,8 +94,7 @@ fn main() {
     let cpu = cpu_ns(pid) - cpu_before;
     let after = proc_kib(pid, "status", "VmRSS");
     let peak = proc_kib(pid, "status", "VmHWM");
-    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-    let _ = agent.wait();
+    stop(&mut agent);
     println!(
         "idle RSS of a running agent: {:.2} MiB (after {rounds} polls: {:.2} MiB, peak {:.2} MiB)",
         mib(idle),
@@ -119,23 +108,9 @@ fn main() {
     // fault-around windows (64 KiB): the resident code differs from one start to the next.
     let mut samples: Vec<u64> = (0..RSS_SAMPLES)
         .map(|_| {
-            let before = count_latest(&hydra);
-            let mut agent = bench
-                .command(&profile, &["--poll-period", "1h"])
-                .spawn()
-                .expect("start hail");
-            let pid = agent.id();
-            wait_until(
-                || count_latest(&hydra) > before,
-                "the agent's first poll",
-                std::slice::from_mut(&mut agent),
-                Duration::from_millis(1),
-            );
-            std::thread::sleep(Duration::from_millis(500));
-            let rss = proc_kib(pid, "status", "VmRSS");
-            // SAFETY: kill(2) on our own child.
-            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-            let _ = agent.wait();
+            let mut agent = bench.idle_agent(&profile, &hydra);
+            let rss = proc_kib(agent.id(), "status", "VmRSS");
+            stop(&mut agent);
             rss
         })
         .collect();
@@ -435,6 +410,23 @@ struct Bench {
 }
 
 impl Bench {
+    /// An agent polling hourly, once its first poll is answered and it has settled.
+    fn idle_agent(&self, profile: &Path, hydra: &HydraServer) -> Child {
+        let before = count_latest(hydra);
+        let mut agent = self
+            .command(profile, &["--poll-period", "1h"])
+            .spawn()
+            .expect("start hail");
+        wait_until(
+            || count_latest(hydra) > before,
+            "the agent's first poll",
+            std::slice::from_mut(&mut agent),
+            Duration::from_millis(1),
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        agent
+    }
+
     /// hail deploying the benchmark's job to `profile`.
     fn command(&self, profile: &Path, extra: &[&str]) -> Command {
         self.command_for(&self.job, profile, extra)
@@ -531,6 +523,13 @@ fn which(prog: &str) -> String {
         .unwrap_or_else(|| panic!("{prog} is not on PATH"))
         .display()
         .to_string()
+}
+
+/// SIGTERM, and the exit awaited.
+fn stop(agent: &mut Child) {
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+    let _ = agent.wait();
 }
 
 fn count_latest(hydra: &HydraServer) -> usize {
