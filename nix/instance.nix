@@ -78,6 +78,11 @@ let
   durationRe = "0*[1-9][0-9]*(ms|s|m|h)";
   # A wait may be zero.
   waitRe = "[0-9]+(ms|s|m|h)";
+  # An option that is unset, or a duration `re` accepts; `expected` says which in the message.
+  durationCheck = option: value: re: expected: {
+    ok = value == null || matches re value;
+    message = "${option}: expected ${expected}.";
+  };
   # No control character (a newline would start a new line of the unit file).
   plainRe = "[^[:cntrl:]]*";
   # Whole seconds in a duration (rounded up).
@@ -129,18 +134,9 @@ let
       ok = netrcPath == null || !(hasPrefix storePrefix netrcPath);
       message = ''netrcFile = "${toString netrcPath}" is in the Nix store, which every user can read: keep the netrc file outside the store (for example /etc/hail/netrc, mode 0600) and give its path as a string.'';
     }
-    {
-      ok = activationTimeout == null || matches durationRe activationTimeout;
-      message = "activationTimeout: expected a non-zero duration such as \"30s\", \"10m\", \"1h\".";
-    }
-    {
-      ok = realiseTimeout == null || matches durationRe realiseTimeout;
-      message = "realiseTimeout: expected a non-zero duration such as \"30s\", \"10m\", \"1h\".";
-    }
-    {
-      ok = httpTimeout == null || matches durationRe httpTimeout;
-      message = "httpTimeout: expected a non-zero duration such as \"30s\", \"10m\", \"1h\".";
-    }
+    (durationCheck "activationTimeout" activationTimeout durationRe ''a non-zero duration such as "30s", "10m", "1h"'')
+    (durationCheck "realiseTimeout" realiseTimeout durationRe ''a non-zero duration such as "30s", "10m", "1h"'')
+    (durationCheck "httpTimeout" httpTimeout durationRe ''a non-zero duration such as "30s", "10m", "1h"'')
     {
       ok = metricsFile == null || (hasPrefix "/" (toString metricsFile) && matches plainRe (toString metricsFile));
       message = ''metricsFile = "${toString metricsFile}": expected an absolute path.'';
@@ -153,22 +149,10 @@ let
       ok = healthCheck == null || (matches plainRe healthCheck && healthCheck != "");
       message = "healthCheck: expected a command line on one line.";
     }
-    {
-      ok = healthInterval == null || matches durationRe healthInterval;
-      message = "healthInterval: expected a non-zero duration such as \"5s\".";
-    }
-    {
-      ok = healthTimeout == null || matches durationRe healthTimeout;
-      message = "healthTimeout: expected a non-zero duration such as \"2m\".";
-    }
-    {
-      ok = minBuildAge == null || matches waitRe minBuildAge;
-      message = "minBuildAge: expected a duration such as \"30m\" or \"0s\".";
-    }
-    {
-      ok = rolloutSpread == null || matches waitRe rolloutSpread;
-      message = "rolloutSpread: expected a duration such as \"2h\" or \"0s\".";
-    }
+    (durationCheck "healthInterval" healthInterval durationRe ''a non-zero duration such as "5s"'')
+    (durationCheck "healthTimeout" healthTimeout durationRe ''a non-zero duration such as "2m"'')
+    (durationCheck "minBuildAge" minBuildAge waitRe ''a duration such as "30m" or "0s"'')
+    (durationCheck "rolloutSpread" rolloutSpread waitRe ''a duration such as "2h" or "0s"'')
     {
       ok = gate == null || builtins.elem gate [ "latest" "evaluation" ];
       message = "gate: expected \"latest\" or \"evaluation\".";
