@@ -77,7 +77,9 @@ impl fmt::Display for RebootWindow {
 /// What to do about a reboot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reboot {
-    /// Nothing: no reboot is needed, or the deployment is not healthy (yet).
+    /// Nothing: no reboot is needed, or it may not happen now (see [`State::may_reboot`]).
+    ///
+    /// [`State::may_reboot`]: crate::state::State::may_reboot
     Nothing,
     /// Needed, but `--reboot never`: only reported.
     Report,
@@ -91,12 +93,13 @@ pub enum Reboot {
 }
 
 /// Whether to reboot now. `needed`: the deployed system's kernel, initrd or modules differ from
-/// the booted system's; `healthy`: the last deployment (switch and health checks) succeeded.
-pub fn reboot(policy: RebootPolicy, needed: bool, healthy: bool, now: Time) -> Reboot {
+/// the booted system's; `allowed`: the last round deployed the build or found it current (switch
+/// and health checks passed), and hail is not paused.
+pub fn reboot(policy: RebootPolicy, needed: bool, allowed: bool, now: Time) -> Reboot {
     match policy {
         _ if !needed => Reboot::Nothing,
         RebootPolicy::Never => Reboot::Report,
-        _ if !healthy => Reboot::Nothing,
+        _ if !allowed => Reboot::Nothing,
         RebootPolicy::WhenNeeded(None) => Reboot::Now,
         RebootPolicy::WhenNeeded(Some(w)) if w.contains(now) => Reboot::Now,
         RebootPolicy::WhenNeeded(Some(window)) => Reboot::InWindow {
@@ -199,7 +202,7 @@ mod tests {
         let never = RebootPolicy::Never;
         #[rustfmt::skip]
         let table = [
-            // policy, needed, healthy, now,      decision
+            // policy, needed, allowed, now,      decision
             (never, false, true,  t(3, 0),  Reboot::Nothing),
             (never, true,  true,  t(3, 0),  Reboot::Report),
             (never, true,  false, t(3, 0),  Reboot::Report),
@@ -212,11 +215,11 @@ mod tests {
             (night, true,  false, t(3, 0),  Reboot::Nothing),
             (night, false, true,  t(3, 0),  Reboot::Nothing),
         ];
-        for (policy, needed, healthy, now, want) in table {
+        for (policy, needed, allowed, now, want) in table {
             assert_eq!(
-                reboot(policy, needed, healthy, now),
+                reboot(policy, needed, allowed, now),
                 want,
-                "{policy:?} {needed} {healthy} {now}"
+                "{policy:?} {needed} {allowed} {now}"
             );
         }
     }
