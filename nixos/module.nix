@@ -2,7 +2,8 @@
 #
 # Each instance is a complete unit `hail@<name>.service`, generated from the template that the
 # project ships, `systemd/hail@.service` (the one source of the unit's settings): its sections and
-# lines become the instance's `unitConfig`, `serviceConfig` and `wantedBy`; the instance's own job,
+# lines become the instance's `description`, `after`, `wants`, `unitConfig`, `serviceConfig` and
+# `wantedBy`, as defaults an operator's own settings add to (lists) or win over; the instance's own job,
 # profile, credential and environment replace the template's `Environment=`, `EnvironmentFile=`,
 # `LoadCredential=` and `ExecStart=`. A complete unit, not a drop-in on the template (the pattern of
 # nixpkgs' `container@<name>`): when an instance is removed, disabled or renamed, the system switch
@@ -52,9 +53,10 @@ let
   # and `$` variable expansion escaped, so an argument reaches hail exactly as written.
   escapeExecArg = arg: lib.replaceStrings [ "%" "$" ] [ "%%" "$$" ] (builtins.toJSON arg);
 
-  # The shipped template, parsed: { Unit = { Description = [ "…" ]; … }; Service = …; Install = …; }
-  # (every value a list of the lines' values, in order). Comments and blank lines are skipped; it
-  # has no continuation lines.
+  # The shipped template, parsed: { Unit = { Description = "…"; … }; Service = …; Install = …; }:
+  # a key's value as written, or the list of its values when the template repeats the key, as
+  # NixOS's `unitOption` type holds them (its checks, of `Type=` and `Restart=` for example, read
+  # single values). Comments and blank lines are skipped; it has no continuation lines.
   templateText = builtins.readFile (../systemd + "/hail@.service");
   template =
     let
@@ -83,10 +85,31 @@ let
         else
           throw "systemd/hail@.service: cannot read the line `${line}`";
     in
-    (lib.foldl' step {
-      current = null;
-      sections = { };
-    } lines).sections;
+    lib.mapAttrs (_: lib.mapAttrs (_: values: if lib.length values == 1 then lib.head values else values)) (
+      lib.foldl' step {
+        current = null;
+        sections = { };
+      } lines
+    ).sections;
+
+  # The words of a space-separated unit setting (`After=a.target b.service`), of every line.
+  words = value: lib.concatMap (v: lib.filter (w: w != "") (lib.splitString " " v)) (lib.toList value);
+
+  # [Unit] settings that NixOS writes from options of its own (`after`, `wants`, …), at normal
+  # priority: the template's go through those options, so that an operator's
+  # `systemd.services."hail@<name>".after = [ … ]` adds to them instead of replacing them.
+  unitListOptions = {
+    After = "after";
+    Before = "before";
+    BindsTo = "bindsTo";
+    Conflicts = "conflicts";
+    Documentation = "documentation";
+    OnFailure = "onFailure";
+    PartOf = "partOf";
+    Requires = "requires";
+    Requisite = "requisite";
+    Wants = "wants";
+  };
 
   # Template lines every instance replaces: its own environment and command. No
   # `EnvironmentFile=`: on NixOS the module's settings are the only ones (a leftover
@@ -140,25 +163,28 @@ let
       execStart = lib.concatMapStringsSep " " escapeExecArg unit.execStart;
       credentials = lib.mapAttrsToList (id: file: "${id}:${escapePercent file}") unit.credentials;
       environment = lib.mapAttrs (_: escapePercent) unit.environment;
-      path = [ config.nix.package ];
-      # A digest of everything above: hail compares the one it runs with (its environment) to
-      # the unit's current one when the switch reloads it, and restarts itself when they differ
-      # (services.hail.<name>.restartIfChanged).
+      # A digest of what NixOS writes into the unit, read from the final configuration: every
+      # `Environment=` line (PATH from the service's `path`, NixOS's default path included, and
+      # systemd.globalEnvironment), `[Unit]` and `[Service]`, whoever set them. hail compares the
+      # one it runs with to the unit's current one when the switch reloads it, and restarts
+      # itself when they differ (services.hail.<name>.restartIfChanged).
+      final = config.systemd.services."hail@${name}";
       digest = builtins.substring 0 16 (
         builtins.hashString "sha256" (
           builtins.toJSON {
-            inherit execStart credentials environment;
-            inherit (unit) timeoutStartSec;
-            path = map toString path;
-            template = templateText;
+            environment = config.systemd.globalEnvironment // removeAttrs final.environment [ "HAIL_UNIT_CONFIG" ];
+            inherit (final) unitConfig serviceConfig;
           }
         )
       );
     in
     {
-      inherit path;
+      path = [ config.nix.package ];
       environment = environment // {
-        HAIL_UNIT_CONFIG = digest;
+        # Wrapped in mkOrder: the module system then merges the environment without evaluating
+        # this value (it evaluates a plain one, and the digest reads the merged environment: a
+        # cycle). The order of a single definition changes nothing.
+        HAIL_UNIT_CONFIG = lib.mkOrder 1000 digest;
       };
       serviceConfig = {
         ExecStart = execStart;
@@ -566,19 +592,27 @@ in
         unit = unitOf name inst;
         fromTemplate = lib.mapAttrs (_: lib.mkDefault);
       in
-      lib.nameValuePair "hail@${name}" {
-        unitConfig = fromTemplate template.Unit;
-        serviceConfig = fromTemplate (builtins.removeAttrs template.Service instanceKeys) // unit.serviceConfig;
-        wantedBy = template.Install.WantedBy;
-        # A switch must not restart hail in the middle of a deployment (see restartIfChanged):
-        # by default it reloads a changed instance, and hail restarts itself once its work is
-        # done. If restarting is chosen, it happens after activation rather than stopping hail
-        # before it.
-        inherit (inst) restartIfChanged;
-        reloadIfChanged = !inst.restartIfChanged;
-        stopIfChanged = false;
-        inherit (unit) environment path;
-      }
+      lib.nameValuePair "hail@${name}" (
+        {
+          description = lib.mkDefault template.Unit.Description;
+          unitConfig = fromTemplate (
+            builtins.removeAttrs template.Unit ([ "Description" ] ++ lib.attrNames unitListOptions)
+          );
+          serviceConfig = fromTemplate (builtins.removeAttrs template.Service instanceKeys) // unit.serviceConfig;
+          wantedBy = words template.Install.WantedBy;
+          # A switch must not restart hail in the middle of a deployment (see restartIfChanged):
+          # by default it reloads a changed instance, and hail restarts itself once its work is
+          # done. If restarting is chosen, it happens after activation rather than stopping hail
+          # before it.
+          inherit (inst) restartIfChanged;
+          reloadIfChanged = !inst.restartIfChanged;
+          stopIfChanged = false;
+          inherit (unit) environment path;
+        }
+        // lib.mapAttrs' (key: option: lib.nameValuePair option (words template.Unit.${key})) (
+          lib.intersectAttrs template.Unit unitListOptions
+        )
+      )
     ) enabled;
   };
 }

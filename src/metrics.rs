@@ -139,8 +139,24 @@ pub fn render(record: &Record) -> String {
     String::from_utf8(out).expect("the text format is UTF-8")
 }
 
-/// Writes the metrics to `path` atomically (node_exporter never reads half a file).
+/// Writes the metrics to `path` atomically (node_exporter never reads half a file), creating its
+/// directory when it is missing: node_exporter's textfile directory is often not made by anyone
+/// else before hail's first poll.
 pub fn write(path: &Path, record: &Record) -> Result<(), StateError> {
+    if let Some(dir) = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+    {
+        std::fs::create_dir_all(dir).map_err(|source| StateError::CreateDir {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+        tracing::info!(
+            hail.event = "metrics",
+            "created {}, the directory of the metrics file",
+            dir.display()
+        );
+    }
     state_file::write_atomically(path, render(record).as_bytes(), state_file::Durable::No)
 }
 

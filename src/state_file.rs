@@ -17,7 +17,7 @@ pub const STATE_ROOT: &str = "/var/lib/hail";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("cannot create the state directory {dir}: {source}")]
+    #[error("cannot create the directory {dir}: {source}")]
     CreateDir { dir: PathBuf, source: io::Error },
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: io::Error },

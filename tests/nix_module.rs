@@ -4,7 +4,7 @@
 //! checkout containing `lib/`). Every test here is ignored, so that it shows as skipped where
 //! NIXPKGS_LIB is not set (CI has no nixpkgs); `scripts/test` runs them when it is set.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::{Value, json};
@@ -13,26 +13,7 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// nixpkgs' lib directory from `NIXPKGS_LIB`. The tests that need it are ignored (shown as
-/// skipped) unless run on purpose, as `scripts/test` does when `NIXPKGS_LIB` is set.
-fn nixpkgs_lib() -> PathBuf {
-    let value = std::env::var_os("NIXPKGS_LIB")
-        .filter(|v| !v.is_empty())
-        .expect(
-            "NIXPKGS_LIB is not set (nixpkgs' lib directory, e.g. from nix-community/nixpkgs.lib)",
-        );
-    let path = PathBuf::from(value);
-    if path.join("default.nix").exists() {
-        path
-    } else if path.join("lib/default.nix").exists() {
-        path.join("lib")
-    } else {
-        panic!(
-            "NIXPKGS_LIB={} holds neither default.nix nor lib/default.nix",
-            path.display()
-        );
-    }
-}
+use hail_testkit::nixos::nixpkgs_lib;
 
 /// Runs `nix-instantiate --eval --strict --json` with `args`; the JSON value, or stderr.
 fn nix_eval(args: &[&str]) -> Result<Value, String> {
@@ -50,20 +31,23 @@ fn nix_eval(args: &[&str]) -> Result<Value, String> {
 }
 
 /// Evaluates tests/nix/eval.nix: `entry` is "module" (nixos/module.nix) or "default"
-/// (nixos/default.nix, the flake's module); `config` is a NixOS module (Nix code).
-fn eval_module(lib: &Path, entry: &str, config: &str) -> Result<Value, String> {
-    nix_eval(&[
-        "tests/nix/eval.nix",
-        "--argstr",
-        "nixpkgsLib",
-        lib.to_str().unwrap(),
-        "--argstr",
-        "entry",
-        entry,
-        "--arg",
-        "config",
-        config,
-    ])
+/// (nixos/default.nix, the flake's module); `config` is a NixOS module (Nix code). NixOS's own
+/// systemd option code when `NIXOS_SYSTEMD_LIB` names it, else the stand-in.
+fn eval_module(_lib: &Path, entry: &str, config: &str) -> Result<Value, String> {
+    eval_with(hail_testkit::nixos::systemd_lib().as_deref(), entry, config)
+}
+
+/// As [`eval_module`], with NixOS's systemd code from `systemd` (`None`: the stand-in).
+fn eval_with(systemd: Option<&Path>, entry: &str, config: &str) -> Result<Value, String> {
+    let out = hail_testkit::nixos::eval_command(root(), systemd)
+        .args(["--argstr", "entry", entry, "--arg", "config", config])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run nix-instantiate: {e}"));
+    if out.status.success() {
+        Ok(serde_json::from_slice(&out.stdout).expect("nix-instantiate printed JSON"))
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
 }
 
 fn eval_ok(lib: &Path, config: &str) -> Value {
@@ -77,7 +61,6 @@ fn failed_assertions(lib: &Path, config: &str) -> Vec<String> {
 }
 
 const HAIL: &str = "/nix/store/00000000000000000000000000000000-hail-from-pkgs";
-const NIX: &str = "/nix/store/00000000000000000000000000000000-nix";
 
 /// The unit file of `unit` as NixOS writes it (tests/nix/eval.nix), with its settings digest
 /// replaced by `DIGEST` (checked to be 16 hex digits).
@@ -103,6 +86,32 @@ fn unit_text(result: &Value, unit: &str) -> String {
         .join("\n")
 }
 
+/// The PATH NixOS gives an instance: Nix, then its default path for every service.
+const PATH: &str = concat!(
+    "/nix/store/00000000000000000000000000000000-nix/bin:",
+    "/nix/store/00000000000000000000000000000000-coreutils/bin:",
+    "/nix/store/00000000000000000000000000000000-findutils/bin:",
+    "/nix/store/00000000000000000000000000000000-gnugrep/bin:",
+    "/nix/store/00000000000000000000000000000000-gnused/bin:",
+    "/nix/store/00000000000000000000000000000000-systemd/bin:",
+    "/nix/store/00000000000000000000000000000000-nix/sbin:",
+    "/nix/store/00000000000000000000000000000000-coreutils/sbin:",
+    "/nix/store/00000000000000000000000000000000-findutils/sbin:",
+    "/nix/store/00000000000000000000000000000000-gnugrep/sbin:",
+    "/nix/store/00000000000000000000000000000000-gnused/sbin:",
+    "/nix/store/00000000000000000000000000000000-systemd/sbin"
+);
+
+/// A service's environment without what NixOS adds (PATH) and the settings digest (checked to
+/// be there).
+fn own_environment(service: &Value) -> Value {
+    let mut env = service["environment"].clone();
+    let vars = env.as_object_mut().unwrap();
+    vars.remove("HAIL_UNIT_CONFIG").expect("a digest");
+    assert_eq!(vars.remove("PATH"), Some(json!(PATH)));
+    env
+}
+
 /// The `HAIL_UNIT_CONFIG` digest of `unit`.
 fn digest(result: &Value, unit: &str) -> String {
     result["services"][unit]["environment"]["HAIL_UNIT_CONFIG"]
@@ -120,7 +129,11 @@ fn one_instance_is_a_complete_unit_made_from_the_template() {
         r#"{ services.hail.web.jobUri = "https://hydra.example.org/job/p/j/web"; }"#,
     );
     assert_eq!(result["failedAssertions"], json!([]));
-    assert_eq!(result["services"]["hail@web"].get("overrideStrategy"), None);
+    // A unit of its own, not a drop-in on the template.
+    assert_eq!(
+        result["services"]["hail@web"]["overrideStrategy"],
+        "asDropinIfExists"
+    );
     assert_eq!(
         result["units"]["hail@web.service"]["wantedBy"],
         json!(["multi-user.target"])
@@ -165,7 +178,7 @@ Wants=network-online.target
 Environment="HAIL_JOB_URI=https://hydra.example.org/job/p/j/web"
 Environment="HAIL_PROFILE=/nix/var/nix/profiles/hail/web"
 Environment="HAIL_UNIT_CONFIG=DIGEST"
-Environment="PATH={NIX}/bin:{NIX}/sbin"
+Environment="PATH={PATH}"
 X-ReloadIfChanged=true
 X-StopIfChanged=false
 ExecReload=/bin/sh -c 'kill -HUP $$MAINPID'
@@ -185,7 +198,10 @@ SystemCallFilter=~@cpu-emulation @obsolete @raw-io
 TimeoutStartSec=11min
 TimeoutStopSec=90s
 Type=notify
-WatchdogSec=60s"#
+WatchdogSec=60s
+
+[Install]
+WantedBy=multi-user.target"#
         )
     );
 }
@@ -414,13 +430,8 @@ fn two_instances_with_overrides() {
         "one template for both instances"
     );
     let web = &result["services"]["hail@web"];
-    let mut env = web["environment"].clone();
-    env.as_object_mut()
-        .unwrap()
-        .remove("HAIL_UNIT_CONFIG")
-        .expect("a digest");
     assert_eq!(
-        env,
+        own_environment(web),
         json!({
             "HAIL_JOB_URI": "https://hydra.example.org/job/p/j/web",
             "HAIL_PROFILE": "web",
@@ -452,13 +463,8 @@ fn two_instances_with_overrides() {
     assert_eq!(web["stopIfChanged"], false);
 
     let worker = &result["services"]["hail@worker"];
-    let mut env = worker["environment"].clone();
-    env.as_object_mut()
-        .unwrap()
-        .remove("HAIL_UNIT_CONFIG")
-        .expect("a digest");
     assert_eq!(
-        env,
+        own_environment(worker),
         json!({
             "HAIL_JOB_URI": "http://hydra.internal:3000/job/p/j/worker",
             "HAIL_PROFILE": "/nix/var/nix/profiles/hail/worker",
@@ -1081,4 +1087,204 @@ fn system_instances_set_the_system_profile_and_their_options() {
             && refused.iter().any(|m| m.contains("need system = true")),
         "{refused:#?}"
     );
+}
+
+#[test]
+#[ignore = "needs NIXPKGS_LIB (nixpkgs' lib directory)"]
+fn nixos_checks_every_services_type_and_restart() {
+    // The checks NixOS applies to each service, which the template's values must pass: a list
+    // (what the module once handed on) is refused like an unknown value.
+    for (setting, value) in [
+        ("Type", r#"[ "notify" ]"#),
+        ("Type", r#""notified""#),
+        ("Restart", r#"[ "on-failure" ]"#),
+        ("Restart", r#""sometimes""#),
+    ] {
+        let config = format!("{{ systemd.services.other.serviceConfig.{setting} = {value}; }}");
+        let error = eval_module(&nixpkgs_lib(), "module", &config)
+            .map(|v| v.to_string())
+            .expect_err(&config);
+        assert!(
+            error.contains(&format!(
+                "Systemd Service field `{setting}' cannot have value"
+            )) && error.contains("is not of type `attribute set of (systemd option)'"),
+            "{config}: {error}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs NIXPKGS_LIB (nixpkgs' lib directory)"]
+fn an_instances_own_after_wants_and_wanted_by_add_to_the_templates() {
+    let result = eval_ok(
+        &nixpkgs_lib(),
+        r#"{
+          services.hail.web.jobUri = "https://h/job/p/j/web";
+          systemd.services."hail@web" = {
+            after = [ "vpn.service" ];
+            wants = [ "vpn.service" ];
+            requires = [ "vpn.service" ];
+            wantedBy = [ "vpn.service" ];
+          };
+        }"#,
+    );
+    let text = unit_text(&result, "hail@web.service");
+    for line in [
+        "After=network-online.target vpn.service",
+        "Wants=network-online.target vpn.service",
+        "Requires=vpn.service",
+        "WantedBy=multi-user.target vpn.service",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line}:\n{text}");
+    }
+}
+
+#[test]
+#[ignore = "needs NIXPKGS_LIB (nixpkgs' lib directory)"]
+fn an_operators_unit_settings_win_over_the_templates() {
+    let result = eval_ok(
+        &nixpkgs_lib(),
+        r#"{
+          services.hail.web.jobUri = "https://h/job/p/j/web";
+          systemd.services."hail@web" = {
+            description = "deploys web";
+            startLimitBurst = 10;
+            serviceConfig = { Restart = "always"; WatchdogSec = "5min"; LoadCredential = [ "other:/etc/other" ]; };
+          };
+        }"#,
+    );
+    let text = unit_text(&result, "hail@web.service");
+    for (key, value) in [
+        ("Description", "deploys web"),
+        ("StartLimitBurst", "10"),
+        ("Restart", "always"),
+        ("WatchdogSec", "5min"),
+        ("LoadCredential", "other:/etc/other"),
+    ] {
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with(&format!("{key}=")))
+            .collect();
+        assert_eq!(lines, [format!("{key}={value}")], "{text}");
+    }
+}
+
+#[test]
+#[ignore = "needs NIXPKGS_LIB (nixpkgs' lib directory)"]
+fn the_digest_covers_what_nixos_writes_into_the_unit() {
+    let lib = nixpkgs_lib();
+    let with = |extra: &str| {
+        let result = eval_ok(
+            &lib,
+            &format!(
+                r#"{{ services.hail.web.jobUri = "https://h/job/p/j/web";
+                     services.hail.other.jobUri = "https://h/job/p/j/other"; {extra} }}"#
+            ),
+        );
+        (digest(&result, "hail@web"), digest(&result, "hail@other"))
+    };
+    let package = r#"{ type = "derivation"; name = "tool"; outPath = "/nix/store/11111111111111111111111111111111-tool"; }"#;
+    let (web, other) = with("");
+    assert_eq!(with(""), (web.clone(), other.clone()), "deterministic");
+    for change in [
+        format!(r#"systemd.services."hail@web".path = [ {package} ];"#),
+        format!(r#"systemd.package = {package};"#),
+        r#"systemd.globalEnvironment.TZ = "UTC";"#.to_string(),
+        r#"systemd.services."hail@web".environment.NIX_REMOTE = "local";"#.to_string(),
+        r#"services.hail.web.environment.NIX_REMOTE = "local";"#.to_string(),
+        r#"systemd.services."hail@web".serviceConfig.WatchdogSec = "5min";"#.to_string(),
+        r#"systemd.services."hail@web".after = [ "vpn.service" ];"#.to_string(),
+        r#"services.hail.web.netrcFile = "/etc/hail/netrc";"#.to_string(),
+        r#"services.hail.web.extraArgs = [ "--http-timeout" "2m" ];"#.to_string(),
+    ] {
+        let (changed, unchanged) = with(&change);
+        assert_ne!(changed, web, "{change}");
+        // What is not the instance's leaves the other instance's digest alone.
+        if change.contains("\"hail@web\"") || change.contains("services.hail.web.") {
+            assert_eq!(unchanged, other, "{change}");
+        }
+    }
+}
+
+/// Configurations that exercise every part of the module, for comparing the stand-in with
+/// NixOS's own code.
+const CONFIGURATIONS: &[&str] = &[
+    r#"{ services.hail.web.jobUri = "https://h/job/p/j/web"; }"#,
+    r#"{
+      services.hail.web = {
+        jobUri = "https://hydra.example.org/job/p/j/web"; profile = "web"; netrcFile = "/etc/hail/100%.netrc";
+        pollPeriod = "30s"; activationTimeout = "30m"; restartIfChanged = true;
+        environment = { NIX_CONFIG = "a = 1\nb = 2"; DEMO = "50% \"q\" $HOME"; };
+        extraArgs = [ "--flag" "100%" "$HOME" ];
+      };
+      services.hail.sys = { jobUri = "https://h/job/p/j/sys"; system = true; switchAction = "boot"; reboot = "when-needed"; };
+      services.hail.off = { jobUri = "https://h/job/p/j/off"; enable = false; };
+      systemd.globalEnvironment.TZ = "UTC";
+      systemd.services."hail@web" = {
+        after = [ "vpn.service" ]; wantedBy = [ "vpn.service" ]; description = "deploys web";
+        serviceConfig = { Restart = "always"; WatchdogSec = "5min"; };
+        environment.EXTRA = "x";
+      };
+    }"#,
+];
+
+#[test]
+#[ignore = "needs NIXPKGS_LIB and NIXOS_SYSTEMD_LIB (nixpkgs' lib; NixOS's systemd option files)"]
+fn the_stand_in_renders_what_nixos_own_systemd_code_renders() {
+    nixpkgs_lib();
+    let nixos = hail_testkit::nixos::systemd_lib().expect(
+        "NIXOS_SYSTEMD_LIB is not set: a directory holding nixpkgs' nixos/lib/systemd-lib.nix, \
+         systemd-unit-options.nix and systemd-types.nix",
+    );
+    let mut configurations: Vec<String> = CONFIGURATIONS.iter().map(|c| c.to_string()).collect();
+    configurations.extend(readme_configurations());
+    for config in &configurations {
+        let real = eval_with(Some(&nixos), "module", config).unwrap_or_else(|e| panic!("{e}"));
+        let stand_in = eval_with(None, "module", config).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(stand_in, real, "{config}");
+    }
+    // And they refuse the same.
+    let bad = r#"{ systemd.services.other.serviceConfig.Type = [ "notify" ]; }"#;
+    let real = eval_with(Some(&nixos), "module", bad).unwrap_err();
+    let stand_in = eval_with(None, "module", bad).unwrap_err();
+    let trace = |e: &str| {
+        e.lines()
+            .find(|l| l.starts_with("trace:"))
+            .map(str::to_string)
+    };
+    assert_eq!(trace(&stand_in), trace(&real));
+}
+
+/// The README's NixOS snippets that configure hail instances, each as a module.
+fn readme_configurations() -> Vec<String> {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let snippets: Vec<String> = readme
+        .split("```nix\n")
+        .skip(1)
+        .filter_map(|rest| rest.split("```").next())
+        .filter(|s| s.contains("services.hail.") && !s.contains("outputs ="))
+        .map(|s| {
+            if s.trim_start().starts_with('{') {
+                s.to_string()
+            } else {
+                format!("{{\n{s}}}")
+            }
+        })
+        .collect();
+    assert!(snippets.len() >= 3, "{snippets:#?}");
+    snippets
+}
+
+#[test]
+#[ignore = "needs NIXPKGS_LIB (nixpkgs' lib directory)"]
+fn the_readmes_configurations_evaluate() {
+    let lib = nixpkgs_lib();
+    for config in readme_configurations() {
+        let result = eval_ok(&lib, &config);
+        assert_eq!(result["failedAssertions"], json!([]), "{config}");
+        assert!(
+            result["units"].as_object().is_some_and(|u| !u.is_empty()),
+            "{config}: {result}"
+        );
+    }
 }

@@ -12,8 +12,8 @@
 //! with a printed reason otherwise, or failing when `CI=true`).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
+
 use std::time::Duration;
 
 use hail_testkit::container::{self, Container};
@@ -30,33 +30,19 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn nixpkgs_lib() -> PathBuf {
-    let value = std::env::var_os("NIXPKGS_LIB")
-        .filter(|v| !v.is_empty())
-        .expect("NIXPKGS_LIB is not set (nixpkgs' lib directory)");
-    let path = PathBuf::from(value);
-    if path.join("lib/default.nix").exists() {
-        path.join("lib")
-    } else {
-        path
-    }
-}
-
 /// One generation: unit file name → its text, as NixOS installs it in /etc/systemd/system.
 type Generation = BTreeMap<String, String>;
 
 /// The units the module renders for `config` (hail as /usr/local/bin/hail, Nix from /usr, as
 /// installed in the container), and the template that NixOS installs beside them.
-fn generation(lib: &Path, config: &str) -> Generation {
-    let out = Command::new("nix-instantiate")
-        .current_dir(root())
-        .args(["--eval", "--strict", "--json", "tests/nix/eval.nix"])
-        .args(["--argstr", "nixpkgsLib", lib.to_str().unwrap()])
-        .args(["--argstr", "hailOut", "/usr/local"])
-        .args(["--argstr", "nixOut", "/usr"])
-        .args(["--arg", "config", config])
-        .output()
-        .expect("run nix-instantiate");
+fn generation(config: &str) -> Generation {
+    let out =
+        hail_testkit::nixos::eval_command(root(), hail_testkit::nixos::systemd_lib().as_deref())
+            .args(["--argstr", "hailOut", "/usr/local"])
+            .args(["--argstr", "nixOut", "/usr"])
+            .args(["--arg", "config", config])
+            .output()
+            .expect("run nix-instantiate");
     assert!(
         out.status.success(),
         "{}",
@@ -216,7 +202,7 @@ fn job(name: &str) -> String {
 #[test]
 #[ignore = "needs NIXPKGS_LIB (nixpkgs' lib directory)"]
 fn switches_add_change_remove_disable_and_rename_instances() {
-    let lib = nixpkgs_lib();
+    hail_testkit::nixos::nixpkgs_lib();
     if !container::require() {
         return;
     }
@@ -247,11 +233,7 @@ fn switches_add_change_remove_disable_and_rename_instances() {
         instance("a", &job("a"), "enable = false;"),
         instance("e", &job("e"), "")
     );
-    let (one, two, three) = (
-        generation(&lib, &one),
-        generation(&lib, &two),
-        generation(&lib, &three),
-    );
+    let (one, two, three) = (generation(&one), generation(&two), generation(&three));
 
     let c = Container::boot("nixos-switch");
     c.install_hail(Path::new(HAIL));

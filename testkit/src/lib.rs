@@ -7,6 +7,7 @@
 //! - [`cache::Cache`]: a signed binary cache filled by real Nix; published closures are removed
 //!   from the local store so the agent really substitutes them.
 //! - [`prereq`]: skip (or, with `CI=true`, fail) when root or a command is missing.
+//! - [`nixos`]: evaluating the NixOS module (nixpkgs' lib, NixOS's systemd option code).
 //! - [`prometheus`]: the Prometheus project's own parser for the metrics hail writes.
 //! - [`notify::NotifySocket`]: receives sd_notify datagrams.
 //! - [`hail::Hail`]: runs the real hail binary in isolation.
@@ -20,6 +21,7 @@ pub mod hail;
 pub mod http;
 pub mod hydra;
 pub mod manager;
+pub mod nixos;
 pub mod notify;
 pub mod prereq;
 pub mod prometheus;

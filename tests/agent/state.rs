@@ -406,3 +406,45 @@ fn wait_for_state(f: &Fixture, running: &Running, cond: impl Fn(&Value) -> bool)
         running.output()
     );
 }
+
+#[test]
+fn the_metrics_files_directory_is_created_when_missing() {
+    let Some(f) = Fixture::new() else { return };
+    // As node_exporter's textfile directory on a fresh host: nothing has made it yet.
+    let dir = f.tmp.path().join("prometheus-node-exporter-text");
+    let file = dir.join("hail-web.prom");
+    f.release("1");
+    let r = f
+        .hail
+        .oneshot(&["--metrics-file", file.to_str().unwrap()], RUN);
+    assert_eq!(r.code(), Some(0), "{}", r.output);
+    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{e}: {}", r.output));
+    assert!(text.contains("hail_deployed_build_id"), "{text}");
+    assert!(
+        r.output.contains(&format!(
+            "created {}, the directory of the metrics file",
+            dir.display()
+        )),
+        "{}",
+        r.output
+    );
+    // What cannot be created is said, and the deployment still counts.
+    let blocked = f.tmp.path().join("a-file");
+    std::fs::write(&blocked, "").unwrap();
+    let r = f.hail.oneshot(
+        &[
+            "--metrics-file",
+            blocked.join("sub/hail.prom").to_str().unwrap(),
+        ],
+        RUN,
+    );
+    assert_eq!(r.code(), Some(0), "{}", r.output);
+    assert!(
+        r.output.contains(&format!(
+            "metrics not written: cannot create the directory {}/sub",
+            blocked.display()
+        )),
+        "{}",
+        r.output
+    );
+}

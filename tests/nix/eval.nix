@@ -1,5 +1,6 @@
-# Evaluates the hail NixOS module with the real module system (nixpkgs' lib) and small stand-ins
-# for the NixOS options it sets, and returns what a test asserts on.
+# Evaluates the hail NixOS module with the real module system (nixpkgs' lib) and NixOS's systemd
+# service options (its own code when `nixosLib` names it, else the stand-in ./nixos-systemd.nix),
+# and returns what a test asserts on.
 #   nix-instantiate --eval --strict --json tests/nix/eval.nix \
 #     --argstr nixpkgsLib "$NIXPKGS_LIB" --arg config '{ services.hail.web.jobUri = "https://h/job/p/j/web"; }'
 {
@@ -14,6 +15,9 @@
   # container's own hail and Nix).
   hailOut ? "${builtins.storeDir}/00000000000000000000000000000000-hail-from-pkgs",
   nixOut ? "${builtins.storeDir}/00000000000000000000000000000000-nix",
+  # A directory holding NixOS's own systemd-lib.nix, systemd-unit-options.nix and
+  # systemd-types.nix (nixpkgs' nixos/lib), or "" for the stand-in.
+  nixosLib ? "",
 }:
 
 let
@@ -30,18 +34,70 @@ let
     nix = fakePackage "nix" // { outPath = nixOut; };
     # What nixos/default.nix uses to build hail: records which file it was given.
     callPackage = file: _args: fakePackage "hail-from-${baseNameOf file}";
+    # NixOS's default path for every service.
+    coreutils = fakePackage "coreutils";
+    findutils = fakePackage "findutils";
+    gnugrep = fakePackage "gnugrep";
+    gnused = fakePackage "gnused";
+    systemd = fakePackage "systemd";
+    # Used by NixOS's code for what the tests do not read (unit files, job scripts).
+    writeText = name: _text: fakePackage name;
+    runCommand = name: _env: _script: fakePackage name;
+    buildPackages.xorg.lndir = fakePackage "lndir";
   };
 
-  # The NixOS options the module sets, declared loosely: the tests look at the values it gives them.
+  # Calls a function with the arguments of `args` it takes (the files' arguments changed over
+  # NixOS releases).
+  callWith = args: f: f (builtins.intersectAttrs (builtins.functionArgs f) args);
+
+  # NixOS's systemd service options: { servicesType; serviceText = def: "…"; }.
+  systemd =
+    if nixosLib == "" then
+      import ./nixos-systemd.nix {
+        inherit lib pkgs;
+        nixosConfig = cfg;
+      }
+    else
+      let
+        systemdUtils = {
+          lib = callWith {
+            inherit lib pkgs;
+            config = cfg;
+            utils = { };
+          } (import "${nixosLib}/systemd-lib.nix");
+          unitOptions = import "${nixosLib}/systemd-unit-options.nix" { inherit lib systemdUtils; };
+          types = callWith { inherit lib pkgs systemdUtils; } (import "${nixosLib}/systemd-types.nix");
+        };
+      in
+      {
+        servicesType = systemdUtils.types.services;
+        serviceText = def: (systemdUtils.lib.serviceToUnit def).text;
+      };
+
+  # The NixOS options the module sets besides systemd.services, declared loosely.
   nixosStandIns = {
+    # Other NixOS options the README's examples set (nix.settings, services.prometheus).
+    config._module.freeformType = lib.types.attrsOf lib.types.anything;
     options = {
       systemd.services = lib.mkOption {
-        type = lib.types.attrsOf (lib.types.submodule { freeformType = lib.types.attrsOf lib.types.anything; });
+        type = systemd.servicesType;
         default = { };
       };
       systemd.packages = lib.mkOption {
         type = lib.types.listOf lib.types.package;
         default = [ ];
+      };
+      systemd.globalEnvironment = lib.mkOption {
+        type = lib.types.attrsOf (lib.types.nullOr (lib.types.oneOf [ lib.types.str lib.types.path lib.types.package ]));
+        default = { };
+      };
+      systemd.package = lib.mkOption {
+        type = lib.types.package;
+        default = pkgs.systemd;
+      };
+      systemd.enableStrictShellChecks = lib.mkOption {
+        type = lib.types.bool;
+        default = false;
       };
       assertions = lib.mkOption {
         type = lib.types.listOf lib.types.unspecified;
@@ -67,60 +123,43 @@ let
     ];
   };
   cfg = evaluated.config;
-
-  # A service's unit file as NixOS writes it (nixpkgs nixos/lib/systemd-lib.nix, serviceToUnit
-  # and commonUnitText): [Unit] from unitConfig; [Service] with one quoted `Environment=` per
-  # variable (PATH made from `path`), then the switch's X- markers, then serviceConfig. Keys in
-  # name order, a list giving one line per element, values pasted as they are.
-  toOption = x: if x == true then "true" else if x == false then "false" else toString x;
-  attrsToSection =
-    as:
-    lib.concatStrings (
-      lib.concatLists (
-        lib.mapAttrsToList (
-          name: value: map (x: "${name}=${toOption x}\n") (if lib.isList value then value else [ value ])
-        ) as
-      )
-    );
-  unitText =
-    def:
-    let
-      path = def.path or [ ];
-      env =
-        (def.environment or { })
-        // lib.optionalAttrs (path != [ ]) {
-          PATH = "${lib.makeBinPath path}:${lib.makeSearchPathOutput "bin" "sbin" path}";
-        };
-    in
-    ''
-      [Unit]
-      ${attrsToSection (def.unitConfig or { })}
-      [Service]
-    ''
-    + lib.concatMapStrings (n: "Environment=${builtins.toJSON "${n}=${env.${n}}"}\n") (lib.attrNames env)
-    + (
-      if def.reloadIfChanged or false then
-        "X-ReloadIfChanged=true\n"
-      else if !(def.restartIfChanged or true) then
-        "X-RestartIfChanged=false\n"
-      else
-        ""
-    )
-    + lib.optionalString (!(def.stopIfChanged or true)) "X-StopIfChanged=false\n"
-    + attrsToSection (def.serviceConfig or { });
+  failedAssertions = map (a: a.message) (lib.filter (a: !a.assertion) cfg.assertions);
 in
+# As NixOS, which builds nothing when an assertion fails.
+if failedAssertions != [ ] then
+  { inherit failedAssertions; }
+else
 {
-  services = cfg.systemd.services;
+  # What the module set, as NixOS merged it.
+  services = lib.mapAttrs (
+    _: def:
+    {
+      inherit (def)
+        description
+        after
+        wants
+        wantedBy
+        unitConfig
+        serviceConfig
+        environment
+        restartIfChanged
+        reloadIfChanged
+        stopIfChanged
+        overrideStrategy
+        ;
+      path = map toString def.path;
+    }
+  ) cfg.systemd.services;
   # Unit file name -> { text; wantedBy; }, as NixOS lays them out in /etc/systemd/system.
   units = lib.mapAttrs' (
     name: def:
     lib.nameValuePair "${name}.service" {
-      text = unitText def;
-      wantedBy = def.wantedBy or [ ];
+      text = systemd.serviceText def;
+      inherit (def) wantedBy;
     }
   ) cfg.systemd.services;
   packages = map (p: p.name) cfg.systemd.packages;
-  failedAssertions = map (a: a.message) (lib.filter (a: !a.assertion) cfg.assertions);
+  inherit failedAssertions;
   inherit (cfg) warnings;
   instancePackages = lib.mapAttrs (_: inst: inst.package.name) cfg.services.hail;
 }
