@@ -67,6 +67,17 @@ pub async fn run(
     Ok(process::run_async(cmd, timeout, watchdog, error_summary).await?)
 }
 
+/// What Nix says when it refuses a path for want of a trusted signature, in every version: the
+/// substituter's warning (Nix up to 2.9: "the substitute for 'P' from 'U' is not signed by any
+/// of the keys in 'trusted-public-keys'"; Nix 2.10 and later, and Lix: "ignoring substitute for
+/// 'P' from 'U', as it's not signed by any of the keys in 'trusted-public-keys'") and the local
+/// store's error ("cannot add path 'P' because it lacks a signature by a trusted key"). Without
+/// it an operator would read only "no substituter that can build it", as for a path not uploaded.
+const SIGNATURE_REFUSALS: [&str; 2] = [
+    "not signed by any of the keys",
+    "lacks a signature by a trusted key",
+];
+
 /// Nix's stderr, reduced to what an operator needs in one line: the `error:` lines (and the
 /// signature warning that explains a refused substitute), else the last non-empty line.
 pub fn error_summary(stderr: &str) -> String {
@@ -78,7 +89,7 @@ pub fn error_summary(stderr: &str) -> String {
     let important: Vec<&str> = lines
         .iter()
         .copied()
-        .filter(|l| l.starts_with("error:") || l.contains("is not signed by any of the keys"))
+        .filter(|l| l.starts_with("error:") || SIGNATURE_REFUSALS.iter().any(|r| l.contains(r)))
         .collect();
     let chosen = if important.is_empty() {
         lines.last().copied().into_iter().collect()
@@ -152,6 +163,30 @@ mod tests {
             "{s}"
         );
         assert_eq!(error_summary("a\n\nlast line\n"), "last line");
+    }
+
+    #[test]
+    fn a_refused_signature_is_kept_in_the_wording_of_every_nix() {
+        let unavailable =
+            "error: path '/nix/store/x' is required, but there is no substituter that can build it";
+        for warning in [
+            // Nix 2.3 to 2.9.
+            "warning: the substitute for '/nix/store/x' from 'http://c' is not signed by any of the keys in 'trusted-public-keys'",
+            // Nix 2.10 and later, and Lix.
+            "warning: ignoring substitute for '/nix/store/x' from 'http://c', as it's not signed by any of the keys in 'trusted-public-keys'",
+        ] {
+            let s = error_summary(&format!("{warning}\n{unavailable}\n"));
+            assert!(
+                s.contains("not signed by any of the keys") && s.contains("no substituter"),
+                "{s}"
+            );
+        }
+        let s = error_summary(
+            "error: cannot add path '/nix/store/x' because it lacks a signature by a trusted key\n",
+        );
+        assert!(s.contains("lacks a signature by a trusted key"), "{s}");
+        // Without a refusal, only the error.
+        assert_eq!(error_summary(unavailable), unavailable);
         assert_eq!(error_summary(""), "no error message");
         assert!(!error_summary("error: a\u{1b}[31mred\n").contains('\u{1b}'));
     }
