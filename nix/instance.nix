@@ -4,7 +4,7 @@
 # No nixpkgs: builtins only.
 #
 #   import ./instance.nix { name = "web"; jobUri = "https://hydra.example.org/job/p/j/web"; }
-#   => { enable = true; problems = [ ];
+#   => { enable = true; problems = [ ]; profile = "/nix/var/nix/profiles/hail/web";
 #        environment = { HAIL_JOB_URI = "…"; HAIL_PROFILE = "/nix/var/nix/profiles/hail/web"; };
 #        credentials = { }; execStart = null; timeoutStartSec = null; }
 #
@@ -60,6 +60,9 @@
   extraArgs ? [ ],
   # Extra environment (NIX_CONFIG, RUST_LOG, PATH, …); HAIL_* come from the settings above.
   environment ? { },
+  # Whether a NixOS switch restarts the instance (services.hail.<name>.restartIfChanged); only
+  # checked here: the module acts on it, and the manager restarts a changed instance itself.
+  restartIfChanged ? false,
 }:
 let
   profilePath =
@@ -69,6 +72,15 @@ let
       "/nix/var/nix/profiles/system"
     else
       "/nix/var/nix/profiles/hail/${name}";
+  # The profile as hail resolves it, for finding two instances on one profile: a bare name lives
+  # in /nix/var/nix/profiles; empty and `.` components are dropped (`/a/./b/` is `/a/b`).
+  profileResolved =
+    let
+      absolute = if hasPrefix "/" profilePath then profilePath else "/nix/var/nix/profiles/${profilePath}";
+      parts = builtins.filter (c: builtins.isString c && c != "" && c != ".") (builtins.split "/" absolute);
+    in
+    "/" + builtins.concatStringsSep "/" parts;
+  isBool = builtins.isBool;
   storePrefix = "${builtins.storeDir}/";
   hasPrefix = prefix: s: builtins.substring 0 (builtins.stringLength prefix) s == prefix;
   matches = re: s: builtins.isString s && builtins.match re s != null;
@@ -131,6 +143,11 @@ let
       message = "netrcFile: contains a newline or another control character, which cannot be written into a unit file.";
     }
     {
+      # systemd ignores a credential whose source path is not normalized.
+      ok = netrcPath == null || !(matches "(.*/)?\\.{1,2}(/.*)?|.*//.*|.+/" netrcPath);
+      message = ''netrcFile = "${toString netrcPath}": expected a normalized path (no `.`, `..` or empty components, no trailing `/`).'';
+    }
+    {
       ok = netrcPath == null || !(hasPrefix storePrefix netrcPath);
       message = ''netrcFile = "${toString netrcPath}" is in the Nix store, which every user can read: keep the netrc file outside the store (for example /etc/hail/netrc, mode 0600) and give its path as a string.'';
     }
@@ -190,6 +207,18 @@ let
       message = "environment: ${builtins.concatStringsSep ", " nonStrings} must be strings.";
     }
     {
+      ok = builtins.isList extraArgs && builtins.all builtins.isString extraArgs;
+      message = "extraArgs: expected a list of strings.";
+    }
+    {
+      ok = builtins.all isBool [ enable allowDowngrade system restartIfChanged ];
+      message = "enable, allowDowngrade, system and restartIfChanged: expected true or false.";
+    }
+    {
+      ok = builtins.isString jobUri && builtins.isAttrs environment;
+      message = "jobUri: expected a string; environment: expected an attribute set of strings.";
+    }
+    {
       ok = extraArgs == [ ] || package != null;
       message = "extraArgs needs package (the command they are added to).";
     }
@@ -222,6 +251,8 @@ let
 in
 {
   inherit enable;
+  # The profile's full path, to compare instances' profiles.
+  profile = profileResolved;
   problems = map (c: c.message) (builtins.filter (c: !c.ok) checks);
   environment = environment // setVars;
   credentials = if netrcPath == null then { } else { netrc = netrcPath; };

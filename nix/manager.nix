@@ -17,10 +17,11 @@
 #     };
 #   }
 #
-# Each instance takes the settings of nix/instance.nix (those of services.hail.<name>: jobUri,
-# pollPeriod, netrcFile, profile, activationTimeout, realiseTimeout, httpTimeout, environment,
-# extraArgs, package, enable); `package` defaults to `hail`, so deploying a new hail through the
-# manager updates every instance. An instance with `enable = false` is removed like a deleted one.
+# Each instance takes every setting of services.hail.<name> (nix/instance.nix's arguments), checked
+# as the NixOS module checks them; `package` defaults to `hail`, so deploying a new hail through
+# the manager updates every instance. An instance with `enable = false` is removed like a deleted
+# one, and its other settings are not checked. `restartIfChanged` has no effect here: applying a
+# set restarts each changed instance.
 {
   hail,
   shell,
@@ -31,7 +32,15 @@
   # `nix-env` and what activations call: systemd's own default PATH has no Nix on NixOS, e.g.
   # `path = [ pkgs.nix pkgs.systemd ];`. An instance's `environment.PATH` wins over it.
   path ? [ ],
-  system ? if builtins.isAttrs hail && hail ? system then hail.system else builtins.currentSystem,
+  # The build platform; by default the hail package's (builtins.currentSystem does not exist in
+  # pure evaluation: flakes, Hydra's flake jobsets).
+  system ?
+    if builtins.isAttrs hail && hail ? system then
+      hail.system
+    else if builtins ? currentSystem then
+      builtins.currentSystem
+    else
+      throw "hail manager profile: pass `system` (for example \"x86_64-linux\"): hail is not a derivation that names it.",
   name ? "hail-manager-profile",
 }:
 let
@@ -55,16 +64,23 @@ let
     else
       value;
 
-  # FHS directories last: systemd's default PATH, which the path replaces.
-  defaultEnvironment =
-    if path == [ ] then
-      { }
-    else
-      {
-        PATH = builtins.concatStringsSep ":" (
-          map (p: "${p}/bin") path ++ [ "/usr/local/sbin" "/usr/local/bin" "/usr/sbin" "/usr/bin" "/sbin" "/bin" ]
-        );
-      };
+  # Every instance's PATH: the path's packages, then the default profile where Nix's own installer
+  # puts `nix-env` (a managed instance reads no /etc/hail/<name>.env, where a hand-made install
+  # would set PATH), then systemd's default PATH, which this replaces.
+  defaultEnvironment = {
+    PATH = builtins.concatStringsSep ":" (
+      map (p: "${p}/bin") path
+      ++ [
+        "/nix/var/nix/profiles/default/bin"
+        "/usr/local/sbin"
+        "/usr/local/bin"
+        "/usr/sbin"
+        "/usr/bin"
+        "/sbin"
+        "/bin"
+      ]
+    );
+  };
 
   all = builtins.mapAttrs (
     instanceName: value:
@@ -83,17 +99,15 @@ let
 
   enabled = builtins.removeAttrs all (builtins.filter (n: !all.${n}.enable) (builtins.attrNames all));
 
+  # As the NixOS module: only the instances that run are checked.
   problems = builtins.concatLists (
-    builtins.attrValues (builtins.mapAttrs (n: i: map (p: "instances.${n}.${p}") i.problems) all)
+    builtins.attrValues (builtins.mapAttrs (n: i: map (p: "instances.${n}.${p}") i.problems) enabled)
   );
 
   # Two instances cannot deploy to one profile (the second would refuse to start).
-  profilePath = p: if builtins.substring 0 1 p == "/" then p else "/nix/var/nix/profiles/${p}";
-  profiles = builtins.attrValues (
-    builtins.mapAttrs (n: i: { inherit n; p = profilePath i.environment.HAIL_PROFILE; }) enabled
-  );
-  shared = builtins.filter (a: builtins.length (builtins.filter (b: b.p == a.p) profiles) > 1) profiles;
-  sharedProblems = map (a: "instances.${a.n}.profile: ${a.p} is also another instance's profile.") shared;
+  profiles = builtins.attrValues (builtins.mapAttrs (n: i: { inherit n; inherit (i) profile; }) enabled);
+  shared = builtins.filter (a: builtins.length (builtins.filter (b: b.profile == a.profile) profiles) > 1) profiles;
+  sharedProblems = map (a: "instances.${a.n}.profile: ${a.profile} is also another instance's profile.") shared;
 
   withoutNulls = s: builtins.removeAttrs s (builtins.filter (k: s.${k} == null) (builtins.attrNames s));
 

@@ -36,16 +36,6 @@ let
     description = "non-zero duration string (30s, 10m, 1h)";
   };
 
-  # The path hail will use for a profile option: a bare name lives in /nix/var/nix/profiles.
-  # Empty and `.` components are dropped, so `/a/./b/` and `/a/b` name the same profile.
-  profilePath =
-    p:
-    let
-      absolute = if lib.hasPrefix "/" p then p else "/nix/var/nix/profiles/${p}";
-      parts = lib.filter (c: c != "" && c != ".") (lib.splitString "/" absolute);
-    in
-    "/" + lib.concatStringsSep "/" parts;
-
   # Values pasted into the unit file, escaped for their context. systemd reads `%` as a specifier
   # in every setting used here: `%%` is a literal `%`.
   escapePercent = lib.replaceStrings [ "%" ] [ "%%" ];
@@ -152,6 +142,7 @@ let
         rebootWindow
         extraArgs
         environment
+        restartIfChanged
         ;
     };
 
@@ -541,9 +532,9 @@ in
         name: inst:
         let
           opt = "services.hail.${name}";
-          ownProfile = profilePath inst.profile;
+          ownProfile = (render name inst).profile;
           sharing = lib.attrNames (
-            lib.filterAttrs (other: o: other != name && profilePath o.profile == ownProfile) enabled
+            lib.filterAttrs (other: o: other != name && (render other o).profile == ownProfile) enabled
           );
           # Each problem starts with the setting's name ("name: …" is about the instance itself).
           problems = lib.filter (p: !(inst.jobUri == "" && lib.hasPrefix "jobUri" p)) (render name inst).problems;

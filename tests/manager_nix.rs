@@ -142,6 +142,7 @@ fn builds_a_manager_profile_without_nixpkgs() {
             "HAIL_POLL_PERIOD": "10",
             "HAIL_ACTIVATION_TIMEOUT": "2m",
             "RUST_LOG": "debug",
+            "PATH": "/nix/var/nix/profiles/default/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         })
     );
     assert_eq!(web["credentials"], json!({"netrc": "/etc/hail/web.netrc"}));
@@ -254,6 +255,22 @@ fn bad_settings_fail_the_evaluation_naming_the_setting() {
             "instances.web.jobUri is missing",
         ),
         (r#"{ web = 5; }"#, "must be a job URI or a set"),
+        (
+            r#"{ web = { jobUri = "http://h/j"; extraArgs = [ "--x" 5 ]; package = "/nix/store/x"; }; }"#,
+            "instances.web.extraArgs: expected a list of strings",
+        ),
+        (
+            r#"{ a = { jobUri = "http://h/j"; profile = "/srv/p"; }; b = { jobUri = "http://h/j"; profile = "/srv/./p/"; }; }"#,
+            "/srv/p is also another instance's profile",
+        ),
+        (
+            r#"{ web = { jobUri = "http://h/j"; netrcFile = "/etc/./netrc"; }; }"#,
+            "instances.web.netrcFile",
+        ),
+        (
+            r#"{ web = { jobUri = "http://h/j"; restartIfChanged = "yes"; }; }"#,
+            "restartIfChanged: expected true or false",
+        ),
     ];
     for (instances, expected) in cases {
         let err = eval_error(instances);
@@ -278,7 +295,7 @@ fn path_puts_packages_first_on_every_instances_path() {
     let set: Value = serde_json::from_str(&json).unwrap();
     assert_eq!(
         set["instances"]["a"]["environment"]["PATH"],
-        "/opt/nix/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        "/opt/nix/bin:/nix/var/nix/profiles/default/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     );
     assert_eq!(set["instances"]["b"]["environment"]["PATH"], "/own");
 }
@@ -300,6 +317,7 @@ fn instance_settings_map_to_unit_settings() {
         json!({
             "enable": true,
             "problems": [],
+            "profile": "/nix/var/nix/profiles/web",
             "environment": {
                 "HAIL_JOB_URI": "https://h/job/p/j/web",
                 "HAIL_PROFILE": "web",
@@ -330,4 +348,103 @@ fn apply_instances_refuses_a_bad_set_with_exit_3() {
         assert_eq!(out.status.code(), Some(3), "{stderr}");
         assert!(stderr.contains("instance set"), "{stderr}");
     }
+}
+
+/// Every setting of `services.hail.<name>`, as a manager set gives it: each value the module
+/// accepts (booleans, a multi-line environment value, a netrc path with a space, a quote and `%`).
+fn every_setting() -> Value {
+    json!({
+        "sys": {
+            "jobUri": "https://hydra.example.org/job/infra/hosts/web1",
+            "system": true, "switchAction": "boot", "reboot": "when-needed", "rebootWindow": "02:00-04:30",
+            "allowDowngrade": true, "restartIfChanged": true,
+            "gate": "evaluation", "gateDepth": 20,
+            "healthCheck": "/bin/true --quiet", "healthInterval": "10s", "healthTimeout": "5m",
+            "minBuildAge": "1h", "rolloutSpread": "2h", "keepGenerations": 5,
+            "metricsFile": "/var/lib/prometheus-node-exporter-text/hail-sys.prom",
+            "pollPeriod": "30s", "activationTimeout": "30m", "realiseTimeout": "2h", "httpTimeout": "1m",
+            "netrcFile": "/etc/hail/my \"net\" 100%.netrc",
+            "environment": {"NIX_CONFIG": "narinfo-cache-positive-ttl = 0\nconnect-timeout = 5"},
+            "extraArgs": ["--http-timeout", "2m"],
+        },
+        "web": {"jobUri": "https://hydra.example.org/job/infra/production/web", "profile": "web", "enable": true},
+        "off": {"jobUri": "ftp://not-checked", "enable": false, "pollPeriod": "bogus"},
+    })
+}
+
+#[test]
+fn a_set_with_every_setting_applies() {
+    let Some(tmp) = tmp() else { return };
+    let out =
+        build(tmp.path(), &every_setting()).unwrap_or_else(|e| panic!("nix-build failed:\n{e}"));
+    let check = output({
+        let mut c = Command::new(HAIL);
+        c.args(["apply-instances", "--check"])
+            .arg(out.join("instances.json"));
+        c
+    });
+    assert!(check.status.success(), "{}", text(&check.stderr));
+    let dropins = text(&check.stdout);
+    for expected in [
+        "Environment=\"HAIL_SYSTEM=true\"",
+        "Environment=\"HAIL_ALLOW_DOWNGRADE=true\"",
+        "Environment=\"NIX_CONFIG=narinfo-cache-positive-ttl = 0\\nconnect-timeout = 5\"",
+        "LoadCredential=netrc:/etc/hail/my \"net\" 100%%.netrc",
+        "Environment=\"HAIL_PROFILE=/nix/var/nix/profiles/system\"",
+        "# hail@web.service.d/hail-manager.conf",
+    ] {
+        assert!(
+            dropins.contains(expected),
+            "{expected:?} not in:\n{dropins}"
+        );
+    }
+    // The disabled entry is neither checked nor applied.
+    assert!(!dropins.contains("hail@off"), "{dropins}");
+}
+
+#[test]
+fn every_instance_finds_nix_from_its_installer() {
+    let Some(tmp) = tmp() else { return };
+    let expr = format!(
+        "(import {}/nix/manager.nix {{ hail = \"/nix/store/00000000000000000000000000000000-hail\"; \
+         shell = \"/bin/sh\"; system = \"x86_64-linux\"; instances.a = \"http://h/job/p/j/a\"; }}).instancesJson",
+        root().display()
+    );
+    let out = eval_json(tmp.path(), &expr);
+    let json: String = serde_json::from_slice(&out.stdout).unwrap();
+    let set: Value = serde_json::from_str(&json).unwrap();
+    // Where Nix's own installer puts nix-env, before systemd's default PATH.
+    assert_eq!(
+        set["instances"]["a"]["environment"]["PATH"],
+        "/nix/var/nix/profiles/default/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    );
+}
+
+#[test]
+fn pure_evaluation_needs_no_current_system() {
+    let Some(tmp) = tmp() else { return };
+    // As under flakes: no builtins.currentSystem. The system comes from the hail derivation, or
+    // an error says to pass it.
+    let call = |hail: &str| {
+        format!(
+            "(scopedImport {{ builtins = removeAttrs builtins [ \"currentSystem\" ]; }} {}/nix/manager.nix \
+             {{ hail = {hail}; shell = \"/bin/sh\"; instances = {{ }}; }}).system",
+            root().display()
+        )
+    };
+    let derivation = r#"{ type = "derivation"; system = "aarch64-linux"; outPath = "/nix/store/00000000000000000000000000000000-hail"; }"#;
+    let out = eval_json(tmp.path(), &call(derivation));
+    assert_eq!(text(&out.stdout).trim(), "\"aarch64-linux\"");
+    let out = output({
+        let mut c = nix(tmp.path(), "nix-instantiate");
+        c.args(["--eval", "--strict", "-E"])
+            .arg(call("\"/nix/store/00000000000000000000000000000000-hail\""));
+        c
+    });
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("pass `system`"),
+        "{}",
+        text(&out.stderr)
+    );
 }

@@ -1288,3 +1288,20 @@ fn the_readmes_configurations_evaluate() {
         );
     }
 }
+
+#[test]
+#[ignore = "needs NIXPKGS_LIB (nixpkgs' lib directory)"]
+fn the_managers_settings_are_the_modules_options() {
+    let result = eval_ok(&nixpkgs_lib(), "{ }");
+    let options: Vec<String> = serde_json::from_value(result["instanceOptions"].clone()).unwrap();
+    let settings = nix_eval(&[
+        "-E",
+        &format!(
+            "builtins.attrNames (removeAttrs (builtins.functionArgs (import {}/nix/instance.nix)) [ \"name\" ])",
+            root().display()
+        ),
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    let settings: Vec<String> = serde_json::from_value(settings).unwrap();
+    assert_eq!(settings, options);
+}

@@ -176,10 +176,8 @@ fn check_instance(name: &str, spec: InstanceFile) -> Result<Instance, String> {
         if RESERVED_VARS.contains(&key.as_str()) {
             return Err(format!("{key} cannot be set for a managed instance"));
         }
-        if value.chars().any(|c| c.is_control()) {
-            return Err(format!(
-                "{key}: the value contains a control character (newline?)"
-            ));
+        if value.contains('\0') {
+            return Err(format!("{key}: the value contains a NUL character"));
         }
     }
     let extra_args: &[String] = match &spec.exec_start {
@@ -191,8 +189,8 @@ fn check_instance(name: &str, spec: InstanceFile) -> Result<Instance, String> {
             if !(program.starts_with('/') && is_plain(program)) {
                 return Err(format!("execStart: {program:?} is not an absolute path"));
             }
-            if argv.iter().any(|a| a.chars().any(|c| c.is_control())) {
-                return Err("execStart: an argument contains a control character".to_string());
+            if argv.iter().any(|a| a.contains('\0')) {
+                return Err("execStart: an argument contains a NUL character".to_string());
             }
             args
         }
@@ -208,9 +206,15 @@ fn check_instance(name: &str, spec: InstanceFile) -> Result<Instance, String> {
         {
             return Err(format!("credential name {id:?} is not valid"));
         }
-        if !(path.starts_with('/') && is_plain(path)) {
+        // systemd takes the rest of the line as the path (`%` doubled below) and ignores one
+        // that is not normalized.
+        let normalized = path.strip_prefix('/').is_some_and(|rest| {
+            rest.split('/')
+                .all(|c| !c.is_empty() && c != "." && c != "..")
+        });
+        if !normalized || path.chars().any(|c| c.is_control()) {
             return Err(format!(
-                "credential {id}: {path:?} must be an absolute path without spaces, quotes or '%'"
+                "credential {id}: {path:?} must be a normalized absolute path on one line"
             ));
         }
         if path.starts_with("/nix/store/") {
@@ -272,14 +276,25 @@ fn render_settings(spec: &InstanceFile) -> String {
     out
 }
 
-/// A double-quoted unit-file word: backslash and quote escaped, `%` doubled so it is not read
-/// as a specifier.
+/// A double-quoted unit-file word: backslash and quote escaped, control characters as C escapes
+/// (systemd unquotes them: a multi-line NIX_CONFIG stays one line of the file), `%` doubled so it
+/// is not read as a specifier.
 fn quoted(s: &str) -> String {
-    let escaped = s
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('%', "%%");
-    format!("\"{escaped}\"")
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '%' => out.push_str("%%"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// One `ExecStart=` word: quoted, and `$` doubled so it is not expanded as a variable.
@@ -477,10 +492,33 @@ mod tests {
             instance_error(&one(r#""HAIL_JOB_URI": "http://h/j", "A B": "x""#))
                 .contains("not valid")
         );
+    }
+
+    #[test]
+    fn what_the_module_accepts_is_written_escaped() {
+        // A multi-line NIX_CONFIG, as the NixOS module writes it: one line of the unit.
+        let ok = set(&one(
+            r#""HAIL_JOB_URI": "http://h/j", "NIX_CONFIG": "a = 1\nb\t= \"2\" 100%\u0001""#,
+        ))
+        .unwrap();
+        let dropin = &ok.instances["a"].dropin;
         assert!(
-            instance_error(&one(r#""HAIL_JOB_URI": "http://h/j", "A": "x\ny""#))
-                .contains("control")
+            dropin.contains(r#"Environment="NIX_CONFIG=a = 1\nb\t= \"2\" 100%%\u0001""#),
+            "{dropin}"
         );
+        // A credential path with a space, a quote and a percent sign.
+        let ok = set(
+            r#"{"version": 1, "instances": {"a": {"environment": {"HAIL_JOB_URI": "http://h/j"},
+                "credentials": {"netrc": "/etc/hail/my \"net\" 100%.netrc"}}}}"#,
+        )
+        .unwrap();
+        let dropin = &ok.instances["a"].dropin;
+        assert!(
+            dropin.contains("\nLoadCredential=netrc:/etc/hail/my \"net\" 100%%.netrc\n"),
+            "{dropin}"
+        );
+        let e = instance_error(&one(r#""HAIL_JOB_URI": "http://h/j", "A": "x\u0000y""#));
+        assert!(e.contains("NUL"), "{e}");
     }
 
     #[test]
@@ -495,6 +533,21 @@ mod tests {
                 "credentials": {"netrc": "etc/netrc"}}}}"#,
         );
         assert!(e.contains("absolute"), "{e}");
+        // systemd would ignore these.
+        for path in [
+            "/etc/./netrc",
+            "/etc/../netrc",
+            "/etc//netrc",
+            "/etc/netrc/",
+            "/etc/a\nb",
+        ] {
+            let e = instance_error(&format!(
+                r#"{{"version": 1, "instances": {{"a": {{"environment": {{"HAIL_JOB_URI": "http://h/j"}},
+                    "credentials": {{"netrc": {}}}}}}}}}"#,
+                serde_json::to_string(path).unwrap()
+            ));
+            assert!(e.contains("normalized absolute path"), "{path}: {e}");
+        }
     }
 
     #[test]

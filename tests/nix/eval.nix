@@ -162,4 +162,8 @@ else
   inherit failedAssertions;
   inherit (cfg) warnings;
   instancePackages = lib.mapAttrs (_: inst: inst.package.name) cfg.services.hail;
+  # The options of services.hail.<name>.
+  instanceOptions = lib.filter (n: n != "_module") (
+    lib.attrNames (evaluated.options.services.hail.type.getSubOptions [ ])
+  );
 }
