@@ -254,7 +254,11 @@ in
   # The profile's full path, to compare instances' profiles.
   profile = profileResolved;
   problems = map (c: c.message) (builtins.filter (c: !c.ok) checks);
-  environment = environment // setVars;
+  # hail runs as root: Nix's local store, whatever this Nix's default (Lix 2.94 and later would go
+  # through the daemon's socket when it exists, where `--option narinfo-cache-negative-ttl 0`
+  # only applies to a trusted user and a stale socket fails every deployment). The environment
+  # can say otherwise.
+  environment = { NIX_REMOTE = "local"; } // environment // setVars;
   credentials = if netrcPath == null then { } else { netrc = netrcPath; };
   execStart = if package == null then null else [ "${package}/bin/hail" ] ++ extraArgs;
   # READY=1 comes after the start-up activation, which hail bounds by the activation timeout.

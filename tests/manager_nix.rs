@@ -142,6 +142,7 @@ fn builds_a_manager_profile_without_nixpkgs() {
             "HAIL_POLL_PERIOD": "10",
             "HAIL_ACTIVATION_TIMEOUT": "2m",
             "RUST_LOG": "debug",
+            "NIX_REMOTE": "local",
             "PATH": "/nix/var/nix/profiles/default/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         })
     );
@@ -324,6 +325,7 @@ fn instance_settings_map_to_unit_settings() {
                 "HAIL_POLL_PERIOD": "5",
                 "HAIL_ACTIVATION_TIMEOUT": "90s",
                 "NIX_CONFIG": "x = 1",
+                "NIX_REMOTE": "local",
             },
             "credentials": {"netrc": "/etc/hail/netrc"},
             "execStart": ["/nix/store/00000000000000000000000000000000-hail/bin/hail", "--http-timeout", "1m"],

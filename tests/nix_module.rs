@@ -178,6 +178,7 @@ Wants=network-online.target
 Environment="HAIL_JOB_URI=https://hydra.example.org/job/p/j/web"
 Environment="HAIL_PROFILE=/nix/var/nix/profiles/hail/web"
 Environment="HAIL_UNIT_CONFIG=DIGEST"
+Environment="NIX_REMOTE=local"
 Environment="PATH={PATH}"
 X-ReloadIfChanged=true
 X-StopIfChanged=false
@@ -420,6 +421,7 @@ fn two_instances_with_overrides() {
           services.hail.worker = {
             jobUri = "http://hydra.internal:3000/job/p/j/worker";
             pollPeriod = 10;
+            environment.NIX_REMOTE = "daemon";
           };
         }"#,
     );
@@ -441,6 +443,7 @@ fn two_instances_with_overrides() {
             "HAIL_HTTP_TIMEOUT": "250ms",
             "NIX_CONFIG": "narinfo-cache-positive-ttl = 0",
             "RUST_LOG": "debug",
+            "NIX_REMOTE": "local",
         })
     );
     let text = unit_text(&result, "hail@web.service");
@@ -469,6 +472,7 @@ fn two_instances_with_overrides() {
             "HAIL_JOB_URI": "http://hydra.internal:3000/job/p/j/worker",
             "HAIL_PROFILE": "/nix/var/nix/profiles/hail/worker",
             "HAIL_POLL_PERIOD": "10",
+            "NIX_REMOTE": "daemon",
         })
     );
     assert!(
@@ -1190,8 +1194,8 @@ fn the_digest_covers_what_nixos_writes_into_the_unit() {
         format!(r#"systemd.services."hail@web".path = [ {package} ];"#),
         format!(r#"systemd.package = {package};"#),
         r#"systemd.globalEnvironment.TZ = "UTC";"#.to_string(),
-        r#"systemd.services."hail@web".environment.NIX_REMOTE = "local";"#.to_string(),
-        r#"services.hail.web.environment.NIX_REMOTE = "local";"#.to_string(),
+        r#"systemd.services."hail@web".environment.RUST_LOG = "debug";"#.to_string(),
+        r#"services.hail.web.environment.RUST_LOG = "debug";"#.to_string(),
         r#"systemd.services."hail@web".serviceConfig.WatchdogSec = "5min";"#.to_string(),
         r#"systemd.services."hail@web".after = [ "vpn.service" ];"#.to_string(),
         r#"services.hail.web.netrcFile = "/etc/hail/netrc";"#.to_string(),
