@@ -1,7 +1,8 @@
 # NixOS VM test of `--system`: `services.hail.os` (system = true) on `agent` deploys a whole NixOS
-# system that a Hydra-compatible server on `server` names (the agent's own specialisation `next`,
-# served signed by nix-serve): switched to with its switch-to-configuration in a transient unit,
-# no reboot needed (same kernel), then a build that is not a system is refused with the system
+# system that a Hydra-compatible server on `server` names (the agent's own configuration extended
+# with one change, built into the server's store only and served signed by nix-serve, so the
+# agent really fetches it): switched to with its switch-to-configuration in a transient unit, no
+# reboot needed (same kernel), then a build that is not a system is refused with the system
 # profile untouched.
 #   nix build .#checks.x86_64-linux.vm-system   (needs KVM)
 { lib, pkgs, ... }:
@@ -14,7 +15,8 @@ let
   cachePublicKey = "hail-vm-test-1:baK2syHYqX6DlATG8Hsqr2xWduCFu6IWztjdfok3JYo=";
   credentials = "hail:vm-test-password";
 
-  nextOf = nodes: nodes.agent.specialisation.next.configuration.system.build.toplevel;
+  # Not in the agent's closure (a specialisation would be): only the server has it.
+  nextOf = nodes: nodes.agent.hailTest.next;
 in
 {
   name = "hail-system";
@@ -52,21 +54,30 @@ in
       networking.firewall.allowedTCPPorts = [ 3000 ];
     };
 
-  nodes.agent = {
-    nix.settings = {
-      substituters = lib.mkForce [ "http://server:5000" ];
-      trusted-public-keys = lib.mkForce [ cachePublicKey ];
+  nodes.agent =
+    { extendModules, ... }:
+    {
+      options.hailTest.next = lib.mkOption {
+        description = "The system Hydra names: this one with another /etc/hail-release.";
+        type = lib.types.package;
+      };
+      config.hailTest.next =
+        (extendModules {
+          modules = [ { environment.etc."hail-release".text = lib.mkForce "next"; } ];
+        }).config.system.build.toplevel;
+      config.nix.settings = {
+        substituters = lib.mkForce [ "http://server:5000" ];
+        trusted-public-keys = lib.mkForce [ cachePublicKey ];
+      };
+      config.environment.etc."hail-release".text = "booted";
+      config.systemd.services."hail@os".unitConfig.ConditionPathExists = "/etc/hail/netrc";
+      config.services.hail.os = {
+        jobUri = "http://server:3000/job/demo/main/os";
+        netrcFile = "/etc/hail/netrc";
+        pollPeriod = "10s";
+        system = true;
+      };
     };
-    environment.etc."hail-release".text = "booted";
-    specialisation.next.configuration.environment.etc."hail-release".text = lib.mkForce "next";
-    systemd.services."hail@os".unitConfig.ConditionPathExists = "/etc/hail/netrc";
-    services.hail.os = {
-      jobUri = "http://server:3000/job/demo/main/os";
-      netrcFile = "/etc/hail/netrc";
-      pollPeriod = "10s";
-      system = true;
-    };
-  };
 
   testScript =
     { nodes, ... }:
@@ -85,7 +96,8 @@ in
       agent.succeed("systemctl start hail@os.service")
       agent.wait_for_unit("hail@os.service")
 
-      with subtest("hail switches the host to the system Hydra names"):
+      with subtest("hail fetches the system Hydra names and switches the host to it"):
+          agent.fail(f"nix-store --check-validity {next}")
           agent.succeed("systemctl reload hail@os")
           agent.wait_until_succeeds(f"test \"$(readlink -f /run/current-system)\" = {next}", timeout=300)
           agent.wait_until_succeeds(f"test \"$(readlink -f /nix/var/nix/profiles/system)\" = {next}")
