@@ -77,12 +77,20 @@ fn manager_deploys_adds_changes_and_removes_instances() {
     let manager_pid = rig.show("manager", "MainPID");
     let b_pid = rig.show("b", "MainPID");
 
-    // The second set: c added, b changed, a removed (and sys no longer named).
+    // The second set: c added, b changed, a removed (and sys no longer named). b's new settings
+    // are ones the NixOS module accepts and the manager once refused: a boolean, a multi-line
+    // environment value, a netrc path with a space and a `%`.
     rig.release_instance("c", "1");
+    c.write_file_mode(
+        "/etc/hail/b 100%.netrc",
+        "machine 127.0.0.1 login u2 password p2\n",
+        0o600,
+    );
     let set2 = rig.set(&[
         (
             "b",
-            json!({"netrcFile": "/etc/hail/b.netrc", "pollPeriod": "2h"}),
+            json!({"netrcFile": "/etc/hail/b 100%.netrc", "pollPeriod": "2h", "allowDowngrade": true,
+                   "environment": {"NIX_CONFIG": "connect-timeout = 5\nstalled-download-timeout = 30"}}),
         ),
         ("c", json!({})),
     ]);
@@ -104,7 +112,19 @@ fn manager_deploys_adds_changes_and_removes_instances() {
     assert!(links.iter().any(|l| l == "b"), "{links:?}");
     // b: restarted with its new settings.
     assert_ne!(rig.show("b", "MainPID"), b_pid);
-    assert!(rig.show("b", "Environment").contains("HAIL_POLL_PERIOD=2h"));
+    let environment = rig.show("b", "Environment");
+    for setting in [
+        "HAIL_POLL_PERIOD=2h",
+        "HAIL_ALLOW_DOWNGRADE=true",
+        "connect-timeout = 5",
+    ] {
+        assert!(environment.contains(setting), "{setting}: {environment}");
+    }
+    assert_eq!(rig.show("b", "ActiveState"), "active");
+    assert_eq!(
+        c.exec(&["cat", "/run/credentials/hail@b.service/netrc"]),
+        "machine 127.0.0.1 login u2 password p2\n"
+    );
     // Unchanged: left alone.
     assert_eq!(rig.show("manager", "MainPID"), manager_pid);
     // Never the system's.
