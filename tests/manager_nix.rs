@@ -155,14 +155,7 @@ fn builds_a_manager_profile_without_nixpkgs() {
     );
 
     // This hail accepts the set and shows what it would write.
-    let check = output({
-        let mut c = Command::new(HAIL);
-        c.args(["apply-instances", "--check"])
-            .arg(out.join("instances.json"));
-        c
-    });
-    assert!(check.status.success(), "{}", text(&check.stderr));
-    let dropins = text(&check.stdout);
+    let dropins = apply_check(&out);
     for expected in [
         "# hail@web.service.d/hail-manager.conf",
         "LoadCredential=netrc:/etc/hail/web.netrc",
@@ -180,6 +173,18 @@ fn builds_a_manager_profile_without_nixpkgs() {
         dropins.contains(&format!("ExecStart=\"{hail}\" \"--http-timeout\" \"30s\"")),
         "{dropins}"
     );
+}
+
+/// What this hail's `apply-instances --check` prints for the profile's set (it must accept it).
+fn apply_check(profile: &Path) -> String {
+    let check = output({
+        let mut c = Command::new(HAIL);
+        c.args(["apply-instances", "--check"])
+            .arg(profile.join("instances.json"));
+        c
+    });
+    assert!(check.status.success(), "{}", text(&check.stderr));
+    text(&check.stdout)
 }
 
 /// `nix-instantiate --eval --strict --json -E expr`, which must succeed.
@@ -379,14 +384,7 @@ fn a_set_with_every_setting_applies() {
     let Some(tmp) = tmp() else { return };
     let out =
         build(tmp.path(), &every_setting()).unwrap_or_else(|e| panic!("nix-build failed:\n{e}"));
-    let check = output({
-        let mut c = Command::new(HAIL);
-        c.args(["apply-instances", "--check"])
-            .arg(out.join("instances.json"));
-        c
-    });
-    assert!(check.status.success(), "{}", text(&check.stderr));
-    let dropins = text(&check.stdout);
+    let dropins = apply_check(&out);
     for expected in [
         "Environment=\"HAIL_SYSTEM=true\"",
         "Environment=\"HAIL_ALLOW_DOWNGRADE=true\"",
