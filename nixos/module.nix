@@ -154,17 +154,18 @@ let
       execStart = lib.concatMapStringsSep " " escapeExecArg unit.execStart;
       credentials = lib.mapAttrsToList (id: file: "${id}:${escapePercent file}") unit.credentials;
       environment = lib.mapAttrs (_: escapePercent) unit.environment;
-      # A digest of what NixOS writes into the unit, read from the final configuration: every
-      # `Environment=` line (PATH from the service's `path`, NixOS's default path included, and
-      # systemd.globalEnvironment), `[Unit]` and `[Service]`, whoever set them. hail compares the
-      # one it runs with to the unit's current one when the switch reloads it, and restarts
-      # itself when they differ (services.hail.<name>.restartIfChanged).
+      # A digest of what NixOS writes into the unit's [Service] section, read from the final
+      # configuration: every `Environment=` line (PATH from the service's `path`, NixOS's default
+      # path included, and systemd.globalEnvironment) and every other setting, whoever set them.
+      # hail compares the one it runs with to the unit's current one when the switch reloads it,
+      # and restarts itself when they differ (services.hail.<name>.restartIfChanged). [Unit]
+      # settings (ordering, start limits) apply without a restart.
       final = config.systemd.services."hail@${name}";
       digest = builtins.substring 0 16 (
         builtins.hashString "sha256" (
           builtins.toJSON {
             environment = config.systemd.globalEnvironment // removeAttrs final.environment [ "HAIL_UNIT_CONFIG" ];
-            inherit (final) unitConfig serviceConfig;
+            inherit (final) serviceConfig;
           }
         )
       );

@@ -1197,7 +1197,6 @@ fn the_digest_covers_what_nixos_writes_into_the_unit() {
         r#"systemd.services."hail@web".environment.RUST_LOG = "debug";"#.to_string(),
         r#"services.hail.web.environment.RUST_LOG = "debug";"#.to_string(),
         r#"systemd.services."hail@web".serviceConfig.WatchdogSec = "5min";"#.to_string(),
-        r#"systemd.services."hail@web".after = [ "vpn.service" ];"#.to_string(),
         r#"services.hail.web.netrcFile = "/etc/hail/netrc";"#.to_string(),
         r#"services.hail.web.extraArgs = [ "--http-timeout" "2m" ];"#.to_string(),
     ] {
@@ -1207,6 +1206,13 @@ fn the_digest_covers_what_nixos_writes_into_the_unit() {
         if change.contains("\"hail@web\"") || change.contains("services.hail.web.") {
             assert_eq!(unchanged, other, "{change}");
         }
+    }
+    // [Unit] settings apply at the switch's daemon-reload: no restart for them.
+    for change in [
+        r#"systemd.services."hail@web".after = [ "vpn.service" ];"#,
+        r#"systemd.services."hail@web".description = "deploys web";"#,
+    ] {
+        assert_eq!(with(change).0, web, "{change}");
     }
 }
 
