@@ -1315,3 +1315,37 @@ fn the_managers_settings_are_the_modules_options() {
     let settings: Vec<String> = serde_json::from_value(settings).unwrap();
     assert_eq!(settings, options);
 }
+
+#[test]
+#[ignore = "needs NIXPKGS_LIB (nixpkgs' lib directory)"]
+fn the_readme_shows_the_unit_nixos_writes() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let section = &readme[readme.find("### configuration.nix").unwrap()..];
+    let block = |fence: &str| {
+        let start = section.find(fence).unwrap() + fence.len();
+        section[start..][..section[start..].find("```").unwrap()].to_string()
+    };
+    let result = eval_ok(&nixpkgs_lib(), &block("```nix\n"));
+    let written = result["units"]["hail@web.service"]["text"]
+        .as_str()
+        .unwrap()
+        .replace(HAIL, "/nix/store/…-hail")
+        .replace(
+            "/nix/store/00000000000000000000000000000000-",
+            "/nix/store/…-",
+        );
+    let written: String = written
+        .lines()
+        .map(
+            |l| match l.strip_prefix("Environment=\"HAIL_UNIT_CONFIG=") {
+                Some(_) => "Environment=\"HAIL_UNIT_CONFIG=…\"\n".to_string(),
+                None => format!("{l}\n"),
+            },
+        )
+        .collect();
+    assert_eq!(
+        block("```ini\n"),
+        written.trim_end().to_string() + "\n",
+        "the README's unit is not the module's; put this in its place:\n{written}"
+    );
+}
