@@ -95,7 +95,11 @@ pub fn decide(
     {
         return Decision::Hold(Hold::Downgrade { deployed });
     }
-    let finished = latest.finished_at.unwrap_or(s.first_seen);
+    // Hydra's `stoptime` by Hydra's clock, which may run ahead of this host's: a build finished
+    // no later than hail first saw it finished, so a clock ahead never holds a build back.
+    let finished = latest
+        .finished_at
+        .map_or(s.first_seen, |f| f.min(s.first_seen));
     let old_enough = add(finished, policy.min_build_age);
     if s.now < old_enough {
         return Decision::Hold(Hold::TooYoung { until: old_enough });
@@ -371,6 +375,42 @@ mod tests {
         assert_eq!(
             super::decide(&s, &policy, never, &unknown),
             Decision::Hold(Hold::TooYoung { until: t(3700) })
+        );
+    }
+
+    #[test]
+    fn hydras_clock_ahead_never_holds_a_build_back() {
+        let never = |_: &StorePath| false;
+        let ahead = |seconds| Build {
+            finished_at: Some(t(seconds)),
+            ..build('b')
+        };
+        // No minimum age: deployed at once, however far Hydra's clock runs ahead.
+        for seconds in [1, 3600, 86400 * 365] {
+            assert_eq!(
+                super::decide(&at(None), &Policy::default(), never, &ahead(seconds)),
+                Decision::Deploy,
+                "{seconds}"
+            );
+        }
+        // A minimum age counts from when hail first saw the build, not from Hydra's future.
+        let hour = Policy {
+            min_build_age: Duration::from_secs(3600),
+            ..Policy::default()
+        };
+        assert_eq!(
+            super::decide(&at(None), &hour, never, &ahead(3600)),
+            Decision::Hold(Hold::TooYoung { until: t(3600) })
+        );
+        // Behind: Hydra's stoptime counts.
+        let s = Situation {
+            now: t(100),
+            first_seen: t(100),
+            ..at(None)
+        };
+        assert_eq!(
+            super::decide(&s, &hour, never, &ahead(-7200)),
+            Decision::Deploy
         );
     }
 

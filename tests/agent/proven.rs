@@ -252,3 +252,25 @@ fn a_young_build_waits_and_is_deployed_at_its_slot_without_a_poll_period() {
     );
     running.terminate(Duration::from_secs(30));
 }
+
+#[test]
+fn hydras_clock_ahead_holds_no_build_back() {
+    let Some(f) = Fixture::new() else { return };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // Hydra's clock an hour ahead of this host's: its build "finished" an hour from now.
+    let (v1, b1) = f.release("1");
+    f.hydra.set_stoptime(b1, now + 3600);
+    let r = f.hail.oneshot(&[], RUN);
+    assert_eq!(r.code(), Some(0), "{}", r.output);
+    assert_eq!(f.profile_target().as_deref(), Some(v1.out_path.as_str()));
+    // A minimum age counts from when hail first saw the build, not from Hydra's future: a build
+    // that finished two hours ago by Hydra's clock is old enough.
+    let (v2, b2) = f.release("2");
+    f.hydra.set_stoptime(b2, now - 7200);
+    let r = f.hail.oneshot(&["--min-build-age", "1h"], RUN);
+    assert_eq!(r.code(), Some(0), "{}", r.output);
+    assert_eq!(f.profile_target().as_deref(), Some(v2.out_path.as_str()));
+}
