@@ -175,6 +175,14 @@ impl State {
                 self.see(profile, now);
                 self.decide(now, latest)
             }
+            Event::NotRecorded { build, error } => {
+                // Nothing was switched: no deployment is under way.
+                self.record.deploying = None;
+                self.finish(Round::NotRecorded {
+                    id: build.id,
+                    error,
+                })
+            }
             Event::Deployed {
                 build,
                 profile,

@@ -27,12 +27,23 @@ pub enum StateError {
     Unreadable { path: PathBuf, reason: String },
     #[error("cannot lock {path}: {source}")]
     Lock { path: PathBuf, source: io::Error },
+    /// Another hail holds the directory.
+    #[error("cannot lock {path}: another hail uses this state directory")]
+    Held { path: PathBuf },
 }
 
 /// One instance's state directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateDir {
     dir: PathBuf,
+}
+
+/// How [`StateDir::save`] went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Saved {
+    Written,
+    /// The directory was gone: it was made again, then written.
+    DirectoryMadeAgain,
 }
 
 /// Held by the running agent: `agent.pid` with its pid, locked.
@@ -127,11 +138,22 @@ impl StateDir {
         }
     }
 
-    /// Writes `record` atomically: a temporary file, fsync, rename, fsync of the directory.
-    pub fn save(&self, record: &Record) -> Result<(), StateError> {
+    /// Writes `record` atomically: a temporary file, fsync, rename, fsync of the directory. A
+    /// directory that is gone (removed while the agent ran) is made again.
+    pub fn save(&self, record: &Record) -> Result<Saved, StateError> {
         let mut text = serde_json::to_vec_pretty(record).expect("a record serialises");
         text.push(b'\n');
-        write_atomically(&self.state_file(), &text, Durable::Yes)
+        match write_atomically(&self.state_file(), &text, Durable::Yes) {
+            Ok(()) => Ok(Saved::Written),
+            Err(StateError::Write { source, .. })
+                if source.kind() == io::ErrorKind::NotFound && !self.dir.exists() =>
+            {
+                self.create()?;
+                write_atomically(&self.state_file(), &text, Durable::Yes)?;
+                Ok(Saved::DirectoryMadeAgain)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Marks this directory as the running agent's: writes and locks `agent.pid`.
@@ -141,24 +163,30 @@ impl StateDir {
             path: path.clone(),
             source,
         };
-        let mut file = File::options()
+        // A file that cannot be made or written (a read-only or full state directory) is not
+        // another hail's.
+        let write_err = |source| StateError::Write {
+            path: path.clone(),
+            source,
+        };
+        let file = File::options()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)
-            .map_err(lock_err)?;
+            .map_err(write_err)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
-                return Err(lock_err(io::Error::other(
-                    "another hail uses this state directory",
-                )));
+                return Err(StateError::Held { path: path.clone() });
             }
             Err(fs::TryLockError::Error(e)) => return Err(lock_err(e)),
         }
-        file.set_len(0)
-            .and_then(|()| writeln!(file, "{}", std::process::id()))
-            .map_err(lock_err)?;
+        // Written over the old pid, then cut to length: no new block is needed on a full disk.
+        let pid = format!("{}\n", std::process::id());
+        std::os::unix::fs::FileExt::write_all_at(&file, pid.as_bytes(), 0)
+            .and_then(|()| file.set_len(pid.len() as u64))
+            .map_err(write_err)?;
         Ok(AgentMark { _file: file })
     }
 

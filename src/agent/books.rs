@@ -11,7 +11,7 @@ use super::report;
 use super::signals::Signals;
 use crate::metrics;
 use crate::state::{Event, Next, State};
-use crate::state_file::{AgentMark, StateDir};
+use crate::state_file::{AgentMark, Saved, StateDir, StateError};
 
 /// What the agent knows and where it keeps it: the state, its file and the metrics file.
 pub(super) struct Books {
@@ -58,19 +58,46 @@ impl Books {
         }
     }
 
-    /// Logs what the state noticed, saves it, and writes the metrics.
+    /// Logs what the state noticed, saves it, and writes the metrics. A state that cannot be
+    /// saved is said in the journal and saved again at the next change.
     pub(super) fn settle(&mut self) {
+        let _ = self.save();
+    }
+
+    /// As [`Books::settle`], before a switch: `Err` when the state, which says that a
+    /// deployment is under way, could not be saved. Nothing is switched then.
+    pub(super) fn settle_before_switch(&mut self) -> Result<(), StateError> {
+        self.save()
+    }
+
+    /// Logs what the state noticed, saves it, and writes the metrics. A state directory removed
+    /// while hail runs is made again (with `agent.pid`, so that control commands still find
+    /// this agent). `Err` when the state could not be saved (said in the journal too).
+    fn save(&mut self) -> Result<(), StateError> {
         for notice in self.state.take_notices() {
             report::notice(&notice);
         }
         let record = self.state.record();
-        if let Err(e) = self.dir.save(record) {
-            report::not_saved("state", &e);
-        }
+        let saved = match self.dir.save(record) {
+            Ok(Saved::Written) => Ok(()),
+            Ok(Saved::DirectoryMadeAgain) => {
+                report::state_dir_remade(self.dir.path());
+                match self.dir.mark_agent() {
+                    Ok(mark) => self._mark = mark,
+                    Err(e) => report::not_saved("agent.pid", &e),
+                }
+                Ok(())
+            }
+            Err(e) => {
+                report::not_saved("state", &e);
+                Err(e)
+            }
+        };
         if let Some(path) = &self.metrics_file
             && let Err(e) = metrics::write(path, record)
         {
             report::not_saved("metrics", &e);
         }
+        saved
     }
 }

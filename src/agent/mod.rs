@@ -22,7 +22,7 @@ use tracing::{info, warn};
 
 pub use report::{
     MSG_ACTIVATION_FAILED, MSG_DEPLOY_FAILED, MSG_DEPLOYED, MSG_HEALTH_CHECK_FAILED,
-    MSG_MANUAL_CHANGE, MSG_POLL_FAILED, MSG_REBOOT_NEEDED, MSG_STATE_RESET,
+    MSG_MANUAL_CHANGE, MSG_NOT_RECORDED, MSG_POLL_FAILED, MSG_REBOOT_NEEDED, MSG_STATE_RESET,
 };
 
 use crate::cli::Config;
@@ -65,7 +65,7 @@ impl AgentError {
             AgentError::Signals(_) | AgentError::Runtime(_) | AgentError::Stopping => 1,
             AgentError::Netrc(_) | AgentError::HttpClient(_) => 3,
             AgentError::Profile(ProfileError::Locked { .. }) => 4,
-            AgentError::State(StateError::Lock { .. }) => 4,
+            AgentError::State(StateError::Held { .. }) => 4,
             AgentError::Profile(ProfileError::CreateDir { .. } | ProfileError::LockFile { .. }) => {
                 3
             }
@@ -209,8 +209,19 @@ impl Agent {
         };
         match self.books.state.apply(Timestamp::now(), event) {
             Next::Deploy(build) => {
-                // Saved before a deployment: it says one is under way.
-                self.books.settle();
+                // Nothing is switched that is not recorded first: the saved state says a
+                // deployment is under way, so that a hail killed during it knows what it did.
+                if let Err(e) = self.books.settle_before_switch() {
+                    let event = Event::NotRecorded {
+                        build: build.clone(),
+                        error: e.to_string(),
+                    };
+                    self.books.state.apply(Timestamp::now(), event);
+                    if let Some(round) = self.books.state.last_round() {
+                        report::not_recorded(&build, round);
+                    }
+                    return Ok(());
+                }
                 self.deploy(build).await?;
             }
             Next::PollNow | Next::Wait => match self.books.state.last_round() {

@@ -17,6 +17,7 @@ pub const MSG_HEALTH_CHECK_FAILED: &str = "4c2d7e91a0b34f58a6e3d9c1b7f05e28";
 pub const MSG_MANUAL_CHANGE: &str = "9a41f4d3b2c84e0f8d6e1c7b5a3f2e90";
 pub const MSG_STATE_RESET: &str = "e3c0a8b5d7f14a2c9b6e4d1f0a8c7b35";
 pub const MSG_REBOOT_NEEDED: &str = "7d3b9e21c4a84f6b8e05d2a19f6c4b73";
+pub const MSG_NOT_RECORDED: &str = "b6f0d2e84c1a4f3d9e7b5a2c8d0e6f14";
 
 pub fn poll_failed(message: &str) {
     error!(
@@ -207,4 +208,24 @@ pub fn state_reset(problem: &str) {
 /// hail keeps deploying when its state cannot be written; it says so each time.
 pub fn not_saved(what: &str, e: &dyn std::error::Error) {
     warn!(hail.event = "state-not-saved", hail.error = %e, "{what} not written: {e}");
+}
+
+/// A deployment not started because the state saying it was about to be could not be written.
+pub fn not_recorded(build: &Build, round: &Round) {
+    error!(
+        hail.event = "not-recorded",
+        message_id = MSG_NOT_RECORDED,
+        hail.build_id = build.id,
+        hail.store_path = %build.path,
+        "{round}"
+    );
+}
+
+/// The state directory had gone (removed while hail ran) and was made again.
+pub fn state_dir_remade(dir: &std::path::Path) {
+    warn!(
+        hail.event = "state-not-saved",
+        "the state directory {} had been removed; made it again",
+        dir.display()
+    );
 }

@@ -27,6 +27,9 @@ pub enum Event {
     },
     /// `--gate evaluation`: no evaluation among the last ones passes, for these reasons.
     NoneEligible(Vec<String>),
+    /// The record saying that `build` is about to be deployed could not be written (the message
+    /// says why): nothing was switched.
+    NotRecorded { build: Build, error: String },
     /// A deployment of `build` ended, leaving the profile at `profile`.
     Deployed {
         build: Build,
@@ -129,6 +132,11 @@ pub enum Round {
         id: u64,
         failure: DeployFailure,
     },
+    /// Build `id` was not deployed: the record that it was about to be could not be written.
+    NotRecorded {
+        id: u64,
+        error: String,
+    },
     /// No evaluation passes the gate (why, for each one looked at).
     NoneEligible(Vec<String>),
 }
@@ -140,13 +148,17 @@ impl Round {
             Round::UpToDate | Round::Deployed => 0,
             Round::PollFailed(_) => 5,
             Round::DeployFailed { failure, .. } if failure.result == DeploymentResult::Failed => 6,
+            Round::NotRecorded { .. } => 6,
             Round::KnownBad { .. } | Round::DeployFailed { .. } => 7,
             Round::Held { .. } | Round::NoneEligible(_) => 8,
         }
     }
 
     pub(super) fn is_failure(&self) -> bool {
-        matches!(self, Round::PollFailed(_) | Round::DeployFailed { .. })
+        matches!(
+            self,
+            Round::PollFailed(_) | Round::DeployFailed { .. } | Round::NotRecorded { .. }
+        )
     }
 }
 
@@ -188,6 +200,11 @@ impl fmt::Display for Round {
             Round::DeployFailed { id, failure } => {
                 write!(f, "deploying build {id} failed: {}", failure.message)
             }
+            Round::NotRecorded { id, error } => write!(
+                f,
+                "build {id} not deployed: the state could not be written ({error}); nothing \
+                 was switched"
+            ),
         }
     }
 }

@@ -154,6 +154,20 @@ fn rounds_as_tables() {
             Some(5),
         ),
         (
+            "a deployment that could not be recorded is not under way, and backs off",
+            at('a', 3),
+            vec![
+                polled(at('a', 3), build(8, 'b')),
+                Event::NotRecorded {
+                    build: build(8, 'b'),
+                    error: "No space left on device".into(),
+                },
+            ],
+            Next::Wait,
+            "deployed aaaaaaaa…-p, generation 3; build 8 not deployed: the state could not be written (No space left on device); nothing was switched; retrying in 30s",
+            Some(6),
+        ),
+        (
             "a good poll ends the backoff",
             at('a', 3),
             vec![

@@ -4,6 +4,7 @@
 mod activation;
 mod deploy;
 mod env;
+mod faults;
 mod fixture;
 mod gate;
 mod hydra;

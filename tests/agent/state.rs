@@ -14,7 +14,7 @@ use hail_testkit::prometheus;
 
 impl Fixture {
     /// The default state directory: beside the profile.
-    fn state_dir(&self) -> PathBuf {
+    pub(crate) fn state_dir(&self) -> PathBuf {
         let mut s = self.hail.profile.clone().into_os_string();
         s.push(".hail-state");
         PathBuf::from(s)

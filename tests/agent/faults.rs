@@ -1,0 +1,141 @@
+//! Faults around hail: its state directory full, removed while it runs, or read-only. In each,
+//! nothing is switched that is not recorded first, a clear error is said, and nothing learnt is
+//! lost. Needs root (the file systems are mounted for the test).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::fixture::{Fixture, RUN, activated, wait_until};
+
+/// A file system mounted over a directory for a test; unmounted when dropped.
+struct Mounted(PathBuf);
+
+impl Mounted {
+    /// `mount ARGS… DIR`.
+    fn new(dir: &Path, args: &[&str]) -> Mounted {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = Command::new("mount").args(args).arg(dir).output().unwrap();
+        assert!(
+            out.status.success(),
+            "mount {args:?} {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Mounted(dir.to_owned())
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Fills the file system holding `dir` (a file of everything left).
+fn fill(dir: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(dir.join("fill")).unwrap();
+    let chunk = vec![0u8; 4096];
+    while f.write_all(&chunk).is_ok() {}
+}
+
+fn status(f: &Fixture) -> Value {
+    let dir = f.state_dir();
+    let r = f.hail.run_bare(
+        &["status", "--state-dir", dir.to_str().unwrap(), "--json"],
+        RUN,
+    );
+    assert_eq!(r.code(), Some(0), "{}", r.output);
+    serde_json::from_str(&r.output).unwrap_or_else(|e| panic!("{e}: {}", r.output))
+}
+
+fn fixture() -> Option<Fixture> {
+    if !hail_testkit::prereq::require(&["root", "mount", "umount"]) {
+        return None;
+    }
+    Fixture::new()
+}
+
+#[test]
+fn a_full_state_directory_switches_nothing_until_it_can_record_it() {
+    let Some(f) = fixture() else { return };
+    let dir = f.state_dir();
+    let _fs = Mounted::new(&dir, &["-t", "tmpfs", "-o", "size=1m", "tmpfs"]);
+    let v1 = f.deployed("1");
+    let once = f.activations();
+    fill(&dir);
+    let (_, b2) = f.release("2");
+    let r = f.hail.oneshot(&[], RUN);
+    // Nothing switched, and said why.
+    assert_eq!(r.code(), Some(6), "{}", r.output);
+    assert!(
+        r.output.contains(&format!(
+            "build {b2} not deployed: the state could not be written"
+        )) && r.output.contains("No space left on device")
+            && r.output.contains("nothing was switched"),
+        "{}",
+        r.output
+    );
+    assert_eq!(f.profile_target().as_deref(), Some(v1.out_path.as_str()));
+    assert_eq!(f.activations(), once);
+    // Room again: deployed, and nothing taken for an operator's change.
+    std::fs::remove_file(dir.join("fill")).unwrap();
+    let r = f.hail.oneshot(&[], RUN);
+    assert_eq!(r.code(), Some(0), "{}", r.output);
+    assert!(!r.output.contains("by hand"), "{}", r.output);
+    let s = status(&f);
+    assert_eq!(s["deployed"]["build_id"], b2, "{s}");
+    assert_eq!(s["known_bad"], serde_json::json!([]), "{s}");
+}
+
+#[test]
+fn a_state_directory_removed_while_hail_runs_is_made_again() {
+    let Some(f) = Fixture::new() else { return };
+    let (v1, _) = f.release("1");
+    let mut running = f.hail.spawn(&["--poll-period", "1h"]);
+    assert!(
+        wait_until(RUN, || f.activations() == [activated("1", &v1)]),
+        "{}",
+        running.output()
+    );
+    let dir = f.state_dir();
+    assert!(wait_until(RUN, || dir.join("state.json").exists()));
+    std::fs::remove_dir_all(&dir).unwrap();
+    let (v2, b2) = f.release("2");
+    running.signal(libc::SIGHUP);
+    assert!(
+        wait_until(RUN, || f.profile_target().as_deref()
+            == Some(v2.out_path.as_str())),
+        "{}",
+        running.output()
+    );
+    assert!(
+        running.wait_for_output("had been removed; made it again", RUN),
+        "{}",
+        running.output()
+    );
+    // What it learnt is written there, and control commands find it.
+    assert!(
+        wait_until(RUN, || status(&f)["deployed"]["build_id"] == b2),
+        "{}",
+        status(&f)
+    );
+    assert_eq!(status(&f)["running"], true, "{}", status(&f));
+    running.terminate(RUN);
+}
+
+#[test]
+fn a_read_only_state_directory_is_said_as_such() {
+    let Some(f) = fixture() else { return };
+    f.deployed("1");
+    let dir = f.state_dir();
+    let _bind = Mounted::new(&dir, &["--bind", dir.to_str().unwrap()]);
+    let _ro = Mounted::new(&dir, &["-o", "remount,bind,ro"]);
+    let r = f.hail.oneshot(&[], RUN);
+    // A configuration error (3), not "another hail holds this profile" (4).
+    assert_eq!(r.code(), Some(3), "{}", r.output);
+    assert!(r.output.contains("Read-only file system"), "{}", r.output);
+    assert!(!r.output.contains("another hail"), "{}", r.output);
+}
