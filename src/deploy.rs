@@ -273,6 +273,47 @@ async fn set(
     Ok(())
 }
 
+/// Finishes a deployment the last hail left half-way (killed during the activation or the
+/// health checks): the profile points at `build`, whose activation may not have completed. It
+/// is activated (again) and its health checked; a failure of either puts the generation before
+/// it back (or removes a first one), as a deployment would.
+pub async fn resume(
+    profile: &Profile,
+    build: &Build,
+    limits: &Limits<'_>,
+    watchdog: &Watchdog,
+    stop: &mut watch::Receiver<bool>,
+) -> Deployment {
+    let now = profile.state().unwrap_or_default();
+    let before = profile.before(now.generation);
+    let result = async {
+        let (path, id) = (&build.path, Some(build.id));
+        if let Err(source) = activate_path(profile, Some(path), id, limits, watchdog, stop).await {
+            let rollback = roll_back(profile, id, &before, limits, watchdog, stop).await;
+            return Err(DeployError::Activation {
+                path: path.clone(),
+                source,
+                rollback,
+            });
+        }
+        check_health(
+            profile,
+            build,
+            now.generation,
+            || before.clone(),
+            limits,
+            watchdog,
+            stop,
+        )
+        .await
+    }
+    .await;
+    Deployment {
+        profile: profile.state().unwrap_or(now),
+        result,
+    }
+}
+
 /// Checks the health of what the profile points at now: a build the last hail switched to but
 /// did not see through. A check that does not pass puts the generation before it back (or
 /// removes a first one), as a deployment would.

@@ -288,6 +288,17 @@ impl State {
             self.mark_bad(Some(build.id), build.path.as_str(), &f.reason, now);
         }
         let ours = profile.current.as_ref() == Some(&build.path);
+        if !ours
+            && self
+                .record
+                .deployed
+                .as_ref()
+                .is_some_and(|d| d.store_path == build.path.as_str())
+        {
+            // A deployment the last hail left half-way, rolled back by this one: hail's own
+            // doing, not an operator's.
+            self.record.deployed = None;
+        }
         if ours {
             // Deployed, or left at the failed build because switching back failed.
             self.record.deployed = Some(Deployed {

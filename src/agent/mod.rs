@@ -269,14 +269,21 @@ impl Agent {
         self.conclude(build, deployment, rollback_to)
     }
 
-    /// Checks a build the last hail switched to but did not see through (see
-    /// [`State::take_unchecked`]).
-    async fn recheck(&mut self, build: Build) -> Result<(), AgentError> {
+    /// Sees through a deployment the last hail switched to but did not finish (see
+    /// [`State::take_unchecked`]): a profile's is activated again and checked, a system's (whose
+    /// switch went on in its own unit) checked.
+    async fn resume(&mut self, build: Build) -> Result<(), AgentError> {
+        self.report(Activity::Deploying(&build));
         let limits = limits(&self.config);
         let rollback_to = self.profile.before(self.books.state.profile().generation);
         let mut stop = self.stop.clone();
-        let deployment = deploy::recheck(&self.profile, &build, &limits, &self.watchdog, &mut stop);
-        let deployment = self.books.with_requests(&self.signals, deployment).await;
+        let deployment = if self.config.system.is_some() {
+            let check = deploy::recheck(&self.profile, &build, &limits, &self.watchdog, &mut stop);
+            self.books.with_requests(&self.signals, check).await
+        } else {
+            let resume = deploy::resume(&self.profile, &build, &limits, &self.watchdog, &mut stop);
+            self.books.with_requests(&self.signals, resume).await
+        };
         self.conclude(build, deployment, rollback_to.generation)
     }
 

@@ -16,6 +16,7 @@ use crate::hydra::HydraClient;
 use crate::netrc::Netrc;
 use crate::profile::Profile;
 use crate::state::{Activity, Event, State};
+use crate::store_path::StorePath;
 use crate::systemd::{self, Watchdog};
 use crate::types::{Build, ProfileState};
 
@@ -112,13 +113,19 @@ impl Agent {
         let deployed = agent.books.state.profile().current.is_some();
         // A NixOS system was activated at boot (and a switch that restarted hail goes on).
         let system = agent.config.system.is_some();
-        if agent.config.poll_period.is_some() && deployed && !system {
-            agent.startup_activation().await;
-        }
-        if let Some(b) = agent.books.state.take_unchecked()
-            && let Ok(path) = crate::store_path::StorePath::parse(&b.store_path)
-        {
-            agent.recheck(Build::new(b.build_id, path)).await?;
+        let unfinished = agent.books.state.take_unchecked().and_then(|b| {
+            Some(Build::new(
+                b.build_id,
+                StorePath::parse(&b.store_path).ok()?,
+            ))
+        });
+        match unfinished {
+            // Its activation is the deployment's: a failure rolls it back, as it would have.
+            Some(build) => agent.resume(build).await?,
+            None if agent.config.poll_period.is_some() && deployed && !system => {
+                agent.startup_activation().await;
+            }
+            None => {}
         }
         systemd::ready(&agent.books.state.status_line(Activity::Starting));
         Ok(agent)

@@ -730,6 +730,49 @@ fn a_build_interrupted_during_its_checks_is_checked_at_start() {
 }
 
 #[test]
+fn a_resumed_deployment_that_fails_is_rolled_back_by_hail_not_by_hand() {
+    // Build 7 deployed; hail killed while build 8 activates; the next hail resumes it, its
+    // activation fails, and the profile goes back to generation 3.
+    let mut s = fresh(at('a', 3));
+    s.apply(minute(1), polled(at('a', 3), build(7, 'a')));
+    s.apply(minute(2), deployed(build(7, 'a'), at('a', 3)));
+    assert!(matches!(
+        s.apply(minute(3), polled(at('a', 3), build(8, 'b'))),
+        Next::Deploy(_)
+    ));
+    let mut s = State::new(
+        s.record().clone(),
+        Policy::default(),
+        JOB,
+        PROFILE,
+        at('b', 4),
+        minute(4),
+    );
+    assert_eq!(s.take_unchecked().map(|b| b.build_id), Some(8));
+    s.apply(minute(5), failed(build(8, 'b'), at('a', 3), true));
+    assert_eq!(s.take_notices(), []);
+    let bad: Vec<_> = s
+        .record()
+        .known_bad
+        .iter()
+        .map(|k| (k.build_id, k.reason.as_str()))
+        .collect();
+    assert_eq!(bad, [(Some(8), "activation failed: it broke")]);
+    let d = s.record().deployed.clone().unwrap();
+    assert_eq!(
+        (d.build_id, d.store_path.as_str(), d.generation),
+        (Some(7), path('a').as_str(), Some(3))
+    );
+    assert_eq!(s.last_round().map(Round::exit_code), Some(7));
+    // And the next poll of build 8 deploys nothing.
+    s.apply(minute(6), polled(at('a', 3), build(8, 'b')));
+    assert!(matches!(
+        s.last_round(),
+        Some(Round::KnownBad { id: 8, .. })
+    ));
+}
+
+#[test]
 fn the_gates_reasons_show_in_the_status() {
     let mut s = fresh(at('a', 3));
     let why = vec!["evaluation 105 has unfinished builds".to_owned()];

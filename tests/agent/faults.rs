@@ -139,3 +139,51 @@ fn a_read_only_state_directory_is_said_as_such() {
     assert!(r.output.contains("Read-only file system"), "{}", r.output);
     assert!(!r.output.contains("another hail"), "{}", r.output);
 }
+
+/// Kills `hail` and the activation it runs (whose process group leader wrote its pid to
+/// `pid_file`) with SIGKILL, as the kernel kills a unit's cgroup.
+fn kill_with_activation(hail: &mut hail_testkit::hail::Running, pid_file: &Path) {
+    let pid: i32 = std::fs::read_to_string(pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    hail.kill();
+    // SAFETY: kill has no memory-safety preconditions; the group is the test's activation's.
+    unsafe { libc::kill(-pid, libc::SIGKILL) };
+}
+
+#[test]
+fn an_activation_cut_short_by_a_kill_is_finished_and_rolled_back_at_the_next_start() {
+    let Some(f) = Fixture::new() else { return };
+    let (v1, b1) = f.release("1");
+    assert_eq!(f.hail.oneshot(&[], RUN).code(), Some(0));
+    // Build 2's activation fails; the first time it runs, it hangs until it is killed.
+    let started = f.tmp.path().join("activation-2.pid");
+    let spec = f.spec("2").exit_code(1).extra(&format!(
+        "if [ ! -e {0} ]; then echo $$ > {0}.tmp && mv {0}.tmp {0}; sleep 3600; fi",
+        started.display()
+    ));
+    let (v2, b2) = f.release_spec(&spec);
+    let mut running = f.hail.spawn(&["--poll-period", "1h"]);
+    assert!(wait_until(RUN, || started.exists()), "{}", running.output());
+    assert_eq!(f.profile_target().as_deref(), Some(v2.out_path.as_str()));
+    kill_with_activation(&mut running, &started);
+
+    // The next hail sees the deployment through: its activation fails, so it is rolled back,
+    // build 1 re-activated, and build 2 known-bad, not deployed (and not an operator's doing).
+    let r = f.hail.oneshot(&[], RUN);
+    assert_eq!(r.code(), Some(7), "{}", r.output);
+    assert!(!r.output.contains("by hand"), "{}", r.output);
+    assert_eq!(f.profile_target().as_deref(), Some(v1.out_path.as_str()));
+    assert_eq!(
+        f.activations().last().map(String::as_str),
+        Some(activated("1", &v1).as_str()),
+        "what runs is what the profile says"
+    );
+    let s = status(&f);
+    assert_eq!(s["deployed"]["build_id"], b1, "{s}");
+    assert_eq!(s["known_bad"][0]["build_id"], b2, "{s}");
+    let reason = s["known_bad"][0]["reason"].as_str().unwrap_or_default();
+    assert!(reason.starts_with("activation failed"), "{s}");
+}
