@@ -18,7 +18,7 @@ use crate::systemd::Watchdog;
 use crate::types::{Build, ProfileState};
 
 mod rollback;
-pub use rollback::Rollback;
+pub use rollback::{Rollback, Target};
 use rollback::{restore, roll_back};
 
 /// The bounds of a deployment's steps, and what its activation is.
@@ -78,18 +78,25 @@ pub struct Deployment {
     pub result: Result<(), DeployError>,
 }
 
-/// Deploys `build` to `profile`. Every step is logged with the build id, so
+/// Deploys `build` to `profile`; a failed activation or health check returns to `good`, the
+/// last build known to run well. Every step is logged with the build id, so
 /// `journalctl HAIL_BUILD_ID=…` shows the whole deployment.
 pub async fn deploy(
     profile: &Profile,
     build: &Build,
+    good: Option<ProfileState>,
     limits: &Limits<'_>,
     watchdog: &Watchdog,
     stop: &mut watch::Receiver<bool>,
 ) -> Deployment {
     // An unreadable profile (pointing outside the store) is replaced; there is nothing to return to.
     let before = profile.state().unwrap_or_default();
-    let result = realise_switch_activate(profile, &before, build, limits, watchdog, stop).await;
+    let to = Target {
+        good,
+        fresh: before.current.is_none(),
+    };
+    let result =
+        realise_switch_activate(profile, &before, &to, build, limits, watchdog, stop).await;
     let profile = match &result {
         Ok(after) => after.clone(),
         // Where the profile points after a failure and whatever was put back.
@@ -104,6 +111,7 @@ pub async fn deploy(
 async fn realise_switch_activate(
     profile: &Profile,
     before: &ProfileState,
+    to: &Target,
     build: &Build,
     limits: &Limits<'_>,
     watchdog: &Watchdog,
@@ -145,7 +153,7 @@ async fn realise_switch_activate(
             });
         }
         Err(source) => {
-            let rollback = roll_back(profile, id, before, limits, watchdog, stop).await;
+            let rollback = roll_back(profile, id, to, limits, watchdog, stop).await;
             return Err(DeployError::Activation {
                 path: path.clone(),
                 source,
@@ -153,27 +161,18 @@ async fn realise_switch_activate(
             });
         }
     }
-    check_health(
-        profile,
-        build,
-        after.generation,
-        || before.clone(),
-        limits,
-        watchdog,
-        stop,
-    )
-    .await?;
+    check_health(profile, build, after.generation, to, limits, watchdog, stop).await?;
     // What is deployed now (after `--switch-action test`, the system it activated).
     Ok(profile.state().unwrap_or(after))
 }
 
-/// Runs the health checks of `build` (at `generation`). A check that does not pass puts back
-/// what `before` returns; a stop cuts them short and leaves the generation unchecked.
+/// Runs the health checks of `build` (at `generation`). A check that does not pass returns to
+/// `to`; a stop cuts them short and leaves the generation unchecked.
 async fn check_health(
     profile: &Profile,
     build: &Build,
     generation: Option<u64>,
-    before: impl FnOnce() -> ProfileState,
+    to: &Target,
     limits: &Limits<'_>,
     watchdog: &Watchdog,
     stop: &mut watch::Receiver<bool>,
@@ -185,9 +184,7 @@ async fn check_health(
             source,
         }),
         Err(source) => {
-            let before = before();
-            let rollback =
-                roll_back(profile, Some(build.id), &before, limits, watchdog, stop).await;
+            let rollback = roll_back(profile, Some(build.id), to, limits, watchdog, stop).await;
             Err(DeployError::HealthCheck {
                 path: build.path.clone(),
                 source,
@@ -248,7 +245,7 @@ async fn set(
     if let None | Some(Err(_)) = switched {
         // Killed or failed just after it switched: nothing was activated, so put the profile back.
         if profile.state().ok().as_ref() != Some(before) {
-            let _ = restore(profile, before, watchdog).await;
+            let _ = restore(profile, &Target::was(before), limits.realise, watchdog).await;
         }
     }
     let path_missing = || !std::path::Path::new(path.as_str()).exists();
@@ -280,32 +277,27 @@ async fn set(
 pub async fn resume(
     profile: &Profile,
     build: &Build,
+    good: Option<ProfileState>,
     limits: &Limits<'_>,
     watchdog: &Watchdog,
     stop: &mut watch::Receiver<bool>,
 ) -> Deployment {
     let now = profile.state().unwrap_or_default();
-    let before = profile.before(now.generation);
+    let to = Target {
+        good,
+        fresh: !profile.has_other_generations(now.generation),
+    };
     let result = async {
         let (path, id) = (&build.path, Some(build.id));
         if let Err(source) = activate_path(profile, Some(path), id, limits, watchdog, stop).await {
-            let rollback = roll_back(profile, id, &before, limits, watchdog, stop).await;
+            let rollback = roll_back(profile, id, &to, limits, watchdog, stop).await;
             return Err(DeployError::Activation {
                 path: path.clone(),
                 source,
                 rollback,
             });
         }
-        check_health(
-            profile,
-            build,
-            now.generation,
-            || before.clone(),
-            limits,
-            watchdog,
-            stop,
-        )
-        .await
+        check_health(profile, build, now.generation, &to, limits, watchdog, stop).await
     }
     .await;
     Deployment {
@@ -314,28 +306,23 @@ pub async fn resume(
     }
 }
 
-/// Checks the health of what the profile points at now: a build the last hail switched to but
-/// did not see through. A check that does not pass puts the generation before it back (or
-/// removes a first one), as a deployment would.
+/// Checks the health of what the profile points at now: a system the last hail switched to
+/// but did not see through (its switch went on in its own unit). A check that does not pass
+/// returns to `good` (or removes a first profile), as a deployment would.
 pub async fn recheck(
     profile: &Profile,
     build: &Build,
+    good: Option<ProfileState>,
     limits: &Limits<'_>,
     watchdog: &Watchdog,
     stop: &mut watch::Receiver<bool>,
 ) -> Deployment {
     let now = profile.state().unwrap_or_default();
-    let before = || profile.before(now.generation);
-    let result = check_health(
-        profile,
-        build,
-        now.generation,
-        before,
-        limits,
-        watchdog,
-        stop,
-    )
-    .await;
+    let to = Target {
+        good,
+        fresh: !profile.has_other_generations(now.generation),
+    };
+    let result = check_health(profile, build, now.generation, &to, limits, watchdog, stop).await;
     Deployment {
         profile: profile.state().unwrap_or(now),
         result,

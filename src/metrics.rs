@@ -131,6 +131,18 @@ pub fn render(record: &Record) -> String {
         "Builds hail will not deploy again",
         record.known_bad.len() as i64,
     ));
+    // A failed deployment with no good build to return to leaves the profile at the failed one.
+    let deployed_bad = record.deployed.as_ref().is_some_and(|d| {
+        record
+            .known_bad
+            .iter()
+            .any(|k| k.store_path == d.store_path)
+    });
+    add(gauge(
+        "hail_deployed_known_bad",
+        "1 when the profile points at a known-bad build (nothing good to return to)",
+        i64::from(deployed_bad),
+    ));
 
     let mut out = Vec::new();
     TextEncoder::new()
@@ -176,5 +188,27 @@ mod tests {
         assert!(!text.contains("hail_deployed_build_id"), "{text}");
         assert!(text.contains("hail_polls_total{result=\"ok\"} 0"), "{text}");
         assert!(text.contains("# TYPE hail_polls_total counter"), "{text}");
+        assert!(text.contains("\nhail_deployed_known_bad 0\n"), "{text}");
+    }
+
+    #[test]
+    fn a_profile_left_at_a_known_bad_build_is_flagged() {
+        let path = "/nix/store/l9r346p3d25vs4g5v37f3r3f28js97kb-foo-profile";
+        let record = Record {
+            deployed: Some(crate::record::Deployed {
+                build_id: Some(8),
+                store_path: path.into(),
+                generation: Some(2),
+                since: jiff::Timestamp::UNIX_EPOCH,
+            }),
+            known_bad: vec![crate::record::KnownBad {
+                build_id: Some(8),
+                store_path: path.into(),
+                reason: "activation failed".into(),
+                time: jiff::Timestamp::UNIX_EPOCH,
+            }],
+            ..Record::default()
+        };
+        assert!(render(&record).contains("\nhail_deployed_known_bad 1\n"));
     }
 }

@@ -158,21 +158,25 @@ impl Profile {
             .collect())
     }
 
-    /// What the profile was before `generation`: the newest generation below it (what
-    /// `nix-env --rollback` returns to), or no profile at all.
-    pub fn before(&self, generation: Option<u64>) -> ProfileState {
-        let previous = generation.and_then(|g| {
-            let all = self.generations().ok()?;
-            all.into_iter().filter(|n| *n < g).max()
-        });
-        let current = previous.and_then(|g| {
-            let target = std::fs::canonicalize(self.generation_link(g)).ok()?;
-            StorePath::parse(&target.to_string_lossy()).ok()
-        });
-        ProfileState {
-            current,
-            generation: previous,
-        }
+    /// The store path generation `generation` holds, if it exists.
+    pub fn generation_target(&self, generation: u64) -> Option<StorePath> {
+        let target = std::fs::canonicalize(self.generation_link(generation)).ok()?;
+        StorePath::parse(&target.to_string_lossy()).ok()
+    }
+
+    /// The newest generation that holds `path`, if any does.
+    pub fn generation_holding(&self, path: &StorePath) -> Option<u64> {
+        self.generations()
+            .ok()?
+            .into_iter()
+            .filter(|g| self.generation_target(*g).as_ref() == Some(path))
+            .max()
+    }
+
+    /// Whether the profile has a generation other than `generation`.
+    pub fn has_other_generations(&self, generation: Option<u64>) -> bool {
+        self.generations()
+            .is_ok_and(|all| all.iter().any(|g| Some(*g) != generation))
     }
 
     /// Deletes generation links, as `nix-env --delete-generations` does (their store paths

@@ -22,6 +22,11 @@ pub struct Record {
     /// What the profile points at, as hail deployed it (or found it).
     #[serde(default)]
     pub deployed: Option<Deployed>,
+    /// The last build known to run well: deployed by hail and seen through, or found in the
+    /// profile (adopted, or put there by an operator) and not known-bad. A failed deployment
+    /// returns to it, never blindly to the generation below.
+    #[serde(default)]
+    pub good: Option<Deployed>,
     /// A deployment under way: written before the switch, so that a hail stopped half-way knows
     /// at its next start that the profile moved by its own hand, not an operator's.
     #[serde(default)]
@@ -99,6 +104,7 @@ impl Default for Record {
             job: String::new(),
             profile: String::new(),
             deployed: None,
+            good: None,
             deploying: None,
             latest: None,
             latest_since: None,

@@ -301,12 +301,16 @@ impl State {
         }
         if ours {
             // Deployed, or left at the failed build because switching back failed.
-            self.record.deployed = Some(Deployed {
+            let deployed = Deployed {
                 build_id: Some(build.id),
                 store_path: build.path.to_string(),
                 generation: profile.generation,
                 since: now,
-            });
+            };
+            if result.is_ok() {
+                self.record.good = Some(deployed.clone());
+            }
+            self.record.deployed = Some(deployed);
             self.profile = profile;
         } else {
             // Switched back (or never switched): what was deployed before still is.
@@ -368,17 +372,58 @@ impl State {
         match (&mut self.record.deployed, &profile.current) {
             (Some(d), Some(_)) => d.generation = profile.generation,
             (None, Some(p)) => {
+                // Found there (adopted, or an operator's choice): good unless known-bad.
                 let build_id = self.build_id_of(p);
-                self.record.deployed = Some(Deployed {
+                let found = Deployed {
                     build_id,
                     store_path: p.to_string(),
                     generation: profile.generation,
                     since: now,
-                });
+                };
+                if !self.is_known_bad(p.as_str()) {
+                    self.record.good = Some(found.clone());
+                }
+                self.record.deployed = Some(found);
             }
             (_, None) => self.record.deployed = None,
         }
+        // A state written before hail kept `good`: what runs is good, unless known-bad or a
+        // deployment the last hail did not see through.
+        if self.record.good.is_none()
+            && let Some(d) = &self.record.deployed
+            && !self.is_known_bad(&d.store_path)
+            && self
+                .unchecked
+                .as_ref()
+                .is_none_or(|u| u.store_path != d.store_path)
+        {
+            self.record.good = Some(d.clone());
+        }
+        if let (Some(good), Some(d)) = (&mut self.record.good, &self.record.deployed)
+            && good.store_path == d.store_path
+        {
+            good.generation = d.generation;
+            good.build_id = good.build_id.or(d.build_id);
+        }
         self.profile = profile;
+    }
+
+    fn is_known_bad(&self, path: &str) -> bool {
+        self.record.known_bad.iter().any(|k| k.store_path == path)
+    }
+
+    /// Where a failed deployment returns: the last build known to run well (its store path and
+    /// the generation that held it), unless it has become known-bad since. `None`: nothing good
+    /// is known, and the profile stays where it is.
+    pub fn rollback_target(&self) -> Option<ProfileState> {
+        let good = self.record.good.as_ref()?;
+        if self.is_known_bad(&good.store_path) {
+            return None;
+        }
+        Some(ProfileState {
+            current: Some(StorePath::parse(&good.store_path).ok()?),
+            generation: good.generation,
+        })
     }
 
     /// The build id of a path hail deployed before, from its history.

@@ -262,11 +262,19 @@ impl Agent {
         self.report(Activity::Deploying(&build));
         report::deploying(&build);
         let limits = limits(&self.config);
-        let rollback_to = self.books.state.profile().generation;
+        let good = self.books.state.rollback_target();
+        let keep = good.as_ref().and_then(|g| g.generation);
         let mut stop = self.stop.clone();
-        let deployment = deploy::deploy(&self.profile, &build, &limits, &self.watchdog, &mut stop);
+        let deployment = deploy::deploy(
+            &self.profile,
+            &build,
+            good,
+            &limits,
+            &self.watchdog,
+            &mut stop,
+        );
         let deployment = self.books.with_requests(&self.signals, deployment).await;
-        self.conclude(build, deployment, rollback_to)
+        self.conclude(build, deployment, keep)
     }
 
     /// Sees through a deployment the last hail switched to but did not finish (see
@@ -275,16 +283,18 @@ impl Agent {
     async fn resume(&mut self, build: Build) -> Result<(), AgentError> {
         self.report(Activity::Deploying(&build));
         let limits = limits(&self.config);
-        let rollback_to = self.profile.before(self.books.state.profile().generation);
+        let good = self.books.state.rollback_target();
+        let keep = good.as_ref().and_then(|g| g.generation);
+        let (profile, watchdog) = (&self.profile, &self.watchdog);
         let mut stop = self.stop.clone();
         let deployment = if self.config.system.is_some() {
-            let check = deploy::recheck(&self.profile, &build, &limits, &self.watchdog, &mut stop);
+            let check = deploy::recheck(profile, &build, good, &limits, watchdog, &mut stop);
             self.books.with_requests(&self.signals, check).await
         } else {
-            let resume = deploy::resume(&self.profile, &build, &limits, &self.watchdog, &mut stop);
+            let resume = deploy::resume(profile, &build, good, &limits, watchdog, &mut stop);
             self.books.with_requests(&self.signals, resume).await
         };
-        self.conclude(build, deployment, rollback_to.generation)
+        self.conclude(build, deployment, keep)
     }
 
     /// Logs how a deployment ended and feeds it to the state; `Err` when hail is stopping.

@@ -773,6 +773,58 @@ fn a_resumed_deployment_that_fails_is_rolled_back_by_hail_not_by_hand() {
 }
 
 #[test]
+fn a_rollback_returns_to_the_last_build_known_to_be_good() {
+    let target = |s: &State| s.rollback_target().map(|t| (t.current, t.generation));
+    // Adopted: what the profile held when hail found it.
+    let mut s = fresh(at('a', 1));
+    assert_eq!(target(&s), Some((Some(path('a')), Some(1))));
+    // Build 7 deployed (generation 2), build 8 failed and rolled back: 7 stays the target.
+    s.apply(minute(1), polled(at('a', 1), build(7, 'b')));
+    s.apply(minute(2), deployed(build(7, 'b'), at('b', 2)));
+    assert_eq!(target(&s), Some((Some(path('b')), Some(2))));
+    s.apply(minute(3), polled(at('b', 2), build(8, 'c')));
+    s.apply(minute(4), failed(build(8, 'c'), at('b', 2), true));
+    assert_eq!(target(&s), Some((Some(path('b')), Some(2))));
+    // Killed while build 9 (generation 4, above build 8's generation 3) ran: still build 7.
+    s.apply(minute(5), polled(at('b', 2), build(9, 'd')));
+    let s = State::new(
+        s.record().clone(),
+        Policy::default(),
+        JOB,
+        PROFILE,
+        at('d', 4),
+        minute(6),
+    );
+    assert_eq!(target(&s), Some((Some(path('b')), Some(2))));
+    // An operator rolled away from the good build: nothing good is known until one runs well.
+    let mut s = fresh(at('a', 1));
+    s.apply(minute(1), polled(at('a', 1), build(7, 'b')));
+    s.apply(minute(2), deployed(build(7, 'b'), at('b', 2)));
+    s.apply(minute(3), polled(at('c', 3), build(7, 'b')));
+    assert_eq!(
+        target(&s),
+        Some((Some(path('c')), Some(3))),
+        "the operator's choice"
+    );
+    let mut record = s.record().clone();
+    record.known_bad.push(KnownBad {
+        build_id: None,
+        store_path: path('c').to_string(),
+        reason: "x".into(),
+        time: minute(4),
+    });
+    let s = State::new(
+        record,
+        Policy::default(),
+        JOB,
+        PROFILE,
+        at('c', 3),
+        minute(5),
+    );
+    assert_eq!(target(&s), None);
+}
+
+#[test]
 fn the_gates_reasons_show_in_the_status() {
     let mut s = fresh(at('a', 3));
     let why = vec!["evaluation 105 has unfinished builds".to_owned()];

@@ -190,6 +190,14 @@ impl Cache {
         self.requests.lock().unwrap().clone()
     }
 
+    /// Deletes `paths` from the local store (as a garbage collection would), so that whoever
+    /// needs them again substitutes them from this cache.
+    pub fn collect(&self, paths: &[String]) {
+        run(nix(self.dir.path(), "nix-store")
+            .arg("--delete")
+            .args(paths));
+    }
+
     /// Builds a test profile, publishes it signed and removes it from the local store.
     pub fn publish(&self, spec: &ProfileSpec) -> Published {
         self.publish_profile(spec, Signing::Trusted)

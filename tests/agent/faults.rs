@@ -187,3 +187,87 @@ fn an_activation_cut_short_by_a_kill_is_finished_and_rolled_back_at_the_next_sta
     let reason = s["known_bad"][0]["reason"].as_str().unwrap_or_default();
     assert!(reason.starts_with("activation failed"), "{s}");
 }
+
+#[test]
+fn a_rollback_returns_to_the_last_good_build_not_the_generation_below() {
+    let Some(f) = Fixture::new() else { return };
+    let fast = ["--health-interval", "100ms", "--health-timeout", "1s"];
+    let (v1, b1) = f.release("1");
+    assert_eq!(f.hail.oneshot(&fast, RUN).code(), Some(0));
+    // Build 2's check fails: rolled back to generation 1; generation 2 stays, below what comes.
+    let (_, b2) = f.release_spec(&f.spec("2").health_check("exit 1"));
+    assert_eq!(f.hail.oneshot(&fast, RUN).code(), Some(7));
+    // Build 3's check fails too; the first time, it hangs until hail and it are killed.
+    let started = f.tmp.path().join("check-3.pid");
+    let spec = f.spec("3").health_check(&format!(
+        "if [ ! -e {0} ]; then echo $$ > {0}.tmp && mv {0}.tmp {0}; sleep 3600; fi; exit 1",
+        started.display()
+    ));
+    let (v3, b3) = f.release_spec(&spec);
+    let mut running = f.hail.spawn(&[
+        "--poll-period",
+        "1h",
+        "--health-interval",
+        "100ms",
+        "--health-timeout",
+        "1h",
+    ]);
+    assert!(wait_until(RUN, || started.exists()), "{}", running.output());
+    assert_eq!(f.profile_target().as_deref(), Some(v3.out_path.as_str()));
+    kill_with_activation(&mut running, &started);
+
+    // The next hail rolls build 3 back to build 1 (generation 1), not onto build 2.
+    let r = f.hail.oneshot(&fast, RUN);
+    assert_eq!(r.code(), Some(7), "{}", r.output);
+    assert!(!r.output.contains("by hand"), "{}", r.output);
+    assert_eq!(f.profile_target().as_deref(), Some(v1.out_path.as_str()));
+    assert_eq!(
+        f.activations().last().map(String::as_str),
+        Some(activated("1", &v1).as_str())
+    );
+    let s = status(&f);
+    assert_eq!(s["deployed"]["build_id"], b1, "{s}");
+    let bad: Vec<&Value> = s["known_bad"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| &k["build_id"])
+        .collect();
+    assert_eq!(bad, [&Value::from(b2), &Value::from(b3)], "{s}");
+}
+
+#[test]
+fn a_good_build_whose_generation_was_deleted_is_set_again() {
+    let Some(f) = Fixture::new() else { return };
+    let (v1, b1) = f.release("1");
+    assert_eq!(f.hail.oneshot(&[], RUN).code(), Some(0));
+    let started = f.tmp.path().join("activation-2.pid");
+    let spec = f.spec("2").exit_code(1).extra(&format!(
+        "if [ ! -e {0} ]; then echo $$ > {0}.tmp && mv {0}.tmp {0}; sleep 3600; fi",
+        started.display()
+    ));
+    f.release_spec(&spec);
+    let mut running = f.hail.spawn(&["--poll-period", "1h"]);
+    assert!(wait_until(RUN, || started.exists()), "{}", running.output());
+    kill_with_activation(&mut running, &started);
+    // As `nix-collect-garbage -d` would: every generation but the current one deleted, and
+    // build 1 collected from the store.
+    f.nix_env(&["--delete-generations", "old"]);
+    f.cache.collect(&v1.closure);
+    assert!(!Path::new(&v1.out_path).exists());
+
+    let r = f.hail.oneshot(&[], RUN);
+    assert_eq!(r.code(), Some(7), "{}", r.output);
+    assert!(
+        r.output
+            .contains(&format!("the last good build {} set again", v1.out_path)),
+        "{}",
+        r.output
+    );
+    assert_eq!(f.profile_target().as_deref(), Some(v1.out_path.as_str()));
+    assert_eq!(
+        f.activations().last().map(String::as_str),
+        Some(activated("1", &v1).as_str())
+    );
+    assert_eq!(status(&f)["deployed"]["build_id"], b1);
+}

@@ -41,7 +41,7 @@ impl Fixture {
     }
 
     /// `nix-env` on the test profile (what an operator types).
-    fn nix_env(&self, args: &[&str]) {
+    pub(crate) fn nix_env(&self, args: &[&str]) {
         let status = std::process::Command::new("nix-env")
             .arg("--profile")
             .arg(&self.hail.profile)
