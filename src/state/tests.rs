@@ -892,3 +892,118 @@ fn reboot_needed_is_kept_shown_and_said_once() {
         );
     }
 }
+
+/// What the next hail does after a crash in each phase of a deployment of build 8 over build 7
+/// (README, "After a crash"): the saved record is what the last hail wrote before the phase, the
+/// profile is where the crash left it.
+#[test]
+fn recovery_after_a_crash_in_each_phase() {
+    // The record as saved before the switch: build 7 deployed (generation 3), build 8 under way.
+    let mut s = fresh(at('a', 1));
+    s.apply(minute(1), polled(at('a', 1), build(7, 'a')));
+    assert!(matches!(
+        s.apply(minute(2), polled(at('a', 1), build(8, 'b'))),
+        Next::Deploy(_)
+    ));
+    let saved = s.record().clone();
+    // The record as saved before the last one: nothing under way.
+    let mut before = fresh(at('a', 1));
+    before.apply(minute(1), polled(at('a', 1), build(7, 'a')));
+    let unsaved = before.record().clone();
+
+    struct Row {
+        phase: &'static str,
+        record: Record,
+        profile: ProfileState,
+        /// The next hail sees build 8 through at start (activates it again and checks it).
+        resumes: bool,
+        /// Else, at its first poll of build 8, it deploys it (again).
+        deploys: bool,
+    }
+    let rows = [
+        Row {
+            phase: "writing the state before the switch (the old file stays)",
+            record: unsaved.clone(),
+            profile: at('a', 1),
+            resumes: false,
+            deploys: true,
+        },
+        Row {
+            phase: "realising or switching (the profile not switched yet)",
+            record: saved.clone(),
+            profile: at('a', 1),
+            resumes: false,
+            deploys: true,
+        },
+        Row {
+            phase: "the activation, after the switch",
+            record: saved.clone(),
+            profile: at('b', 2),
+            resumes: true,
+            deploys: false,
+        },
+        Row {
+            phase: "the health checks",
+            record: saved.clone(),
+            profile: at('b', 2),
+            resumes: true,
+            deploys: false,
+        },
+        Row {
+            phase: "the rollback, before switching back",
+            record: saved.clone(),
+            profile: at('b', 2),
+            resumes: true,
+            deploys: false,
+        },
+        Row {
+            phase: "the rollback's re-activation of build 7, after switching back",
+            record: saved.clone(),
+            profile: at('a', 1),
+            resumes: false,
+            deploys: true,
+        },
+        Row {
+            phase: "pruning, or saving the outcome, after a success",
+            record: saved.clone(),
+            profile: at('b', 2),
+            resumes: true,
+            deploys: false,
+        },
+    ];
+    for row in rows {
+        let mut s = State::new(
+            row.record,
+            Policy::default(),
+            JOB,
+            PROFILE,
+            row.profile.clone(),
+            minute(10),
+        );
+        let resumed = s.take_unchecked();
+        assert_eq!(
+            resumed.as_ref().map(|b| b.build_id),
+            row.resumes.then_some(8),
+            "{}",
+            row.phase
+        );
+        // Never taken for an operator's change; build 7 stays the one to return to.
+        assert_eq!(s.take_notices(), [], "{}", row.phase);
+        assert_eq!(
+            s.rollback_target().and_then(|t| t.current),
+            Some(path('a')),
+            "{}",
+            row.phase
+        );
+        if !row.resumes {
+            let next = s.apply(minute(11), polled(row.profile, build(8, 'b')));
+            assert_eq!(
+                matches!(next, Next::Deploy(_)),
+                row.deploys,
+                "{}",
+                row.phase
+            );
+            assert_eq!(s.take_notices(), [], "{}", row.phase);
+        }
+    }
+}

@@ -2,6 +2,7 @@
 //! 127.0.0.1, with real Nix: one test binary, a module per concern, the set-up in [`fixture`].
 
 mod activation;
+mod chaos;
 mod deploy;
 mod env;
 mod faults;
