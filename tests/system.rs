@@ -783,3 +783,78 @@ fn pause_and_resume_through_the_service() {
     rig.assert_demo("2");
     assert_eq!(rig.status_json(&["web"])["paused"], false);
 }
+
+/// `systemctl kill --signal=SIGKILL` of the whole unit in the middle of an activation: systemd
+/// restarts hail, which sees the deployment through. A failing build is rolled back to the last
+/// good one (its demo service put back), a good one ends deployed.
+#[test]
+fn killed_mid_activation_under_systemd_hail_restarts_and_converges() {
+    let Some(rig) = rig("kill") else { return };
+    let c = &rig.c;
+    let (_, b1) = rig.release("1", 0);
+    rig.configure("svc", "HAIL_ACTIVATION_TIMEOUT=10m\n");
+    c.systemctl_ok("start", SVC);
+    rig.wait_status(SVC, &format!("deployed build {b1} ("), DEPLOY);
+    rig.assert_demo("1");
+
+    for (version, exit) in [("2", 1), ("3", 0)] {
+        let (published, build) = rig.release(version, exit);
+        c.sh(&format!("rm -f {HELD}; touch {HOLD}"));
+        c.systemctl_ok("reload", SVC);
+        c.wait_for("the activation to hold", SVC, DEPLOY, |c| {
+            c.read_file(HELD).map(|_| ())
+        });
+        let restarts: u32 = rig.show(SVC, "NRestarts").parse().unwrap();
+        let kill = c.systemctl(&["kill", "--signal=SIGKILL", SVC]);
+        assert!(kill.success(), "{}", kill.stderr);
+        c.sh(&format!("rm -f {HOLD}"));
+        // systemd restarts it (Restart=on-failure) and the new hail finishes the deployment.
+        c.wait_for("systemd to restart hail", SVC, DEPLOY, |c| {
+            let n: u32 = c.show(SVC, "NRestarts").parse().ok()?;
+            (n > restarts).then_some(())
+        });
+        let running = if exit == 0 {
+            rig.wait_status(SVC, &format!("deployed build {build} ("), DEPLOY);
+            assert_eq!(rig.profile_target(SVC_PROFILE), published.out_path);
+            version
+        } else {
+            rig.wait_status(SVC, &format!("deployed build {b1} ("), DEPLOY);
+            let status = rig.status_json(&["svc"]);
+            assert_eq!(status["known_bad"][0]["build_id"], build, "{status}");
+            "1"
+        };
+        // The demo service the deployed build's activation (re)started.
+        let want = format!("hail-demo version {running}");
+        c.wait_for(&want, "hail-demo.service", DEPLOY, |c| {
+            (c.show("hail-demo.service", "StatusText") == want).then_some(())
+        });
+    }
+}
+
+/// The exposure `systemd-analyze security` gives the shipped unit (systemd 252), held to the
+/// README's figure so that a change that weakens the unit is seen.
+#[test]
+fn the_units_security_exposure_is_the_readmes() {
+    let Some(rig) = rig("security") else { return };
+    rig.configure("svc", "");
+    let out = rig
+        .c
+        .try_exec(&["systemd-analyze", "security", "--no-pager", SVC]);
+    let text = format!("{}{}", out.stdout, out.stderr);
+    println!("{text}");
+    let exposure: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("→ Overall exposure level for {SVC}: ")))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no overall exposure in:\n{text}"));
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let said: f64 = readme
+        .split("`systemd-analyze security hail@NAME` rates it ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("the README gives the exposure");
+    assert_eq!(exposure, said, "{text}");
+}
