@@ -271,3 +271,77 @@ fn a_good_build_whose_generation_was_deleted_is_set_again() {
     );
     assert_eq!(status(&f)["deployed"]["build_id"], b1);
 }
+
+#[test]
+fn a_flapping_hydra_changes_nothing_until_it_answers_well() {
+    use hail_testkit::hydra::Override;
+    let Some(f) = Fixture::new() else { return };
+    let (v1, _) = f.release("1");
+    assert_eq!(f.hail.oneshot(&[], RUN).code(), Some(0));
+    let (v2, b2) = f.release("2");
+    let latest = f.hydra.default_latest_path();
+    let failed_polls = |r: &hail_testkit::hail::Running| r.output().matches("poll failed").count();
+    let answers = [
+        (
+            "HTTP 500",
+            Override::respond(500, "text/plain", "Internal Server Error"),
+        ),
+        (
+            "a timeout",
+            Override::delayed(std::time::Duration::from_secs(5)),
+        ),
+        ("a closed connection", Override::close()),
+        (
+            "HTML",
+            Override::respond(200, "text/html", "<html>maintenance</html>"),
+        ),
+    ];
+    f.hydra.override_path(&latest, answers[0].1.clone());
+    let mut running = f
+        .hail
+        .spawn(&["--poll-period", "1h", "--http-timeout", "1s"]);
+    for (i, (what, answer)) in answers.into_iter().enumerate() {
+        if i > 0 {
+            f.hydra.override_path(&latest, answer);
+            running.signal(libc::SIGHUP);
+        }
+        assert!(
+            wait_until(RUN, || failed_polls(&running) > i),
+            "{what}: {}",
+            running.output()
+        );
+        // Nothing changed, hail runs on, and it does not retry at once (no busy loop).
+        assert_eq!(
+            f.profile_target().as_deref(),
+            Some(v1.out_path.as_str()),
+            "{what}"
+        );
+        let asked = f.hydra.requests_to(&latest).len();
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        assert_eq!(
+            f.hydra.requests_to(&latest).len(),
+            asked,
+            "{what}: polled again at once"
+        );
+        assert!(
+            running.try_status().is_none(),
+            "{what}: {}",
+            running.output()
+        );
+    }
+    // Hydra answers well again: the next poll deploys its build.
+    f.hydra.clear_override(&latest);
+    running.signal(libc::SIGHUP);
+    assert!(
+        wait_until(RUN, || f.profile_target().as_deref()
+            == Some(v2.out_path.as_str())),
+        "{}",
+        running.output()
+    );
+    assert!(
+        running.wait_for_output(&format!("deployed build {b2}"), RUN),
+        "{}",
+        running.output()
+    );
+    running.terminate(RUN);
+}
