@@ -104,13 +104,18 @@ pub fn request(instance: &InstanceArgs, request: Request) -> Result<(), ControlE
         });
     }
     let deadline = Instant::now() + APPLIED_WITHIN;
-    while dir.requests_waiting() && Instant::now() < deadline {
+    // Until it is taken, or the agent is gone (killed while it was waiting: the request stays
+    // for its next start).
+    while dir.requests_waiting() && Instant::now() < deadline && dir.agent() == Agent::Running(pid)
+    {
         std::thread::sleep(Duration::from_millis(20));
     }
-    if dir.requests_waiting() {
-        println!("asked {who} (pid {pid}); it has not taken the request yet");
-    } else {
+    if !dir.requests_waiting() {
         println!("{who} (pid {pid}) took the request");
+    } else if dir.agent() != Agent::Running(pid) {
+        println!("{who} (pid {pid}) stopped before taking the request; it applies when it starts");
+    } else {
+        println!("asked {who} (pid {pid}); it has not taken the request yet");
     }
     Ok(())
 }

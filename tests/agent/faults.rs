@@ -345,3 +345,55 @@ fn a_flapping_hydra_changes_nothing_until_it_answers_well() {
     );
     running.terminate(RUN);
 }
+
+#[test]
+fn an_agent_killed_while_a_pause_waits_for_it_loses_nothing() {
+    let Some(f) = Fixture::new() else { return };
+    let (v1, _) = f.release("1");
+    let mut running = f.hail.spawn(&["--poll-period", "1h"]);
+    assert!(
+        wait_until(RUN, || f.profile_target().as_deref()
+            == Some(v1.out_path.as_str())),
+        "{}",
+        running.output()
+    );
+    assert!(
+        running.wait_for_output("deployed build", RUN),
+        "{}",
+        running.output()
+    );
+    // The agent cannot take the request (stopped), then is killed while `hail pause` waits.
+    running.signal(libc::SIGSTOP);
+    let dir = f.state_dir();
+    let mut pause = std::process::Command::new(crate::fixture::HAIL);
+    pause.args([
+        "pause",
+        "--state-dir",
+        dir.to_str().unwrap(),
+        "--reason",
+        "maintenance",
+    ]);
+    let waiting = std::thread::spawn(move || pause.output());
+    assert!(wait_until(RUN, || {
+        std::fs::read_dir(dir.join("requests"))
+            .map(|d| d.count() > 0)
+            .unwrap_or(false)
+    }));
+    running.signal(libc::SIGKILL);
+    running.kill();
+    let out = waiting.join().unwrap().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("stopped before taking the request"), "{said}");
+    // The next hail applies it: paused, with its reason, and a new build waits.
+    f.release("2");
+    let r = f.hail.oneshot(&[], RUN);
+    assert_eq!(r.code(), Some(8), "{}", r.output);
+    let s = status(&f);
+    assert_eq!(
+        (&s["paused"], &s["pause_reason"]),
+        (&Value::from(true), &Value::from("maintenance")),
+        "{s}"
+    );
+    assert_eq!(f.profile_target().as_deref(), Some(v1.out_path.as_str()));
+}
