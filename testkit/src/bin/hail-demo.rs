@@ -280,7 +280,47 @@ fn main() {
     }
     control_for(&system_profile, &["status"]);
 
-    step("12. SIGTERM: hail stops cleanly");
+    step(
+        "12. Killed mid-activation (SIGKILL, as power loss or the OOM killer): the next start finishes the job",
+    );
+    let started = work.path().join("activation-7.pid");
+    let v7 = cache.publish(
+        &ProfileSpec::new("7-broken", &marker)
+            .exit_code(1)
+            .extra(&format!(
+                "if [ ! -e {0} ]; then echo $$ > {0}.tmp && mv {0}.tmp {0}; sleep 3600; fi",
+                started.display()
+            )),
+    );
+    let b7 = hydra.add_build(BuildSpec::succeeded(&v7.out_path));
+    say(&format!(
+        "Hydra: build {b7} succeeded; its activation fails, and the first time it hangs"
+    ));
+    wait_for(|| started.exists(), "build 7's activation", &mut service);
+    say(&describe(&profile));
+    let activation: i32 = std::fs::read_to_string(&started)
+        .expect("the activation's pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    // SAFETY: kill(2) on our own child and on the process group of its activation.
+    unsafe {
+        libc::kill(service.id() as i32, libc::SIGKILL);
+        libc::kill(-activation, libc::SIGKILL);
+    }
+    let _ = service.wait();
+    say("hail and the activation were killed; the profile points at the half-deployed build 7");
+    show_command(&profile, &job, &service_args.join(" "));
+    let mut service = run(&service_args).spawn().expect("start hail");
+    wait_for(
+        || current(&profile) == v5.out_path && last_line(&marker).contains(&v5.out_path),
+        "build 7's activation to run again, fail, and build 5 to be put back",
+        &mut service,
+    );
+    say(&describe(&profile));
+    say("build 7 was seen through: its activation ran again, failed, and build 5 was put back");
+
+    step("13. SIGTERM: hail stops cleanly");
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(service.id() as i32, libc::SIGTERM) };
     let status = service.wait().expect("wait for hail");
