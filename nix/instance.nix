@@ -56,6 +56,11 @@
   switchAction ? null,
   reboot ? null,
   rebootWindow ? null,
+  # Commands run after each deployment's outcome (hail --on-success, --on-failure), and their
+  # time bound ("1m"); null: none / hail's default.
+  onSuccess ? null,
+  onFailure ? null,
+  hookTimeout ? null,
   # Extra hail arguments (needs package).
   extraArgs ? [ ],
   # Extra environment (NIX_CONFIG, RUST_LOG, PATH, …); HAIL_* come from the settings above.
@@ -166,6 +171,11 @@ let
       ok = healthCheck == null || (matches plainRe healthCheck && healthCheck != "");
       message = "healthCheck: expected a command line on one line.";
     }
+    {
+      ok = builtins.all (c: c == null || (matches plainRe c && c != "")) [ onSuccess onFailure ];
+      message = "onSuccess and onFailure: expected a command line on one line.";
+    }
+    (durationCheck "hookTimeout" hookTimeout durationRe ''a non-zero duration such as "1m"'')
     (durationCheck "healthInterval" healthInterval durationRe ''a non-zero duration such as "5s"'')
     (durationCheck "healthTimeout" healthTimeout durationRe ''a non-zero duration such as "2m"'')
     (durationCheck "minBuildAge" minBuildAge waitRe ''a duration such as "30m" or "0s"'')
@@ -242,6 +252,9 @@ let
     HAIL_HEALTH_CHECK = healthCheck;
     HAIL_HEALTH_INTERVAL = healthInterval;
     HAIL_HEALTH_TIMEOUT = healthTimeout;
+    HAIL_ON_SUCCESS = onSuccess;
+    HAIL_ON_FAILURE = onFailure;
+    HAIL_HOOK_TIMEOUT = hookTimeout;
     HAIL_MIN_BUILD_AGE = minBuildAge;
     HAIL_ROLLOUT_SPREAD = rolloutSpread;
     HAIL_ALLOW_DOWNGRADE = if allowDowngrade then "true" else null;

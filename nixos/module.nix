@@ -131,6 +131,9 @@ let
         healthCheck
         healthInterval
         healthTimeout
+        onSuccess
+        onFailure
+        hookTimeout
         minBuildAge
         rolloutSpread
         allowDowngrade
@@ -343,6 +346,37 @@ let
             How long health checks may keep failing before the deployment counts as failed and is
             rolled back. `null`: hail's default (`2m`).
           '';
+        };
+
+        onSuccess = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+          example = "\${pkgs.curl}/bin/curl -fsS -d deployed https://chat.example.org/hooks/web";
+          description = ''
+            A command run once a build is deployed and its checks passed: split into words as
+            `healthCheck` is, run without a shell, with `HAIL_EVENT=deployed`, `HAIL_BUILD_ID`,
+            `HAIL_STORE_PATH`, `HAIL_GENERATION`, `HAIL_PREVIOUS_BUILD_ID`, `HAIL_JOB_URI`,
+            `HAIL_PROFILE` and `HAIL_INSTANCE` set. A hook that fails or hangs is logged and
+            changes nothing. `null`: none.
+          '';
+        };
+
+        onFailure = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+          example = "\${pkgs.systemd}/bin/systemctl start --no-block page-the-on-call.service";
+          description = ''
+            A command run after a failed deployment (after its rollback), as `onSuccess` is, with
+            `HAIL_EVENT` saying how it failed (`realise-failed`, `switch-failed`,
+            `activation-failed`, `health-check-failed`) and `HAIL_ERROR` why. `null`: none.
+          '';
+        };
+
+        hookTimeout = mkOption {
+          type = types.nullOr durationType;
+          default = null;
+          example = "30s";
+          description = "Longest time a hook may run; its process group is killed then. `null`: hail's default (`1m`).";
         };
 
         minBuildAge = mkOption {

@@ -16,6 +16,7 @@ pub mod deploy;
 pub mod format;
 pub mod hash;
 pub mod health;
+pub mod hooks;
 pub mod hydra;
 pub mod logging;
 pub mod manager;

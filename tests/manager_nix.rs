@@ -373,6 +373,8 @@ fn every_setting() -> Value {
             "netrcFile": "/etc/hail/my \"net\" 100%.netrc",
             "environment": {"NIX_CONFIG": "narinfo-cache-positive-ttl = 0\nconnect-timeout = 5"},
             "extraArgs": ["--http-timeout", "2m"],
+            "onSuccess": "/bin/sh -c 'echo deployed $HAIL_BUILD_ID'", "onFailure": "/usr/bin/logger hail failed",
+            "hookTimeout": "30s",
         },
         "web": {"jobUri": "https://hydra.example.org/job/infra/production/web", "profile": "web", "enable": true},
         "off": {"jobUri": "ftp://not-checked", "enable": false, "pollPeriod": "bogus"},
@@ -391,6 +393,8 @@ fn a_set_with_every_setting_applies() {
         "Environment=\"NIX_CONFIG=narinfo-cache-positive-ttl = 0\\nconnect-timeout = 5\"",
         "LoadCredential=netrc:/etc/hail/my \"net\" 100%%.netrc",
         "Environment=\"HAIL_PROFILE=/nix/var/nix/profiles/system\"",
+        "Environment=\"HAIL_ON_SUCCESS=/bin/sh -c 'echo deployed $HAIL_BUILD_ID'\"",
+        "Environment=\"HAIL_HOOK_TIMEOUT=30s\"",
         "# hail@web.service.d/hail-manager.conf",
     ] {
         assert!(

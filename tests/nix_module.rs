@@ -1277,7 +1277,7 @@ fn readme_configurations() -> Vec<String> {
             if s.trim_start().starts_with('{') {
                 s.to_string()
             } else {
-                format!("{{\n{s}}}")
+                format!("{{ pkgs, ... }}: {{\n{s}}}")
             }
         })
         .collect();

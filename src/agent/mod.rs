@@ -28,6 +28,7 @@ pub use report::{
 use crate::cli::Config;
 use crate::decide;
 use crate::deploy::{self, DeployError, Deployment, Limits};
+use crate::hooks;
 use crate::hydra::{self, HydraClient, HydraError};
 use crate::netrc::NetrcError;
 use crate::profile::{Profile, ProfileError};
@@ -264,6 +265,7 @@ impl Agent {
         let limits = limits(&self.config);
         let good = self.books.state.rollback_target();
         let keep = good.as_ref().and_then(|g| g.generation);
+        let previous = self.previous_build();
         let mut stop = self.stop.clone();
         let deployment = deploy::deploy(
             &self.profile,
@@ -274,7 +276,51 @@ impl Agent {
             &mut stop,
         );
         let deployment = self.books.with_requests(&self.signals, deployment).await;
-        self.conclude(build, deployment, keep)
+        self.finish(build, deployment, keep, previous).await
+    }
+
+    /// The build deployed before a deployment (the last good one), for the hooks.
+    fn previous_build(&self) -> Option<u64> {
+        self.books
+            .state
+            .record()
+            .good
+            .as_ref()
+            .and_then(|g| g.build_id)
+    }
+
+    /// Concludes a deployment, then runs the operator's hook for its outcome (once the outcome
+    /// is saved: a hook that hangs or takes hail down loses nothing).
+    async fn finish(
+        &mut self,
+        build: Build,
+        deployment: Deployment,
+        keep: Option<u64>,
+        previous: Option<u64>,
+    ) -> Result<(), AgentError> {
+        let event = hooks::Event::of(&deployment.result);
+        let error = deployment.result.as_ref().err().map(|e| e.to_string());
+        let generation = deployment.profile.generation;
+        self.conclude(build.clone(), deployment, keep)?;
+        let hooks = &self.config.hooks;
+        let Some(event) = event.filter(|e| match e {
+            hooks::Event::Deployed => hooks.on_success.is_some(),
+            _ => hooks.on_failure.is_some(),
+        }) else {
+            return Ok(());
+        };
+        self.books.settle();
+        let outcome = hooks::Outcome {
+            event,
+            build: &build,
+            generation,
+            previous_build: previous,
+            error,
+            job: self.config.job.display(),
+            profile: &self.config.profile,
+        };
+        hooks::run(&self.config.hooks, &outcome, &self.watchdog).await;
+        Ok(())
     }
 
     /// Sees through a deployment the last hail switched to but did not finish (see
@@ -285,6 +331,7 @@ impl Agent {
         let limits = limits(&self.config);
         let good = self.books.state.rollback_target();
         let keep = good.as_ref().and_then(|g| g.generation);
+        let previous = self.previous_build();
         let (profile, watchdog) = (&self.profile, &self.watchdog);
         let mut stop = self.stop.clone();
         let deployment = if self.config.system.is_some() {
@@ -294,7 +341,7 @@ impl Agent {
             let resume = deploy::resume(profile, &build, good, &limits, watchdog, &mut stop);
             self.books.with_requests(&self.signals, resume).await
         };
-        self.conclude(build, deployment, keep)
+        self.finish(build, deployment, keep, previous).await
     }
 
     /// Logs how a deployment ended and feeds it to the state; `Err` when hail is stopping.

@@ -72,6 +72,9 @@ pub struct AgentArgs {
     #[command(flatten, next_help_heading = "Whole NixOS systems")]
     pub system: SystemArgs,
 
+    #[command(flatten, next_help_heading = "Hooks")]
+    pub hooks: HookArgs,
+
     #[command(flatten, next_help_heading = "Time bounds")]
     pub time: TimeBounds,
 }
@@ -148,6 +151,27 @@ pub struct HealthArgs {
     #[arg(long, env = "HAIL_HEALTH_TIMEOUT", value_name = "PERIOD", default_value = "2m",
           value_parser = parse_duration)]
     pub health_timeout: Duration,
+}
+
+/// Operators' commands after each deployment's outcome.
+#[derive(Debug, Args)]
+pub struct HookArgs {
+    /// A command run once a build is deployed and its checks passed: split into words as
+    /// --health-check, run without a shell, with HAIL_EVENT=deployed and the deployment's
+    /// HAIL_* variables (README, "Hooks"). Its failure is only logged.
+    #[arg(long, env = "HAIL_ON_SUCCESS", value_name = "COMMAND")]
+    pub on_success: Option<String>,
+
+    /// A command run after a failed deployment (after its rollback), with HAIL_EVENT saying how
+    /// it failed: realise-failed, switch-failed, activation-failed or health-check-failed. Its
+    /// failure is only logged.
+    #[arg(long, env = "HAIL_ON_FAILURE", value_name = "COMMAND")]
+    pub on_failure: Option<String>,
+
+    /// Longest time a hook may run; its process group is killed then.
+    #[arg(long, env = "HAIL_HOOK_TIMEOUT", value_name = "PERIOD", default_value = "1m",
+          value_parser = parse_duration)]
+    pub hook_timeout: Duration,
 }
 
 /// Deploying whole NixOS systems.
@@ -246,9 +270,18 @@ pub struct Config {
     pub rollout_spread: Duration,
     pub rollout_key: Option<String>,
     pub health: HealthChecks,
+    pub hooks: Hooks,
     pub gate: Gate,
     /// `--system`: the job builds NixOS systems.
     pub system: Option<SystemMode>,
+}
+
+/// `--on-success`, `--on-failure`, split into words, and their time bound.
+#[derive(Debug, Clone, Default)]
+pub struct Hooks {
+    pub on_success: Option<Vec<String>>,
+    pub on_failure: Option<Vec<String>>,
+    pub timeout: Duration,
 }
 
 /// The health checks after an activation.
@@ -274,6 +307,11 @@ pub enum ConfigError {
     OneshotWithPollPeriod,
     #[error("--health-check {0:?}: unbalanced quotes, or no command")]
     BadHealthCheck(String),
+    #[error("--{option} {command:?}: unbalanced quotes, or no command")]
+    BadHook {
+        option: &'static str,
+        command: String,
+    },
     #[error("--health-interval must be at least 100ms")]
     BadHealthTiming,
     #[error("no --profile (HAIL_PROFILE) given; it is required unless --system is")]
@@ -325,13 +363,18 @@ impl AgentArgs {
         let netrc_file = self
             .netrc_file
             .or_else(|| default_netrc(env.credentials_directory.as_deref()));
-        let command = match self.health.health_check.as_deref().map(str::trim) {
-            None | Some("") => None,
-            Some(c) => Some(
-                shlex::split(c)
-                    .filter(|w| !w.is_empty())
-                    .ok_or_else(|| ConfigError::BadHealthCheck(c.to_owned()))?,
-            ),
+        let command = words(self.health.health_check.as_deref())
+            .map_err(|c| ConfigError::BadHealthCheck(c.to_owned()))?;
+        let hook = |option: &'static str, command: Option<&str>| {
+            words(command).map_err(|c| ConfigError::BadHook {
+                option,
+                command: c.to_owned(),
+            })
+        };
+        let hooks = Hooks {
+            on_success: hook("on-success", self.hooks.on_success.as_deref())?,
+            on_failure: hook("on-failure", self.hooks.on_failure.as_deref())?,
+            timeout: self.hooks.hook_timeout,
         };
         if self.health.health_interval < Duration::from_millis(100) {
             return Err(ConfigError::BadHealthTiming);
@@ -371,9 +414,19 @@ impl AgentArgs {
             rollout_spread: self.choice.rollout_spread,
             rollout_key: self.choice.rollout_key,
             health,
+            hooks,
             gate,
             system,
         })
+    }
+}
+
+/// A command line split into words as systemd splits `ExecStart=` (quotes honoured); `None`
+/// when none is given, `Err` with the text when it cannot be split or holds no word.
+fn words(command: Option<&str>) -> Result<Option<Vec<String>>, &str> {
+    match command.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(c) => shlex::split(c).filter(|w| !w.is_empty()).map(Some).ok_or(c),
     }
 }
 

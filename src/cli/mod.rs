@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-pub use agent::{AgentArgs, Config, ConfigError, Env, HealthChecks};
+pub use agent::{AgentArgs, Config, ConfigError, Env, HealthChecks, Hooks};
 pub use check::check_agent_settings;
 pub use values::{
     DEFAULT_POLL_PERIOD, MAX_DURATION, PROFILES_DIR, parse_duration, parse_period, profile_path,

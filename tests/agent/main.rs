@@ -8,6 +8,7 @@ mod env;
 mod faults;
 mod fixture;
 mod gate;
+mod hooks;
 mod hydra;
 mod netrc;
 mod notify;

@@ -40,6 +40,8 @@ let
     gnugrep = fakePackage "gnugrep";
     gnused = fakePackage "gnused";
     systemd = fakePackage "systemd";
+    # What the README's examples use.
+    curl = fakePackage "curl";
     # Used by NixOS's code for what the tests do not read (unit files, job scripts).
     writeText = name: _text: fakePackage name;
     runCommand = name: _env: _script: fakePackage name;
