@@ -56,6 +56,8 @@
   switchAction ? null,
   reboot ? null,
   rebootWindow ? null,
+  # How long a deployment has to reach Hydra again ("2m"; "0s": off); null: hail's default.
+  confirmTimeout ? null,
   # Commands run after each deployment's outcome (hail --on-success, --on-failure), and their
   # time bound ("1m"); null: none / hail's default.
   onSuccess ? null,
@@ -176,6 +178,7 @@ let
       message = "onSuccess and onFailure: expected a command line on one line.";
     }
     (durationCheck "hookTimeout" hookTimeout durationRe ''a non-zero duration such as "1m"'')
+    (durationCheck "confirmTimeout" confirmTimeout waitRe ''a duration such as "2m", or "0s" (off)'')
     (durationCheck "healthInterval" healthInterval durationRe ''a non-zero duration such as "5s"'')
     (durationCheck "healthTimeout" healthTimeout durationRe ''a non-zero duration such as "2m"'')
     (durationCheck "minBuildAge" minBuildAge waitRe ''a duration such as "30m" or "0s"'')
@@ -252,6 +255,7 @@ let
     HAIL_HEALTH_CHECK = healthCheck;
     HAIL_HEALTH_INTERVAL = healthInterval;
     HAIL_HEALTH_TIMEOUT = healthTimeout;
+    HAIL_CONFIRM_TIMEOUT = confirmTimeout;
     HAIL_ON_SUCCESS = onSuccess;
     HAIL_ON_FAILURE = onFailure;
     HAIL_HOOK_TIMEOUT = hookTimeout;

@@ -131,6 +131,7 @@ let
         healthCheck
         healthInterval
         healthTimeout
+        confirmTimeout
         onSuccess
         onFailure
         hookTimeout
@@ -345,6 +346,18 @@ let
           description = ''
             How long health checks may keep failing before the deployment counts as failed and is
             rolled back. `null`: hail's default (`2m`).
+          '';
+        };
+
+        confirmTimeout = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+          example = "5m";
+          description = ''
+            After a deployment's checks pass, hail must reach Hydra again (the request its poll
+            makes) within this time, or the previous good build is put back and the build is not
+            deployed again: a switch that cut the host off is undone. `"0s"` turns it off.
+            `null`: hail's default (`"2m"` with `system`, else off).
           '';
         };
 

@@ -61,6 +61,17 @@ pub enum DeployError {
         source: HealthError,
         rollback: Rollback,
     },
+    /// Hydra could not be reached after the switch within `--confirm-timeout`.
+    #[error("contact with Hydra was lost after the switch to {path} ({error}); {rollback}")]
+    ContactLost {
+        path: StorePath,
+        error: String,
+        rollback: Rollback,
+    },
+    /// Stopped while confirming contact with Hydra: the new generation stays, and is seen
+    /// through (contact confirmed) at the next start.
+    #[error("hail is stopping; {path} stays deployed, contact with Hydra not confirmed yet")]
+    Unconfirmed { path: StorePath },
     /// Stopped while health checks ran: the new generation stays, and is checked at the next
     /// start.
     #[error("hail is stopping; {path} stays deployed, unchecked: {source}")]
@@ -268,6 +279,24 @@ async fn set(
     }
     tracing::info!(hail.event = "realised", hail.build_id = id, hail.store_path = %path, "realised {path}");
     Ok(())
+}
+
+/// Puts the good build back after a deployment whose build passed its checks but lost the host
+/// its contact with Hydra (see [`roll_back`]).
+pub async fn give_back(
+    profile: &Profile,
+    build: &Build,
+    good: Option<ProfileState>,
+    limits: &Limits<'_>,
+    watchdog: &Watchdog,
+    stop: &mut watch::Receiver<bool>,
+) -> Rollback {
+    let now = profile.state().unwrap_or_default();
+    let to = Target {
+        good,
+        fresh: !profile.has_other_generations(now.generation),
+    };
+    roll_back(profile, Some(build.id), &to, limits, watchdog, stop).await
 }
 
 /// Finishes a deployment the last hail left half-way (killed during the activation or the

@@ -24,6 +24,7 @@ pub enum Event {
     SwitchFailed,
     ActivationFailed,
     HealthCheckFailed,
+    ContactLost,
 }
 
 impl Event {
@@ -34,6 +35,7 @@ impl Event {
             Event::SwitchFailed => "switch-failed",
             Event::ActivationFailed => "activation-failed",
             Event::HealthCheckFailed => "health-check-failed",
+            Event::ContactLost => "contact-lost",
         }
     }
 
@@ -48,9 +50,11 @@ impl Event {
             ) => Event::SwitchFailed,
             Err(DeployError::Activation { .. }) => Event::ActivationFailed,
             Err(DeployError::HealthCheck { .. }) => Event::HealthCheckFailed,
+            Err(DeployError::ContactLost { .. }) => Event::ContactLost,
             Err(
                 DeployError::Stopped { .. }
                 | DeployError::Unchecked { .. }
+                | DeployError::Unconfirmed { .. }
                 | DeployError::Detached { .. },
             ) => return None,
         })

@@ -105,6 +105,7 @@ pub fn render(record: &Record) -> String {
         ("deployed", c.deployments_deployed),
         ("activation-failed", c.deployments_activation_failed),
         ("health-check-failed", c.deployments_health_check_failed),
+        ("contact-lost", c.deployments_contact_lost),
         ("failed", c.deployments_failed),
     ] {
         deployments.with_label_values(&[label]).inc_by(n);

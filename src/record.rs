@@ -164,6 +164,8 @@ pub enum DeploymentResult {
     ActivationFailed,
     /// A health check did not pass in time; the profile was switched back.
     HealthCheckFailed,
+    /// Hydra could not be reached after the switch (`--confirm-timeout`); switched back.
+    ContactLost,
     /// Fetching or switching failed; the profile is untouched.
     Failed,
 }
@@ -175,6 +177,7 @@ impl DeploymentResult {
             DeploymentResult::Deployed => "deployed",
             DeploymentResult::ActivationFailed => "activation-failed",
             DeploymentResult::HealthCheckFailed => "health-check-failed",
+            DeploymentResult::ContactLost => "contact-lost",
             DeploymentResult::Failed => "failed",
         }
     }
@@ -200,6 +203,8 @@ pub struct Counters {
     pub deployments_activation_failed: u64,
     #[serde(default)]
     pub deployments_health_check_failed: u64,
+    #[serde(default)]
+    pub deployments_contact_lost: u64,
     pub deployments_failed: u64,
     /// When a poll last succeeded, and a deployment.
     pub last_poll_success: Option<Timestamp>,

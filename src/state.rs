@@ -280,6 +280,7 @@ impl State {
             DeploymentResult::Deployed => counters.deployments_deployed += 1,
             DeploymentResult::ActivationFailed => counters.deployments_activation_failed += 1,
             DeploymentResult::HealthCheckFailed => counters.deployments_health_check_failed += 1,
+            DeploymentResult::ContactLost => counters.deployments_contact_lost += 1,
             DeploymentResult::Failed => counters.deployments_failed += 1,
         }
         if let Err(f) = &result

@@ -374,7 +374,7 @@ fn every_setting() -> Value {
             "environment": {"NIX_CONFIG": "narinfo-cache-positive-ttl = 0\nconnect-timeout = 5"},
             "extraArgs": ["--http-timeout", "2m"],
             "onSuccess": "/bin/sh -c 'echo deployed $HAIL_BUILD_ID'", "onFailure": "/usr/bin/logger hail failed",
-            "hookTimeout": "30s",
+            "hookTimeout": "30s", "confirmTimeout": "5m",
         },
         "web": {"jobUri": "https://hydra.example.org/job/infra/production/web", "profile": "web", "enable": true},
         "off": {"jobUri": "ftp://not-checked", "enable": false, "pollPeriod": "bogus"},
@@ -395,6 +395,7 @@ fn a_set_with_every_setting_applies() {
         "Environment=\"HAIL_PROFILE=/nix/var/nix/profiles/system\"",
         "Environment=\"HAIL_ON_SUCCESS=/bin/sh -c 'echo deployed $HAIL_BUILD_ID'\"",
         "Environment=\"HAIL_HOOK_TIMEOUT=30s\"",
+        "Environment=\"HAIL_CONFIRM_TIMEOUT=5m\"",
         "# hail@web.service.d/hail-manager.conf",
     ] {
         assert!(

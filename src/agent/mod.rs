@@ -21,8 +21,9 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 pub use report::{
-    MSG_ACTIVATION_FAILED, MSG_DEPLOY_FAILED, MSG_DEPLOYED, MSG_HEALTH_CHECK_FAILED,
-    MSG_MANUAL_CHANGE, MSG_NOT_RECORDED, MSG_POLL_FAILED, MSG_REBOOT_NEEDED, MSG_STATE_RESET,
+    MSG_ACTIVATION_FAILED, MSG_CONTACT_LOST, MSG_DEPLOY_FAILED, MSG_DEPLOYED,
+    MSG_HEALTH_CHECK_FAILED, MSG_MANUAL_CHANGE, MSG_NOT_RECORDED, MSG_POLL_FAILED,
+    MSG_REBOOT_NEEDED, MSG_STATE_RESET,
 };
 
 use crate::cli::Config;
@@ -276,6 +277,7 @@ impl Agent {
             &mut stop,
         );
         let deployment = self.books.with_requests(&self.signals, deployment).await;
+        let deployment = self.confirm(&build, deployment).await?;
         self.finish(build, deployment, keep, previous).await
     }
 
@@ -287,6 +289,80 @@ impl Agent {
             .good
             .as_ref()
             .and_then(|g| g.build_id)
+    }
+
+    /// `--confirm-timeout`: after a deployment that passed its checks, hail must reach Hydra
+    /// again (the request its poll makes) in time, or the good build is put back, as for a
+    /// failed check; then it tries once more and says whether the rollback restored contact.
+    async fn confirm(
+        &mut self,
+        build: &Build,
+        deployment: Deployment,
+    ) -> Result<Deployment, AgentError> {
+        let timeout = self.config.confirm_timeout;
+        if deployment.result.is_err() || timeout.is_zero() {
+            return Ok(deployment);
+        }
+        self.report(Activity::Confirming(build));
+        let deadline = tokio::time::Instant::now() + timeout;
+        let error = loop {
+            let error = match self.fetch_offer().await {
+                Ok(Ok(_)) => {
+                    info!(
+                        hail.event = "confirm",
+                        hail.build_id = build.id,
+                        "contact with Hydra confirmed after the switch"
+                    );
+                    return Ok(deployment);
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => return Ok(unconfirmed(build, deployment)),
+            };
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break error;
+            }
+            warn!(
+                hail.event = "confirm",
+                hail.build_id = build.id,
+                "no contact with Hydra yet: {error}"
+            );
+            let mut stop = self.stop.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(left.min(CONFIRM_RETRY)) => {}
+                _ = stopped(&mut stop) => return Ok(unconfirmed(build, deployment)),
+            }
+        };
+        let limits = limits(&self.config);
+        let good = self.books.state.rollback_target();
+        let mut stop = self.stop.clone();
+        let rollback = deploy::give_back(
+            &self.profile,
+            build,
+            good,
+            &limits,
+            &self.watchdog,
+            &mut stop,
+        )
+        .await;
+        let restored = match self.fetch_offer().await {
+            Ok(Ok(_)) => "the rollback restored contact with Hydra".to_owned(),
+            Ok(Err(e)) => format!("still no contact with Hydra after the rollback: {e}"),
+            Err(_) => "hail is stopping".to_owned(),
+        };
+        warn!(
+            hail.event = "confirm",
+            hail.build_id = build.id,
+            "{restored}"
+        );
+        Ok(Deployment {
+            profile: self.profile.state().unwrap_or(deployment.profile),
+            result: Err(DeployError::ContactLost {
+                path: build.path.clone(),
+                error,
+                rollback,
+            }),
+        })
     }
 
     /// Concludes a deployment, then runs the operator's hook for its outcome (once the outcome
@@ -341,6 +417,7 @@ impl Agent {
             let resume = deploy::resume(profile, &build, good, &limits, watchdog, &mut stop);
             self.books.with_requests(&self.signals, resume).await
         };
+        let deployment = self.confirm(&build, deployment).await?;
         self.finish(build, deployment, keep, previous).await
     }
 
@@ -356,6 +433,7 @@ impl Agent {
             Err(
                 DeployError::Stopped { .. }
                 | DeployError::Unchecked { .. }
+                | DeployError::Unconfirmed { .. }
                 | DeployError::Detached { .. },
             ) => {
                 return Err(AgentError::Stopping);
@@ -412,6 +490,19 @@ fn limits(config: &Config) -> Limits<'_> {
     }
 }
 
+/// How often contact with Hydra is tried while it is being confirmed.
+const CONFIRM_RETRY: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Stopped while confirming: the deployment stays, to be seen through at the next start.
+fn unconfirmed(build: &Build, deployment: Deployment) -> Deployment {
+    Deployment {
+        result: Err(DeployError::Unconfirmed {
+            path: build.path.clone(),
+        }),
+        ..deployment
+    }
+}
+
 /// What the state needs to know of a failed deployment.
 fn failure(e: &DeployError) -> DeployFailure {
     let (result, reason) = match e {
@@ -422,6 +513,10 @@ fn failure(e: &DeployError) -> DeployFailure {
         DeployError::HealthCheck { source, .. } => (
             DeploymentResult::HealthCheckFailed,
             format!("health check failed: {source}"),
+        ),
+        DeployError::ContactLost { error, .. } => (
+            DeploymentResult::ContactLost,
+            format!("contact with Hydra lost after the switch: {error}"),
         ),
         _ => (DeploymentResult::Failed, String::new()),
     };

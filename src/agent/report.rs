@@ -18,6 +18,7 @@ pub const MSG_MANUAL_CHANGE: &str = "9a41f4d3b2c84e0f8d6e1c7b5a3f2e90";
 pub const MSG_STATE_RESET: &str = "e3c0a8b5d7f14a2c9b6e4d1f0a8c7b35";
 pub const MSG_REBOOT_NEEDED: &str = "7d3b9e21c4a84f6b8e05d2a19f6c4b73";
 pub const MSG_NOT_RECORDED: &str = "b6f0d2e84c1a4f3d9e7b5a2c8d0e6f14";
+pub const MSG_CONTACT_LOST: &str = "2f9c4e71d8a34b6e9c0d5a7f1e3b8c62";
 
 pub fn poll_failed(message: &str) {
     error!(
@@ -108,6 +109,22 @@ pub fn deployment(build: &Build, generation: Option<u64>, result: &Result<(), De
             hail.store_path = %build.path,
             hail.generation = generation,
             hail.error = %e,
+            "{e}"
+        ),
+        Err(e @ DeployError::ContactLost { .. }) => error!(
+            hail.event = "contact-lost",
+            message_id = MSG_CONTACT_LOST,
+            hail.build_id = build.id,
+            hail.store_path = %build.path,
+            hail.generation = generation,
+            hail.error = %e,
+            "{e}"
+        ),
+        Err(e @ DeployError::Unconfirmed { .. }) => warn!(
+            hail.event = "confirm",
+            hail.build_id = build.id,
+            hail.store_path = %build.path,
+            hail.generation = generation,
             "{e}"
         ),
         Err(e @ DeployError::Unchecked { .. }) => warn!(

@@ -151,6 +151,12 @@ pub struct HealthArgs {
     #[arg(long, env = "HAIL_HEALTH_TIMEOUT", value_name = "PERIOD", default_value = "2m",
           value_parser = parse_duration)]
     pub health_timeout: Duration,
+
+    /// After the checks pass, hail must reach Hydra again (the request its poll makes) within
+    /// this time, or the build is rolled back as for a failed check: a switch that cut the host
+    /// off is undone. 0s turns it off [default: 2m with --system, else 0s].
+    #[arg(long, env = "HAIL_CONFIRM_TIMEOUT", value_name = "PERIOD", value_parser = parse_duration)]
+    pub confirm_timeout: Option<Duration>,
 }
 
 /// Operators' commands after each deployment's outcome.
@@ -251,6 +257,10 @@ impl Env {
     }
 }
 
+/// How long a new system has to reach Hydra again by default: a switch that breaks the network
+/// is the worst a whole system can do to a pull-based host.
+pub const DEFAULT_SYSTEM_CONFIRM_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// A checked agent configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -270,6 +280,8 @@ pub struct Config {
     pub rollout_spread: Duration,
     pub rollout_key: Option<String>,
     pub health: HealthChecks,
+    /// `--confirm-timeout`: zero when contact is not confirmed.
+    pub confirm_timeout: Duration,
     pub hooks: Hooks,
     pub gate: Gate,
     /// `--system`: the job builds NixOS systems.
@@ -414,6 +426,14 @@ impl AgentArgs {
             rollout_spread: self.choice.rollout_spread,
             rollout_key: self.choice.rollout_key,
             health,
+            confirm_timeout: self
+                .health
+                .confirm_timeout
+                .unwrap_or(if self.system.system {
+                    DEFAULT_SYSTEM_CONFIRM_TIMEOUT
+                } else {
+                    Duration::ZERO
+                }),
             hooks,
             gate,
             system,

@@ -216,6 +216,8 @@ pub enum Activity<'a> {
     StartupActivation,
     Polling,
     Deploying(&'a Build),
+    /// Confirming contact with Hydra after deploying this build.
+    Confirming(&'a Build),
     /// Waiting this long for the next poll.
     Waiting(Duration),
     Stopping,

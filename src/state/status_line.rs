@@ -57,6 +57,10 @@ impl State {
             Activity::StartupActivation => "running the start-up activation".to_owned(),
             Activity::Polling => "polling Hydra".to_owned(),
             Activity::Deploying(b) => format!("deploying build {} ({})", b.id, b.path.short()),
+            Activity::Confirming(b) => format!(
+                "confirming contact with Hydra after deploying build {}",
+                b.id
+            ),
             Activity::Stopping => "stopping".to_owned(),
             Activity::Waiting(wait) => self.waiting(wait),
         };

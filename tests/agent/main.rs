@@ -3,6 +3,7 @@
 
 mod activation;
 mod chaos;
+mod confirm;
 mod deploy;
 mod env;
 mod faults;
