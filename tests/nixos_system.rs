@@ -361,3 +361,45 @@ fn a_reboot_waits_for_its_window_and_goes_through_systemd() {
         "rebooted after {took:?}, the window opened after {opens_in:?}"
     );
 }
+
+/// A new system that cuts the host off from Hydra is undone with switch-to-configuration: hail
+/// cannot confirm contact after the switch, so it switches back to the last good system.
+#[test]
+fn a_system_that_cuts_contact_is_switched_back() {
+    let Some(rig) = Rig::new("nixcontact", Path::new(HAIL)) else {
+        return;
+    };
+    let c = &rig.c;
+    configure(&rig, "HAIL_CONFIRM_TIMEOUT=3s\n");
+    let (v1, b1) = release(&rig, "1", "1", 0, "");
+    c.systemctl_ok("start", OS);
+    wait_status(&rig, &format!("deployed build {b1} ("));
+    // Its switch waits until the test has made Hydra stop answering (as a new firewall would).
+    let (cut, go) = ("/var/lib/hail-nixos/cut", "/var/lib/hail-nixos/go");
+    let (_, b2) = release(
+        &rig,
+        "2",
+        "1",
+        0,
+        &format!("touch {cut}; while [ ! -e {go} ]; do sleep 0.05; done"),
+    );
+    reload(&rig);
+    c.wait_for("the switch to system 2", OS, DEPLOY, |c| c.read_file(cut));
+    rig.hydra.override_path(
+        &rig.hydra.default_latest_path(),
+        hail_testkit::hydra::Override::respond(502, "text/html", "<html>Bad Gateway</html>"),
+    );
+    c.write_file(go, "");
+    let status = wait_status(&rig, &format!("deploying build {b2} failed"));
+    assert!(status.contains("contact with Hydra was lost"), "{status}");
+    assert_eq!(readlink(&rig, SYSTEM), v1.out_path);
+    assert_eq!(readlink(&rig, "/run/current-system"), v1.out_path);
+    let s = switches(&rig);
+    assert!(
+        s.last()
+            .is_some_and(|l| l.starts_with(&format!("1 switch {}", v1.out_path))),
+        "{s:?}"
+    );
+    let said = c.journal(&["-u", OS, "HAIL_EVENT=contact-lost"]);
+    assert_eq!(said.len(), 1, "{said:?}");
+}
