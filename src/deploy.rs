@@ -61,10 +61,12 @@ pub enum DeployError {
         source: HealthError,
         rollback: Rollback,
     },
-    /// Hydra could not be reached after the switch within `--confirm-timeout`.
-    #[error("contact with Hydra was lost after the switch to {path} ({error}); {rollback}")]
+    /// Hydra could not be reached within `--confirm-timeout` after the switch (or the reboot).
+    #[error("contact with Hydra was lost after {after} to {path} ({error}); {rollback}")]
     ContactLost {
         path: StorePath,
+        /// `the switch` or `the reboot`.
+        after: &'static str,
         error: String,
         rollback: Rollback,
     },

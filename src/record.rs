@@ -65,6 +65,25 @@ pub struct Record {
     /// system needs a reboot to run fully; empty when none is needed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reboot_needed: Vec<String>,
+    /// `--system`: a reboot hail asked for, and the system it should come up in; its contact
+    /// with Hydra is confirmed at the first start after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebooting: Option<Rebooting>,
+}
+
+/// A reboot hail asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rebooting {
+    /// The system the host should boot.
+    pub into: BuildRef,
+    /// The system it booted before (and reached Hydra from): where it goes back to when the
+    /// new one cannot reach Hydra.
+    #[serde(default)]
+    pub from: Option<Deployed>,
+    /// A reboot back into the last good system, after the one before lost contact: it is not
+    /// tried again.
+    #[serde(default)]
+    pub back: bool,
 }
 
 /// The evaluations the gate last looked at, and its verdicts on those that had finished.
@@ -110,6 +129,7 @@ impl Default for Record {
             latest_since: None,
             last_poll: None,
             reboot_needed: Vec::new(),
+            rebooting: None,
             last_deployment: None,
             known_bad: Vec::new(),
             paused: false,

@@ -131,6 +131,25 @@ impl State {
         self.record.counters.last_poll_success = Some(now);
     }
 
+    /// At the first start after a reboot hail asked for, with the host booted into `booted`:
+    /// whether its contact with Hydra must be confirmed. A reboot back into the last good system
+    /// (or one that did not come up in the system asked for) is not confirmed again.
+    pub fn after_reboot(&mut self, booted: Option<&StorePath>) -> AfterReboot {
+        let Some(r) = &self.record.rebooting else {
+            return AfterReboot::Nothing;
+        };
+        let into = StorePath::parse(&r.into.store_path).ok();
+        match into {
+            Some(path) if !r.back && booted == Some(&path) => {
+                AfterReboot::Confirm(Build::new(r.into.build_id, path))
+            }
+            _ => {
+                self.record.rebooting = None;
+                AfterReboot::Nothing
+            }
+        }
+    }
+
     /// The build to check at start-up (see [`State::new`]), once.
     pub fn take_unchecked(&mut self) -> Option<BuildRef> {
         self.unchecked.take()
@@ -194,6 +213,47 @@ impl State {
                     self.notices.push(Notice::RebootNeeded(differs.clone()));
                 }
                 self.record.reboot_needed = differs;
+                Next::Wait
+            }
+            Event::Rebooting { from } => {
+                let from = from.and_then(|f| {
+                    let path = f.current?;
+                    Some(Deployed {
+                        build_id: self.build_id_of(&path),
+                        store_path: path.to_string(),
+                        generation: f.generation,
+                        since: now,
+                    })
+                });
+                self.record.rebooting = self.record.deployed.as_ref().and_then(|d| {
+                    Some(record::Rebooting {
+                        into: BuildRef {
+                            build_id: d.build_id?,
+                            store_path: d.store_path.clone(),
+                        },
+                        from,
+                        back: false,
+                    })
+                });
+                Next::Wait
+            }
+            Event::RebootChecked { reached: true } => {
+                self.record.rebooting = None;
+                Next::Wait
+            }
+            Event::RebootChecked { reached: false } => {
+                // Back into the system booted before, the last one known to reach Hydra; once.
+                if let Some(from) = self.record.rebooting.take().and_then(|r| r.from) {
+                    self.record.good = Some(from.clone());
+                    self.record.rebooting = Some(record::Rebooting {
+                        into: BuildRef {
+                            build_id: from.build_id.unwrap_or_default(),
+                            store_path: from.store_path.clone(),
+                        },
+                        from: None,
+                        back: true,
+                    });
+                }
                 Next::Wait
             }
             Event::RebootWaits(wait) => {
@@ -470,7 +530,9 @@ fn build_ref(b: &Build) -> BuildRef {
 mod events;
 mod status_line;
 
-pub use events::{Activity, DeployFailure, Event, Next, Notice, Request, Round, WindowWait};
+pub use events::{
+    Activity, AfterReboot, DeployFailure, Event, Next, Notice, Request, Round, WindowWait,
+};
 
 #[cfg(test)]
 mod tests;

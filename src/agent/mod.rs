@@ -3,6 +3,7 @@
 //! [`crate::state`], and [`report`] writes the journal entries.
 
 mod books;
+mod confirm;
 mod gate;
 mod reboot;
 mod report;
@@ -291,80 +292,6 @@ impl Agent {
             .and_then(|g| g.build_id)
     }
 
-    /// `--confirm-timeout`: after a deployment that passed its checks, hail must reach Hydra
-    /// again (the request its poll makes) in time, or the good build is put back, as for a
-    /// failed check; then it tries once more and says whether the rollback restored contact.
-    async fn confirm(
-        &mut self,
-        build: &Build,
-        deployment: Deployment,
-    ) -> Result<Deployment, AgentError> {
-        let timeout = self.config.confirm_timeout;
-        if deployment.result.is_err() || timeout.is_zero() {
-            return Ok(deployment);
-        }
-        self.report(Activity::Confirming(build));
-        let deadline = tokio::time::Instant::now() + timeout;
-        let error = loop {
-            let error = match self.fetch_offer().await {
-                Ok(Ok(_)) => {
-                    info!(
-                        hail.event = "confirm",
-                        hail.build_id = build.id,
-                        "contact with Hydra confirmed after the switch"
-                    );
-                    return Ok(deployment);
-                }
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => return Ok(unconfirmed(build, deployment)),
-            };
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if left.is_zero() {
-                break error;
-            }
-            warn!(
-                hail.event = "confirm",
-                hail.build_id = build.id,
-                "no contact with Hydra yet: {error}"
-            );
-            let mut stop = self.stop.clone();
-            tokio::select! {
-                _ = tokio::time::sleep(left.min(CONFIRM_RETRY)) => {}
-                _ = stopped(&mut stop) => return Ok(unconfirmed(build, deployment)),
-            }
-        };
-        let limits = limits(&self.config);
-        let good = self.books.state.rollback_target();
-        let mut stop = self.stop.clone();
-        let rollback = deploy::give_back(
-            &self.profile,
-            build,
-            good,
-            &limits,
-            &self.watchdog,
-            &mut stop,
-        )
-        .await;
-        let restored = match self.fetch_offer().await {
-            Ok(Ok(_)) => "the rollback restored contact with Hydra".to_owned(),
-            Ok(Err(e)) => format!("still no contact with Hydra after the rollback: {e}"),
-            Err(_) => "hail is stopping".to_owned(),
-        };
-        warn!(
-            hail.event = "confirm",
-            hail.build_id = build.id,
-            "{restored}"
-        );
-        Ok(Deployment {
-            profile: self.profile.state().unwrap_or(deployment.profile),
-            result: Err(DeployError::ContactLost {
-                path: build.path.clone(),
-                error,
-                rollback,
-            }),
-        })
-    }
-
     /// Concludes a deployment, then runs the operator's hook for its outcome (once the outcome
     /// is saved: a hook that hangs or takes hail down loses nothing).
     async fn finish(
@@ -490,19 +417,6 @@ fn limits(config: &Config) -> Limits<'_> {
     }
 }
 
-/// How often contact with Hydra is tried while it is being confirmed.
-const CONFIRM_RETRY: std::time::Duration = std::time::Duration::from_secs(3);
-
-/// Stopped while confirming: the deployment stays, to be seen through at the next start.
-fn unconfirmed(build: &Build, deployment: Deployment) -> Deployment {
-    Deployment {
-        result: Err(DeployError::Unconfirmed {
-            path: build.path.clone(),
-        }),
-        ..deployment
-    }
-}
-
 /// What the state needs to know of a failed deployment.
 fn failure(e: &DeployError) -> DeployFailure {
     let (result, reason) = match e {
@@ -514,9 +428,9 @@ fn failure(e: &DeployError) -> DeployFailure {
             DeploymentResult::HealthCheckFailed,
             format!("health check failed: {source}"),
         ),
-        DeployError::ContactLost { error, .. } => (
+        DeployError::ContactLost { error, after, .. } => (
             DeploymentResult::ContactLost,
-            format!("contact with Hydra lost after the switch: {error}"),
+            format!("contact with Hydra lost after {after}: {error}"),
         ),
         _ => (DeploymentResult::Failed, String::new()),
     };

@@ -9,6 +9,8 @@ use tracing::{info, warn};
 use super::Agent;
 use crate::decide::{self, Reboot};
 use crate::state::{Event, WindowWait};
+use crate::store_path::StorePath;
+use crate::types::ProfileState;
 use crate::{format, system};
 
 impl Agent {
@@ -67,6 +69,19 @@ impl Agent {
                     hail.event = "reboot",
                     "the deployed system needs a reboot: rebooting now"
                 );
+                // Saved first: the first start after it confirms that the new system reaches
+                // Hydra, and goes back to the one booted now if it does not.
+                let from = std::fs::canonicalize(&mode.booted_system)
+                    .ok()
+                    .and_then(|p| StorePath::parse(&p.to_string_lossy()).ok())
+                    .map(|path| ProfileState {
+                        generation: self.profile.generation_holding(&path),
+                        current: Some(path),
+                    });
+                self.books
+                    .state
+                    .apply(Timestamp::now(), Event::Rebooting { from });
+                self.books.settle();
                 if let Err(e) = system::reboot(&self.watchdog).await {
                     warn!(hail.event = "reboot", hail.error = %e, "reboot failed: {e}");
                 }

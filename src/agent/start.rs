@@ -15,7 +15,7 @@ use crate::deploy;
 use crate::hydra::HydraClient;
 use crate::netrc::Netrc;
 use crate::profile::Profile;
-use crate::state::{Activity, Event, State};
+use crate::state::{Activity, AfterReboot, Event, State};
 use crate::store_path::StorePath;
 use crate::systemd::{self, Watchdog};
 use crate::types::{Build, ProfileState};
@@ -119,6 +119,16 @@ impl Agent {
                 StorePath::parse(&b.store_path).ok()?,
             ))
         });
+        // The first start after a reboot into a new system: can it still reach Hydra?
+        if let Some(mode) = &agent.config.system {
+            let booted = std::fs::canonicalize(&mode.booted_system)
+                .ok()
+                .and_then(|p| StorePath::parse(&p.to_string_lossy()).ok());
+            if let AfterReboot::Confirm(build) = agent.books.state.after_reboot(booted.as_ref()) {
+                agent.confirm_after_reboot(build).await?;
+            }
+            agent.books.settle();
+        }
         match unfinished {
             // Its activation is the deployment's: a failure rolls it back, as it would have.
             Some(build) => agent.resume(build).await?,

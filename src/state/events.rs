@@ -43,6 +43,21 @@ pub enum Event {
     Booted(Vec<String>),
     /// `--reboot-window`: a reboot waits for its window (`None`: no reboot waits).
     RebootWaits(Option<WindowWait>),
+    /// hail is about to ask systemd to reboot into the deployed system, from the booted one
+    /// (its store path and the profile generation holding it).
+    Rebooting { from: Option<ProfileState> },
+    /// After a reboot into a new system (see [`AfterReboot::Confirm`]): whether Hydra was
+    /// reached. If not, the system booted before is the good one again, and hail reboots into
+    /// it, once (the new one's failure is a deployment's outcome: [`Event::Deployed`]).
+    RebootChecked { reached: bool },
+}
+
+/// What to do at the first start after a reboot hail asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterReboot {
+    Nothing,
+    /// The host booted the new system: confirm contact with Hydra.
+    Confirm(Build),
 }
 
 /// A reboot waiting for its window.

@@ -1007,3 +1007,52 @@ fn recovery_after_a_crash_in_each_phase() {
         }
     }
 }
+
+#[test]
+fn a_reboot_is_confirmed_at_the_next_start_and_goes_back_once() {
+    // System b (build 8) deployed over a (build 7, booted); hail reboots into b.
+    let mut s = fresh(at('a', 1));
+    s.apply(minute(1), polled(at('a', 1), build(7, 'a')));
+    s.apply(minute(2), polled(at('a', 1), build(8, 'b')));
+    s.apply(minute(3), deployed(build(8, 'b'), at('b', 2)));
+    s.apply(
+        minute(4),
+        Event::Rebooting {
+            from: Some(at('a', 1)),
+        },
+    );
+    let saved = s.record().clone();
+    let start = |record: &Record| {
+        State::new(
+            record.clone(),
+            Policy::default(),
+            JOB,
+            PROFILE,
+            at('b', 2),
+            minute(5),
+        )
+    };
+    // Booted into b: confirm; booted into anything else: nothing (the reboot did not happen).
+    assert_eq!(
+        start(&saved).after_reboot(Some(&path('b'))),
+        AfterReboot::Confirm(build(8, 'b'))
+    );
+    let mut other = start(&saved);
+    assert_eq!(other.after_reboot(Some(&path('a'))), AfterReboot::Nothing);
+    assert_eq!(other.record().rebooting, None);
+    // Reached: nothing left to do.
+    let mut s = start(&saved);
+    s.after_reboot(Some(&path('b')));
+    s.apply(minute(6), Event::RebootChecked { reached: true });
+    assert_eq!(s.record().rebooting, None);
+    // Not reached: a is the good system again, and the reboot back is not confirmed again.
+    let mut s = start(&saved);
+    s.after_reboot(Some(&path('b')));
+    s.apply(minute(6), Event::RebootChecked { reached: false });
+    assert_eq!(s.rollback_target().and_then(|t| t.current), Some(path('a')));
+    let back = s.record().clone();
+    assert!(back.rebooting.as_ref().is_some_and(|r| r.back));
+    let mut s = State::new(back, Policy::default(), JOB, PROFILE, at('a', 1), minute(7));
+    assert_eq!(s.after_reboot(Some(&path('a'))), AfterReboot::Nothing);
+    assert_eq!(s.record().rebooting, None);
+}
