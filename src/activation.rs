@@ -42,6 +42,10 @@ pub enum ActivationError {
         code: i32,
         meaning: &'static str,
     },
+    /// A system's switch, followed by a hail it restarted, ended otherwise than by exiting
+    /// (killed by a signal, timed out in systemd).
+    #[error("switch-to-configuration: {how}")]
+    Ended { how: String },
     /// hail is stopping while a system's switch goes on in its transient unit.
     #[error("hail is stopping; the switch goes on in the unit {unit}")]
     Detached { unit: String },

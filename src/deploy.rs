@@ -1,6 +1,7 @@
 //! One deployment: realise, switch, activate, check its health, and put the previous generation
 //! back when the activation or a health check fails.
 
+use std::path::Path;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -28,6 +29,9 @@ pub struct Limits<'a> {
     pub health: &'a HealthChecks,
     /// `--system`: the activation is the system's switch-to-configuration.
     pub system: Option<&'a SystemMode>,
+    /// Where a system's switch leaves how it ended, for a hail it restarts (the state
+    /// directory).
+    pub switch_results: &'a Path,
 }
 
 /// Bound on `nix-env --set` / `--switch-generation`: they only write symlinks.
@@ -337,10 +341,11 @@ pub async fn resume(
     }
 }
 
-/// Checks the health of what the profile points at now: a system the last hail switched to
-/// but did not see through (its switch went on in its own unit). A check that does not pass
-/// returns to `good` (or removes a first profile), as a deployment would.
-pub async fn recheck(
+/// Sees through a system the last hail switched to but did not see through (it was stopped,
+/// often by the switch itself restarting hail): the switch is followed to its end in its unit
+/// and judged by its result (run now if it never started), then the system's health is checked;
+/// a failure of either returns to `good` (or removes a first profile), as a deployment would.
+pub async fn follow(
     profile: &Profile,
     build: &Build,
     good: Option<ProfileState>,
@@ -353,7 +358,41 @@ pub async fn recheck(
         good,
         fresh: !profile.has_other_generations(now.generation),
     };
-    let result = check_health(profile, build, now.generation, &to, limits, watchdog, stop).await;
+    let result = async {
+        let (path, id) = (&build.path, Some(build.id));
+        let tracked = system::Tracked::new(build.id, limits.switch_results);
+        let action = limits.system.map(|m| m.action).unwrap_or_default();
+        let followed = match &tracked {
+            Some(t) => system::follow(t, action, limits.activation, watchdog).await,
+            None => system::Followed::NeverRan,
+        };
+        let switched = match followed {
+            system::Followed::Succeeded => Ok(()),
+            system::Followed::Failed(e) => Err(e),
+            system::Followed::NeverRan => {
+                activate_path(profile, Some(path), id, limits, watchdog, stop).await
+            }
+        };
+        match switched {
+            Ok(()) => {}
+            Err(ActivationError::Detached { unit }) => {
+                return Err(DeployError::Detached {
+                    path: path.clone(),
+                    unit,
+                });
+            }
+            Err(source) => {
+                let rollback = roll_back(profile, id, &to, limits, watchdog, stop).await;
+                return Err(DeployError::Activation {
+                    path: path.clone(),
+                    source,
+                    rollback,
+                });
+            }
+        }
+        check_health(profile, build, now.generation, &to, limits, watchdog, stop).await
+    }
+    .await;
     Deployment {
         profile: profile.state().unwrap_or(now),
         result,
@@ -418,5 +457,16 @@ pub(super) async fn activate_path(
         );
     };
     let system = std::path::Path::new(path.as_str());
-    system::switch(system, mode.action, limits.activation, watchdog, stop, log).await
+    // A deployment's switch (not a rollback's) can be followed by a hail it restarts.
+    let tracked = build_id.and_then(|id| system::Tracked::new(id, limits.switch_results));
+    system::switch(
+        system,
+        mode.action,
+        tracked.as_ref(),
+        limits.activation,
+        watchdog,
+        stop,
+        log,
+    )
+    .await
 }

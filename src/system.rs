@@ -81,19 +81,148 @@ pub fn check(path: &Path) -> Result<(), NotASystem> {
     Ok(())
 }
 
+/// A deployment's switch that a hail restarted by the switch itself can follow: its unit is
+/// named for the build, and systemd writes how it ended (`SERVICE_RESULT EXIT_STATUS`, e.g.
+/// `success 0`, `exit-code 4`) to `result` when it ends, whoever waits for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tracked {
+    pub unit: String,
+    pub result: PathBuf,
+}
+
+impl Tracked {
+    /// The switch of build `build_id`, its result kept in `dir` (the state directory); `None`
+    /// when `dir` cannot be written into a unit's command line as it is.
+    pub fn new(build_id: u64, dir: &Path) -> Option<Tracked> {
+        let plain = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "/._-+@:".contains(c))
+        };
+        let result = dir.join(format!("switch-{build_id}.result"));
+        plain(&result.to_string_lossy()).then(|| Tracked {
+            unit: format!("hail-switch-to-configuration-{build_id}"),
+            result,
+        })
+    }
+}
+
 /// `SYSTEM/bin/switch-to-configuration ACTION`, in the transient unit `unit` (through
-/// `systemd-run`, as `nixos-rebuild` runs it) when one is given, directly otherwise.
-pub fn switch_command(system: &Path, action: SwitchAction, unit: Option<&str>) -> CommandLine {
+/// `systemd-run`, as `nixos-rebuild` runs it) when one is given, directly otherwise; with
+/// `result`, the unit writes how it ended there (see [`Tracked`]).
+pub fn switch_command(
+    system: &Path,
+    action: SwitchAction,
+    unit: Option<&str>,
+    result: Option<&Path>,
+) -> CommandLine {
     let script = system.join("bin/switch-to-configuration");
     let Some(unit) = unit else {
         return CommandLine::new(script).arg(action.as_str());
     };
-    CommandLine::new("systemd-run")
+    let mut cmd = CommandLine::new("systemd-run")
         .args(["-E", "LOCALE_ARCHIVE", "-E", "NIXOS_INSTALL_BOOTLOADER"])
         .args(["--collect", "--no-ask-password", "--pipe", "--quiet"])
-        .args(["--service-type=exec", &format!("--unit={unit}"), "--wait"])
-        .arg(script)
-        .arg(action.as_str())
+        .args(["--service-type=exec", &format!("--unit={unit}"), "--wait"]);
+    if let Some(result) = result {
+        // `$$` is a literal `$` for systemd: the shell reads systemd's variables.
+        cmd = cmd.arg("-p").arg(format!(
+            "ExecStopPost=/bin/sh -c 'echo \"$$SERVICE_RESULT $$EXIT_STATUS\" > \"$$0\"' {}",
+            result.display()
+        ));
+    }
+    cmd.arg(script).arg(action.as_str())
+}
+
+/// How a followed switch ended.
+#[derive(Debug)]
+pub enum Followed {
+    /// It ran to success.
+    Succeeded,
+    /// It failed (as [`switch`] reports it).
+    Failed(ActivationError),
+    /// It never started: no result, no unit.
+    NeverRan,
+}
+
+/// Follows the switch `tracked` to its end, as a hail restarted by it does: its result, once the
+/// unit has ended, bounded by `timeout` (a unit that runs out of time is stopped). The result
+/// file is left for the caller to remove once it has concluded the deployment.
+pub async fn follow(
+    tracked: &Tracked,
+    action: SwitchAction,
+    timeout: Duration,
+    watchdog: &Watchdog,
+) -> Followed {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(ended) = read_result(&tracked.result) {
+            return ended_as(&ended, action);
+        }
+        let show = CommandLine::new("systemctl").args([
+            "show",
+            "--property=ActiveState",
+            "--value",
+            "--",
+            &tracked.unit,
+        ]);
+        let state = tokio::task::spawn_blocking(move || {
+            process::run_captured(&show, SYSTEMCTL_TIMEOUT).unwrap_or_default()
+        })
+        .await
+        .unwrap_or_default();
+        // Not loaded is `inactive`; `deactivating` is its ExecStopPost= writing the result.
+        let running = matches!(
+            state.trim(),
+            "active" | "activating" | "deactivating" | "reloading"
+        );
+        if !running {
+            // It may have ended between the two looks.
+            return match read_result(&tracked.result) {
+                Some(ended) => ended_as(&ended, action),
+                None => Followed::NeverRan,
+            };
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let stop_unit = CommandLine::new("systemctl").args(["stop", "--", &tracked.unit]);
+            let _ =
+                process::run_async(&stop_unit, SYSTEMCTL_TIMEOUT, watchdog, str::to_owned).await;
+            return Followed::Failed(ActivationError::Timeout {
+                script: tracked.unit.clone(),
+                timeout,
+            });
+        }
+        watchdog.ping();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// How the switch `tracked` ended, if its unit has written it.
+pub fn ended(tracked: &Tracked, action: SwitchAction) -> Option<Followed> {
+    read_result(&tracked.result).map(|text| ended_as(&text, action))
+}
+
+fn read_result(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .filter(|t| t.ends_with('\n'))
+}
+
+/// `SERVICE_RESULT EXIT_STATUS`, as the unit's `ExecStopPost=` wrote it.
+fn ended_as(text: &str, action: SwitchAction) -> Followed {
+    let mut words = text.split_whitespace();
+    let (result, status) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    match (result, status.parse::<i32>()) {
+        ("success", _) => Followed::Succeeded,
+        (_, Ok(code)) if code != 0 => Followed::Failed(ActivationError::Switch {
+            action: action.as_str(),
+            code,
+            meaning: exit_meaning(code),
+        }),
+        _ => Followed::Failed(ActivationError::Ended {
+            how: format!("its unit ended with {}", text.trim()),
+        }),
+    }
 }
 
 /// What `switch-to-configuration`'s exit code means (nixpkgs' switch-to-configuration-ng).
@@ -120,13 +249,27 @@ fn unit_name() -> String {
 pub async fn switch(
     system: &Path,
     action: SwitchAction,
+    tracked: Option<&Tracked>,
     timeout: Duration,
     watchdog: &Watchdog,
     stop: &mut watch::Receiver<bool>,
     on_line: impl FnMut(&str),
 ) -> Result<(), ActivationError> {
-    let unit = Path::new(SYSTEMD_RUNNING).is_dir().then(unit_name);
-    let cmd = switch_command(system, action, unit.as_deref());
+    let systemd = Path::new(SYSTEMD_RUNNING).is_dir();
+    let tracked = tracked.filter(|_| systemd);
+    let unit = match tracked {
+        Some(t) => Some(t.unit.clone()),
+        None => systemd.then(unit_name),
+    };
+    if let Some(t) = tracked {
+        let _ = std::fs::remove_file(&t.result);
+    }
+    let cmd = switch_command(
+        system,
+        action,
+        unit.as_deref(),
+        tracked.map(|t| t.result.as_path()),
+    );
     let result = match &unit {
         None => activation::run(&cmd, &[], timeout, watchdog, stop, on_line).await,
         Some(unit) => {
@@ -140,6 +283,13 @@ pub async fn switch(
                 let stop_unit = CommandLine::new("systemctl").args(["stop", unit]);
                 let _ = process::run_async(&stop_unit, SYSTEMCTL_TIMEOUT, watchdog, str::to_owned)
                     .await;
+            }
+            // Seen through here: its result is only for a hail it restarts.
+            if let (Some(t), false) = (
+                tracked,
+                matches!(result, Err(ActivationError::Detached { .. })),
+            ) {
+                let _ = std::fs::remove_file(&t.result);
             }
             result
         }
@@ -203,14 +353,15 @@ mod tests {
     fn switch_command_lines() {
         let sys = Path::new("/nix/store/aaa-nixos-system");
         assert_eq!(
-            switch_command(sys, SwitchAction::Boot, None).display(),
+            switch_command(sys, SwitchAction::Boot, None, None).display(),
             "/nix/store/aaa-nixos-system/bin/switch-to-configuration boot"
         );
         assert_eq!(
             switch_command(
                 sys,
                 SwitchAction::Switch,
-                Some("hail-switch-to-configuration-7-0")
+                Some("hail-switch-to-configuration-7-0"),
+                None,
             )
             .display(),
             "systemd-run -E LOCALE_ARCHIVE -E NIXOS_INSTALL_BOOTLOADER --collect --no-ask-password \

@@ -403,3 +403,48 @@ fn a_system_that_cuts_contact_is_switched_back() {
     let said = c.journal(&["-u", OS, "HAIL_EVENT=contact-lost"]);
     assert_eq!(said.len(), 1, "{said:?}");
 }
+
+/// A switch that restarts hail and then fails (exit 4): the restarted hail follows the switch's
+/// unit to its end, judges its result, rolls the system back and makes the build known-bad.
+#[test]
+fn a_switch_that_restarts_hail_and_fails_is_rolled_back_by_the_new_hail() {
+    let Some(rig) = Rig::new("nixselffail", Path::new(HAIL)) else {
+        return;
+    };
+    let c = &rig.c;
+    configure(&rig, "");
+    let (v1, b1) = release(&rig, "1", "1", 0, "");
+    c.systemctl_ok("start", OS);
+    wait_status(&rig, &format!("deployed build {b1} ("));
+    let pid = c.show(OS, "MainPID");
+    let (v2, b2) = release(
+        &rig,
+        "2",
+        "1",
+        4,
+        "systemctl restart hail@os.service && sleep 1",
+    );
+    reload(&rig);
+    // The new hail's verdict (its status then says the build is known-bad).
+    let status = wait_status(&rig, "known to be bad");
+    assert!(status.contains(&format!("build {b2} (")), "{status}");
+    assert!(
+        status.contains("switch-to-configuration switch exited 4"),
+        "{status}"
+    );
+    assert_ne!(c.show(OS, "MainPID"), pid, "hail was not restarted");
+    assert_eq!(readlink(&rig, SYSTEM), v1.out_path);
+    let s = switches(&rig);
+    assert_eq!(s.len(), 3, "{s:?}");
+    assert!(
+        s[1].starts_with(&format!("2 switch {}", v2.out_path)),
+        "{s:?}"
+    );
+    assert!(
+        s[2].starts_with(&format!("1 switch {}", v1.out_path)),
+        "{s:?}"
+    );
+    let known = rig.c.exec(&["hail", "status", "os", "--json"]);
+    let known: serde_json::Value = serde_json::from_str(&known).unwrap();
+    assert_eq!(known["known_bad"][0]["build_id"], b2, "{known}");
+}

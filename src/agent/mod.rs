@@ -106,11 +106,15 @@ struct Agent {
     signals: Arc<Signals>,
     /// `--reboot-window`: the wait for the window was logged.
     reboot_announced: bool,
+    /// `--system`: a deployment the last hail did not see through, followed once hail runs.
+    unfinished: Option<Build>,
 }
 
 impl Agent {
     async fn run(mut self) -> Result<(), AgentError> {
+        let started = self.after_start().await;
         let Some(period) = self.config.poll_period else {
+            started?;
             let round = self.round().await;
             self.reboot_if_needed().await;
             self.books.settle();
@@ -122,6 +126,9 @@ impl Agent {
         };
         let mut ticks = self.watchdog.ticks();
         loop {
+            if started.is_err() {
+                break;
+            }
             if let Err(AgentError::Stopping) = self.round().await {
                 break;
             }
@@ -305,6 +312,10 @@ impl Agent {
         let error = deployment.result.as_ref().err().map(|e| e.to_string());
         let generation = deployment.profile.generation;
         self.conclude(build.clone(), deployment, keep)?;
+        // A switch's result, left for a hail it restarted, is not needed any more.
+        if let Some(t) = crate::system::Tracked::new(build.id, self.config.state_dir.path()) {
+            let _ = std::fs::remove_file(&t.result);
+        }
         let hooks = &self.config.hooks;
         let Some(event) = event.filter(|e| match e {
             hooks::Event::Deployed => hooks.on_success.is_some(),
@@ -338,8 +349,8 @@ impl Agent {
         let (profile, watchdog) = (&self.profile, &self.watchdog);
         let mut stop = self.stop.clone();
         let deployment = if self.config.system.is_some() {
-            let check = deploy::recheck(profile, &build, good, &limits, watchdog, &mut stop);
-            self.books.with_requests(&self.signals, check).await
+            let follow = deploy::follow(profile, &build, good, &limits, watchdog, &mut stop);
+            self.books.with_requests(&self.signals, follow).await
         } else {
             let resume = deploy::resume(profile, &build, good, &limits, watchdog, &mut stop);
             self.books.with_requests(&self.signals, resume).await
@@ -414,6 +425,7 @@ fn limits(config: &Config) -> Limits<'_> {
         activation: config.activation_timeout,
         health: &config.health,
         system: config.system.as_ref(),
+        switch_results: config.state_dir.path(),
     }
 }
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use jiff::Timestamp;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::books::Books;
 use super::signals::listen_for_signals;
@@ -15,8 +15,10 @@ use crate::deploy;
 use crate::hydra::HydraClient;
 use crate::netrc::Netrc;
 use crate::profile::Profile;
-use crate::state::{Activity, AfterReboot, Event, State};
+use crate::record::DeploymentResult;
+use crate::state::{Activity, AfterReboot, DeployFailure, Event, State};
 use crate::store_path::StorePath;
+use crate::system;
 use crate::systemd::{self, Watchdog};
 use crate::types::{Build, ProfileState};
 
@@ -71,6 +73,21 @@ impl Agent {
             ProfileState::default()
         });
         let profile_path = profile.path().display().to_string();
+        // A system's switch that failed while its hail was restarted (by the switch, or by the
+        // rollback's switch): the profile was switched back, the record still says under way.
+        let switch_failed = config.system.as_ref().and_then(|mode| {
+            let b = record.deploying.as_ref()?;
+            let tracked = system::Tracked::new(b.build_id, dir.path())?;
+            let failed = match system::ended(&tracked, mode.action)? {
+                system::Followed::Failed(e) => e,
+                _ => return None,
+            };
+            let _ = std::fs::remove_file(&tracked.result);
+            let moved =
+                found.current.as_ref().map(StorePath::as_str) != Some(b.store_path.as_str());
+            let path = StorePath::parse(&b.store_path).ok()?;
+            moved.then(|| (Build::new(b.build_id, path), failed))
+        });
         let policy = Policy {
             allow_downgrade: config.allow_downgrade,
             min_build_age: config.min_build_age,
@@ -107,7 +124,26 @@ impl Agent {
             signals,
             config,
             reboot_announced: false,
+            unfinished: None,
         };
+        if let Some((build, failed)) = switch_failed {
+            let message = format!("{failed} (its unit ended while hail restarted)");
+            error!(
+                hail.event = "activation-failed",
+                hail.build_id = build.id,
+                "{message}"
+            );
+            let event = Event::Deployed {
+                build,
+                profile: agent.books.state.profile().clone(),
+                result: Err(DeployFailure {
+                    result: DeploymentResult::ActivationFailed,
+                    reason: format!("activation failed: {failed}"),
+                    message,
+                }),
+            };
+            agent.books.state.apply(Timestamp::now(), event);
+        }
         agent.books.take_requests();
         agent.books.settle();
         let deployed = agent.books.state.profile().current.is_some();
@@ -119,17 +155,10 @@ impl Agent {
                 StorePath::parse(&b.store_path).ok()?,
             ))
         });
-        // The first start after a reboot into a new system: can it still reach Hydra?
-        if let Some(mode) = &agent.config.system {
-            let booted = std::fs::canonicalize(&mode.booted_system)
-                .ok()
-                .and_then(|p| StorePath::parse(&p.to_string_lossy()).ok());
-            if let AfterReboot::Confirm(build) = agent.books.state.after_reboot(booted.as_ref()) {
-                agent.confirm_after_reboot(build).await?;
-            }
-            agent.books.settle();
-        }
         match unfinished {
+            // A system's switch may be what restarted hail, and may wait for hail to be ready:
+            // it is followed once hail runs (see `Agent::after_start`).
+            Some(build) if system => agent.unfinished = Some(build),
             // Its activation is the deployment's: a failure rolls it back, as it would have.
             Some(build) => agent.resume(build).await?,
             None if agent.config.poll_period.is_some() && deployed && !system => {
@@ -139,6 +168,26 @@ impl Agent {
         }
         systemd::ready(&agent.books.state.status_line(Activity::Starting));
         Ok(agent)
+    }
+
+    /// `--system`, once hail is ready (a switch that restarted it may wait for that): the first
+    /// start after a reboot into a new system confirms it reaches Hydra; a switch the last hail
+    /// did not see through is followed to its end.
+    pub(super) async fn after_start(&mut self) -> Result<(), AgentError> {
+        let Some(mode) = &self.config.system else {
+            return Ok(());
+        };
+        let booted = std::fs::canonicalize(&mode.booted_system)
+            .ok()
+            .and_then(|p| StorePath::parse(&p.to_string_lossy()).ok());
+        if let AfterReboot::Confirm(build) = self.books.state.after_reboot(booted.as_ref()) {
+            self.confirm_after_reboot(build).await?;
+        }
+        self.books.settle();
+        if let Some(build) = self.unfinished.take() {
+            self.resume(build).await?;
+        }
+        Ok(())
     }
 
     /// Re-applies the deployed generation (e.g. after a reboot), as the original hail did.
