@@ -792,7 +792,12 @@ fn killed_mid_activation_under_systemd_hail_restarts_and_converges() {
     let Some(rig) = rig("kill") else { return };
     let c = &rig.c;
     let (_, b1) = rig.release("1", 0);
-    rig.configure("svc", "HAIL_ACTIVATION_TIMEOUT=10m\n");
+    // The success hook says which instance it ran for.
+    let hook = "/bin/sh -c 'echo $HAIL_INSTANCE $HAIL_EVENT >> /var/lib/hail-demo/hooks'";
+    rig.configure(
+        "svc",
+        &format!("HAIL_ACTIVATION_TIMEOUT=10m\nHAIL_ON_SUCCESS={hook}\n"),
+    );
     c.systemctl_ok("start", SVC);
     rig.wait_status(SVC, &format!("deployed build {b1} ("), DEPLOY);
     rig.assert_demo("1");
@@ -823,6 +828,14 @@ fn killed_mid_activation_under_systemd_hail_restarts_and_converges() {
             assert_eq!(status["known_bad"][0]["build_id"], build, "{status}");
             "1"
         };
+        if exit == 0 {
+            c.wait_for("the success hook", SVC, DEPLOY, |c| {
+                let hooks = c.read_file("/var/lib/hail-demo/hooks")?;
+                (hooks.lines().count() >= 2).then_some(())
+            });
+            let hooks = c.read_file("/var/lib/hail-demo/hooks").unwrap();
+            assert!(hooks.lines().all(|l| l == "svc deployed"), "{hooks}");
+        }
         // The demo service the deployed build's activation (re)started.
         let want = format!("hail-demo version {running}");
         c.wait_for(&want, "hail-demo.service", DEPLOY, |c| {

@@ -171,3 +171,21 @@ fn a_failing_hanging_or_missing_hook_changes_nothing() {
     assert_eq!(r.code(), Some(3), "{}", r.output);
     assert!(r.output.contains("--on-failure"), "{}", r.output);
 }
+
+#[test]
+fn a_path_that_is_not_a_system_is_a_switch_failure_for_the_hook() {
+    let Some(f) = Fixture::new() else { return };
+    let failure = f.tmp.path().join("failure");
+    let hook = recording_hook(&failure);
+    let (p, b) = f.release("1");
+    let r = f.hail.oneshot(&["--system", "--on-failure", &hook], RUN);
+    assert_eq!(r.code(), Some(6), "{}", r.output);
+    let run = &runs(&failure)[0];
+    assert_eq!(run["HAIL_EVENT"], "switch-failed", "{run:?}");
+    assert_eq!(run["HAIL_BUILD_ID"], b.to_string(), "{run:?}");
+    assert_eq!(run["HAIL_STORE_PATH"], p.out_path, "{run:?}");
+    assert!(
+        run["HAIL_ERROR"].contains("is not a NixOS system"),
+        "{run:?}"
+    );
+}
