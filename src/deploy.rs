@@ -161,26 +161,57 @@ async fn realise_switch_activate(
         );
     }
 
-    match activate_path(profile, Some(path), id, limits, watchdog, stop).await {
-        Ok(()) => {}
-        Err(ActivationError::Detached { unit }) => {
-            return Err(DeployError::Detached {
-                path: path.clone(),
-                unit,
-            });
-        }
+    let activated = activate_path(profile, Some(path), id, limits, watchdog, stop).await;
+    let generation = after.generation;
+    after_activation(
+        profile, build, generation, activated, to, limits, watchdog, stop,
+    )
+    .await?;
+    // What is deployed now (after `--switch-action test`, the system it activated).
+    Ok(profile.state().unwrap_or(after))
+}
+
+/// After a deployment's activation (or switch) ended: a failure returns to `to`, a success goes
+/// on to the health checks; a switch that goes on without hail (it is stopping) is left to the
+/// next start.
+#[allow(clippy::too_many_arguments)]
+async fn after_activation(
+    profile: &Profile,
+    build: &Build,
+    generation: Option<u64>,
+    activated: Result<(), ActivationError>,
+    to: &Target,
+    limits: &Limits<'_>,
+    watchdog: &Watchdog,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), DeployError> {
+    let path = &build.path;
+    match activated {
+        Ok(()) => check_health(profile, build, generation, to, limits, watchdog, stop).await,
+        Err(ActivationError::Detached { unit }) => Err(DeployError::Detached {
+            path: path.clone(),
+            unit,
+        }),
         Err(source) => {
-            let rollback = roll_back(profile, id, to, limits, watchdog, stop).await;
-            return Err(DeployError::Activation {
+            let rollback = roll_back(profile, Some(build.id), to, limits, watchdog, stop).await;
+            Err(DeployError::Activation {
                 path: path.clone(),
                 source,
                 rollback,
-            });
+            })
         }
     }
-    check_health(profile, build, after.generation, to, limits, watchdog, stop).await?;
-    // What is deployed now (after `--switch-action test`, the system it activated).
-    Ok(profile.state().unwrap_or(after))
+}
+
+/// Where a deployment the last hail left half-way stands: the profile now, and where a failure
+/// returns (a first profile, with no other generation, is removed).
+fn half_way(profile: &Profile, good: Option<ProfileState>) -> (ProfileState, Target) {
+    let now = profile.state().unwrap_or_default();
+    let to = Target {
+        good,
+        fresh: !profile.has_other_generations(now.generation),
+    };
+    (now, to)
 }
 
 /// Runs the health checks of `build` (at `generation`). A check that does not pass returns to
@@ -297,18 +328,16 @@ pub async fn give_back(
     watchdog: &Watchdog,
     stop: &mut watch::Receiver<bool>,
 ) -> Rollback {
-    let now = profile.state().unwrap_or_default();
-    let to = Target {
-        good,
-        fresh: !profile.has_other_generations(now.generation),
-    };
+    let (_, to) = half_way(profile, good);
     roll_back(profile, Some(build.id), &to, limits, watchdog, stop).await
 }
 
-/// Finishes a deployment the last hail left half-way (killed during the activation or the
-/// health checks): the profile points at `build`, whose activation may not have completed. It
-/// is activated (again) and its health checked; a failure of either puts the generation before
-/// it back (or removes a first one), as a deployment would.
+/// Finishes a deployment the last hail left half-way (killed or stopped during the activation,
+/// the checks or the confirmation): the profile points at `build`. A profile's activation runs
+/// again; a system's switch, which went on in its own unit (often it restarted hail), is
+/// followed to its end and judged by its result (run now if it never started). Then its health
+/// is checked; a failure of either returns to `good` (or removes a first profile), as the
+/// deployment would have.
 pub async fn resume(
     profile: &Profile,
     build: &Build,
@@ -317,81 +346,24 @@ pub async fn resume(
     watchdog: &Watchdog,
     stop: &mut watch::Receiver<bool>,
 ) -> Deployment {
-    let now = profile.state().unwrap_or_default();
-    let to = Target {
-        good,
-        fresh: !profile.has_other_generations(now.generation),
+    let (now, to) = half_way(profile, good);
+    let tracked = system::Tracked::new(build.id, limits.switch_results);
+    let followed = match (limits.system, &tracked) {
+        (Some(mode), Some(t)) => system::follow(t, mode.action, limits.activation, watchdog).await,
+        _ => system::Followed::NeverRan,
     };
-    let result = async {
-        let (path, id) = (&build.path, Some(build.id));
-        if let Err(source) = activate_path(profile, Some(path), id, limits, watchdog, stop).await {
-            let rollback = roll_back(profile, id, &to, limits, watchdog, stop).await;
-            return Err(DeployError::Activation {
-                path: path.clone(),
-                source,
-                rollback,
-            });
+    let activated = match followed {
+        system::Followed::Succeeded => Ok(()),
+        system::Followed::Failed(e) => Err(e),
+        system::Followed::NeverRan => {
+            let (path, id) = (&build.path, Some(build.id));
+            activate_path(profile, Some(path), id, limits, watchdog, stop).await
         }
-        check_health(profile, build, now.generation, &to, limits, watchdog, stop).await
-    }
-    .await;
-    Deployment {
-        profile: profile.state().unwrap_or(now),
-        result,
-    }
-}
-
-/// Sees through a system the last hail switched to but did not see through (it was stopped,
-/// often by the switch itself restarting hail): the switch is followed to its end in its unit
-/// and judged by its result (run now if it never started), then the system's health is checked;
-/// a failure of either returns to `good` (or removes a first profile), as a deployment would.
-pub async fn follow(
-    profile: &Profile,
-    build: &Build,
-    good: Option<ProfileState>,
-    limits: &Limits<'_>,
-    watchdog: &Watchdog,
-    stop: &mut watch::Receiver<bool>,
-) -> Deployment {
-    let now = profile.state().unwrap_or_default();
-    let to = Target {
-        good,
-        fresh: !profile.has_other_generations(now.generation),
     };
-    let result = async {
-        let (path, id) = (&build.path, Some(build.id));
-        let tracked = system::Tracked::new(build.id, limits.switch_results);
-        let action = limits.system.map(|m| m.action).unwrap_or_default();
-        let followed = match &tracked {
-            Some(t) => system::follow(t, action, limits.activation, watchdog).await,
-            None => system::Followed::NeverRan,
-        };
-        let switched = match followed {
-            system::Followed::Succeeded => Ok(()),
-            system::Followed::Failed(e) => Err(e),
-            system::Followed::NeverRan => {
-                activate_path(profile, Some(path), id, limits, watchdog, stop).await
-            }
-        };
-        match switched {
-            Ok(()) => {}
-            Err(ActivationError::Detached { unit }) => {
-                return Err(DeployError::Detached {
-                    path: path.clone(),
-                    unit,
-                });
-            }
-            Err(source) => {
-                let rollback = roll_back(profile, id, &to, limits, watchdog, stop).await;
-                return Err(DeployError::Activation {
-                    path: path.clone(),
-                    source,
-                    rollback,
-                });
-            }
-        }
-        check_health(profile, build, now.generation, &to, limits, watchdog, stop).await
-    }
+    let generation = now.generation;
+    let result = after_activation(
+        profile, build, generation, activated, &to, limits, watchdog, stop,
+    )
     .await;
     Deployment {
         profile: profile.state().unwrap_or(now),

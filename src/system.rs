@@ -126,8 +126,9 @@ pub fn switch_command(
         .args(["--service-type=exec", &format!("--unit={unit}"), "--wait"]);
     if let Some(result) = result {
         // `$$` is a literal `$` for systemd: the shell reads systemd's variables.
+        // `-`: a result that cannot be written does not fail the switch's unit.
         cmd = cmd.arg("-p").arg(format!(
-            "ExecStopPost=/bin/sh -c 'echo \"$$SERVICE_RESULT $$EXIT_STATUS\" > \"$$0\"' {}",
+            "ExecStopPost=-/bin/sh -c 'echo \"$$SERVICE_RESULT $$EXIT_STATUS\" > \"$$0\"' {}",
             result.display()
         ));
     }
@@ -231,6 +232,7 @@ pub fn exit_meaning(code: i32) -> &'static str {
         1 => "usage, pre-switch checks or the boot loader installation failed",
         2 => "the system's activation script failed",
         4 => "some units failed",
+        c if never_started(c) => "systemd could not start it (see systemd.exec(5), exit codes)",
         _ => "it failed",
     }
 }
@@ -247,6 +249,53 @@ fn unit_name() -> String {
 /// does not wait for the switch: it goes on in its unit (it may be restarting hail itself), and
 /// [`ActivationError::Detached`] says so.
 pub async fn switch(
+    system: &Path,
+    action: SwitchAction,
+    tracked: Option<&Tracked>,
+    timeout: Duration,
+    watchdog: &Watchdog,
+    stop: &mut watch::Receiver<bool>,
+    mut on_line: impl FnMut(&str),
+) -> Result<(), ActivationError> {
+    let first = switch_once(
+        system,
+        action,
+        tracked,
+        timeout,
+        watchdog,
+        stop,
+        &mut on_line,
+    )
+    .await;
+    match first {
+        // systemd could not start the switch in its unit (the switch never ran): once more.
+        Err(ActivationError::Switch { code, .. }) if never_started(code) => {
+            tracing::warn!(
+                hail.event = "activation-output",
+                "systemd could not start switch-to-configuration (exit {code}); trying once more"
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            switch_once(
+                system,
+                action,
+                tracked,
+                timeout,
+                watchdog,
+                stop,
+                &mut on_line,
+            )
+            .await
+        }
+        other => other,
+    }
+}
+
+/// systemd's own exit codes for a unit whose process it could not set up (systemd.exec(5)).
+fn never_started(code: i32) -> bool {
+    (200..=243).contains(&code)
+}
+
+async fn switch_once(
     system: &Path,
     action: SwitchAction,
     tracked: Option<&Tracked>,
@@ -369,6 +418,57 @@ mod tests {
              /nix/store/aaa-nixos-system/bin/switch-to-configuration switch"
         );
         assert_ne!(unit_name(), unit_name());
+        let tracked = switch_command(
+            sys,
+            SwitchAction::Switch,
+            Some("hail-switch-to-configuration-7"),
+            Some(Path::new("/var/lib/hail/os/switch-7.result")),
+        );
+        assert!(
+            tracked.display().contains(
+                "-p ExecStopPost=-/bin/sh -c 'echo \"$$SERVICE_RESULT $$EXIT_STATUS\" > \"$$0\"' \
+                 /var/lib/hail/os/switch-7.result /nix/store/aaa-nixos-system/bin/switch-to-configuration switch"
+            ),
+            "{}",
+            tracked.display()
+        );
+    }
+
+    #[test]
+    fn systemds_own_exit_codes_mean_the_switch_never_ran() {
+        assert!(never_started(219) && never_started(200) && never_started(243));
+        assert!(!never_started(4) && !never_started(1) && !never_started(244));
+        assert!(exit_meaning(219).starts_with("systemd could not start it"));
+    }
+
+    #[test]
+    fn a_followed_switch_is_judged_by_its_units_result() {
+        let judged = |text: &str| match ended_as(text, SwitchAction::Switch) {
+            Followed::Succeeded => "ok".to_owned(),
+            Followed::Failed(e) => e.to_string(),
+            Followed::NeverRan => "never".to_owned(),
+        };
+        assert_eq!(judged("success 0\n"), "ok");
+        assert_eq!(
+            judged("exit-code 4\n"),
+            "switch-to-configuration switch exited 4: some units failed"
+        );
+        assert_eq!(
+            judged("signal KILL\n"),
+            "switch-to-configuration: its unit ended with signal KILL"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let t = Tracked::new(7, dir.path()).unwrap();
+        assert_eq!(t.unit, "hail-switch-to-configuration-7");
+        assert!(ended(&t, SwitchAction::Switch).is_none());
+        std::fs::write(&t.result, "exit-code 2").unwrap();
+        assert!(ended(&t, SwitchAction::Switch).is_none(), "half written");
+        std::fs::write(&t.result, "exit-code 2\n").unwrap();
+        assert!(matches!(
+            ended(&t, SwitchAction::Switch),
+            Some(Followed::Failed(_))
+        ));
+        assert!(Tracked::new(7, Path::new("/var/lib/hail/we b")).is_none());
     }
 
     #[test]

@@ -348,13 +348,8 @@ impl Agent {
         let previous = self.previous_build();
         let (profile, watchdog) = (&self.profile, &self.watchdog);
         let mut stop = self.stop.clone();
-        let deployment = if self.config.system.is_some() {
-            let follow = deploy::follow(profile, &build, good, &limits, watchdog, &mut stop);
-            self.books.with_requests(&self.signals, follow).await
-        } else {
-            let resume = deploy::resume(profile, &build, good, &limits, watchdog, &mut stop);
-            self.books.with_requests(&self.signals, resume).await
-        };
+        let resume = deploy::resume(profile, &build, good, &limits, watchdog, &mut stop);
+        let deployment = self.books.with_requests(&self.signals, resume).await;
         let deployment = self.confirm(&build, deployment).await?;
         self.finish(build, deployment, keep, previous).await
     }
