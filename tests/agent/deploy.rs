@@ -305,9 +305,45 @@ fn second_hail_on_the_same_profile_exits_4() {
 
     let r = f.hail.oneshot(&[], RUN);
     assert_eq!(r.code(), Some(4), "{}", r.output);
+    let before = f.activations();
     let r = f.hail.run(&["--poll-period", "1h"], RUN);
     assert_eq!(r.code(), Some(4), "{}", r.output);
+    // The profile lock comes first: the second hail ran no start-up activation.
+    assert_eq!(f.activations(), before, "{}", r.output);
     assert_running(&mut first);
+}
+
+#[test]
+fn an_activation_timeout_kills_what_the_activation_started() {
+    let Some(f) = Fixture::new() else { return };
+    f.deployed("1");
+    let child = f.tmp.path().join("child.pid");
+    let spec = f.spec("2").extra(&format!(
+        "sleep 3600 & echo $! > {}; sleep 3600",
+        child.display()
+    ));
+    f.release_spec(&spec);
+    let r = f.hail.oneshot(&["--activation-timeout", "1s"], RUN);
+    assert_eq!(r.code(), Some(7), "{}", r.output);
+    // Its whole process group was killed: the background child too.
+    let pid: i32 = std::fs::read_to_string(&child)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            // SAFETY: signal 0 only checks that the process exists.
+            let alive = unsafe { libc::kill(pid, 0) } == 0;
+            let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                s.rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('Z'))
+            });
+            !alive || zombie
+        }),
+        "the activation's child {pid} survived"
+    );
 }
 
 #[test]

@@ -286,3 +286,27 @@ fn failing_deploys_back_off() {
     );
     assert_eq!(f.activations(), Vec::<String>::new());
 }
+
+#[test]
+fn failing_polls_back_off_as_the_agent_runs() {
+    let Some(f) = Fixture::new() else { return };
+    let latest = f.hydra.default_latest_path();
+    f.hydra
+        .override_path(&latest, Override::respond(500, "text/plain", "down"));
+    let mut running = f.hail.spawn(&["--poll-period", "1s"]);
+    assert!(
+        wait_until(RUN, || f.hydra.requests_to(&latest).len() >= 5),
+        "{}",
+        running.output()
+    );
+    running.terminate(RUN);
+    // Each wait at least doubles (1 s, 2 s, 4 s, 8 s; jitter only adds), where a fixed period
+    // would poll every second.
+    let at: Vec<Instant> = f.hydra.requests_to(&latest).iter().map(|r| r.at).collect();
+    for (i, pair) in at.windows(2).take(4).enumerate() {
+        let waited = pair[1] - pair[0];
+        let least =
+            std::time::Duration::from_millis(1000 << i) - std::time::Duration::from_millis(50);
+        assert!(waited >= least, "wait {i}: {waited:?} < {least:?}");
+    }
+}
