@@ -5,8 +5,8 @@
 //! manages itself from then on; each instance deploys its own job (`testkit/nix/
 //! manager-instance-profile.nix`, whose scripts log to /var/lib/hail-test/events).
 //!
-//! Root, Nix, debootstrap and systemd-nspawn are required: without them a test is skipped with a
-//! printed reason, or fails when `CI=true`.
+//! Root, Nix, debootstrap and systemd-nspawn are required: without them a test fails, naming what
+//! is missing (see `hail_testkit::prereq`).
 
 use std::path::Path;
 

@@ -2,8 +2,7 @@
 //! `/bin/sh` as its builder and the freshly built hail added with `builtins.path`; its output is
 //! a profile whose `bin/activate` is two lines and whose `instances.json` this hail accepts;
 //! `nix/instance.nix` maps one instance's settings; bad settings fail the evaluation with a
-//! message naming the setting. Needs root and Nix (skipped with a reason, or failing when
-//! `CI=true`, without them).
+//! message naming the setting. Needs root and Nix (see `hail_testkit::prereq`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -8,8 +8,8 @@
 //! renaming instances.
 //!
 //! Needs the module's evaluation (`NIXPKGS_LIB`), so it is ignored like tests/nix_module.rs and
-//! run by `scripts/test` when NIXPKGS_LIB is set; and root, debootstrap, systemd-nspawn (skipped
-//! with a printed reason otherwise, or failing when `CI=true`).
+//! run by `scripts/test` when NIXPKGS_LIB is set; and root, debootstrap, systemd-nspawn (see
+//! `hail_testkit::prereq`).
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -5,8 +5,8 @@
 //! rolled back; reboot needed both ways; the reboot window, and a reboot through systemd; a switch
 //! that restarts hail itself.
 //!
-//! Root, Nix, debootstrap and systemd-nspawn are required: without them a test is skipped with a
-//! printed reason, or fails when `CI=true`.
+//! Root, Nix, debootstrap and systemd-nspawn are required: without them a test fails, naming what
+//! is missing (see `hail_testkit::prereq`).
 
 use std::path::Path;
 use std::time::Duration;

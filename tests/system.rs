@@ -5,7 +5,7 @@
 //!
 //! Each test boots one container (about a second); the Debian tree is made once by debootstrap
 //! (see `hail_testkit::container`). Root, Nix, debootstrap and systemd-nspawn are required: without
-//! them a test is skipped with a printed reason, or fails when `CI=true`.
+//! them a test fails, naming what is missing (see `hail_testkit::prereq`).
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -6,7 +6,7 @@
 //!   injection and a record of every request.
 //! - [`cache::Cache`]: a signed binary cache filled by real Nix; published closures are removed
 //!   from the local store so the agent really substitutes them.
-//! - [`prereq`]: skip (or, with `CI=true`, fail) when root or a command is missing.
+//! - [`prereq`]: fail (or skip, when asked to outside CI) when root or a command is missing.
 //! - [`nixos`]: evaluating the NixOS module (nixpkgs' lib, NixOS's systemd option code).
 //! - [`prometheus`]: the Prometheus project's own parser for the metrics hail writes.
 //! - [`notify::NotifySocket`]: receives sd_notify datagrams.

@@ -1,8 +1,8 @@
 //! Prerequisites of a test: root, commands on `PATH`.
 //!
-//! When one is missing, a test must not silently pass: with `CI=true` it panics (the CI machine
-//! is supposed to have everything), otherwise it prints one `skipped: …` line and the test
-//! returns early.
+//! When one is missing, a test must not silently pass: it panics, naming what is missing. Only
+//! where that is asked for on purpose (`HAIL_TEST_SKIP_MISSING=1`, and never with `CI=true`) it
+//! prints one `skipped: …` line and the test returns early.
 //!
 //! ```no_run
 //! if !hail_testkit::prereq::require(&["root", "nix-store", "nix-env"]) {
@@ -32,12 +32,18 @@ pub fn require(what: &[&str]) -> bool {
     missing.is_empty() || missing_one(&missing.join(", "))
 }
 
-/// Reports `what` as missing: panics with `CI=true`, else prints `skipped: …`; returns false.
+/// Reports `what` as missing: panics, unless skipping was asked for (`HAIL_TEST_SKIP_MISSING=1`,
+/// not on CI), when it prints `skipped: …`; returns false.
 pub fn missing_one(what: &str) -> bool {
     let test = std::thread::current().name().unwrap_or("test").to_string();
     let reason = format!("{test}: missing {what}");
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("prerequisite missing on CI: {reason}");
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let skip = std::env::var("HAIL_TEST_SKIP_MISSING").is_ok_and(|v| v == "1");
+    if ci || !skip {
+        panic!(
+            "prerequisite missing: {reason} (scripts/prerequisites test installs them; \
+             HAIL_TEST_SKIP_MISSING=1 skips such tests outside CI)"
+        );
     }
     println!("skipped: {reason}");
     eprintln!("skipped: {reason}");

@@ -20,7 +20,7 @@ pub struct Rig {
 
 impl Rig {
     /// Boots a container (named after `label`) with the hail binary `hail`. `None` (after a
-    /// printed reason) when a prerequisite is missing and `CI` is not `true`.
+    /// printed reason) when a prerequisite is missing and skipping was asked for.
     pub fn new(label: &str, hail: &Path) -> Option<Rig> {
         if !container::require() || !crate::prereq::require_nix() {
             return None;
