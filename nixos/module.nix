@@ -170,6 +170,8 @@ let
           builtins.toJSON {
             environment = config.systemd.globalEnvironment // removeAttrs final.environment [ "HAIL_UNIT_CONFIG" ];
             inherit (final) serviceConfig;
+            # What NixOS's switch would restart for, were the instance not reloaded instead.
+            triggers = map toString (final.restartTriggers ++ final.reloadTriggers);
           }
         )
       );

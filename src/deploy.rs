@@ -349,7 +349,9 @@ pub async fn resume(
     let (now, to) = half_way(profile, good);
     let tracked = system::Tracked::new(build.id, limits.switch_results);
     let followed = match (limits.system, &tracked) {
-        (Some(mode), Some(t)) => system::follow(t, mode.action, limits.activation, watchdog).await,
+        (Some(mode), Some(t)) => {
+            system::follow(t, mode.action, limits.activation, watchdog, stop).await
+        }
         _ => system::Followed::NeverRan,
     };
     let activated = match followed {

@@ -60,7 +60,9 @@ impl State {
         if record.profile != profile_path {
             // The state of another profile says nothing about what this one holds.
             record.deployed = None;
+            record.good = None;
             record.deploying = None;
+            record.rebooting = None;
         }
         record.job = job.to_owned();
         record.profile = profile_path.to_owned();
@@ -242,6 +244,14 @@ impl State {
                 Next::Wait
             }
             Event::RebootChecked { reached: false } => {
+                // Recorded before hail switches back: the new system is known-bad, and what the
+                // profile points at next is hail's doing, not an operator's.
+                if let Some(r) = &self.record.rebooting {
+                    let (id, path) = (r.into.build_id, r.into.store_path.clone());
+                    let reason = "contact with Hydra lost after the reboot";
+                    self.mark_bad(Some(id), &path, reason, now);
+                    self.record.deployed = None;
+                }
                 // Back into the system booted before, the last one known to reach Hydra; once.
                 if let Some(from) = self.record.rebooting.take().and_then(|r| r.from) {
                     self.record.good = Some(from.clone());
@@ -349,15 +359,16 @@ impl State {
             self.mark_bad(Some(build.id), build.path.as_str(), &f.reason, now);
         }
         let ours = profile.current.as_ref() == Some(&build.path);
+        let current = profile.current.as_ref().map(StorePath::as_str);
         if !ours
             && self
                 .record
                 .deployed
                 .as_ref()
-                .is_some_and(|d| d.store_path == build.path.as_str())
+                .is_some_and(|d| Some(d.store_path.as_str()) != current)
         {
-            // A deployment the last hail left half-way, rolled back by this one: hail's own
-            // doing, not an operator's.
+            // The profile moved during hail's own deployment: its rollback (of a deployment the
+            // last hail left half-way, or past a build left in place earlier), not an operator.
             self.record.deployed = None;
         }
         if ours {

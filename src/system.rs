@@ -154,6 +154,7 @@ pub async fn follow(
     action: SwitchAction,
     timeout: Duration,
     watchdog: &Watchdog,
+    stop: &mut watch::Receiver<bool>,
 ) -> Followed {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
@@ -194,7 +195,15 @@ pub async fn follow(
             });
         }
         watchdog.ping();
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            // The switch goes on; the next start follows it again.
+            _ = stop.wait_for(|s| *s) => {
+                return Followed::Failed(ActivationError::Detached {
+                    unit: tracked.unit.clone(),
+                });
+            }
+        }
     }
 }
 
@@ -214,7 +223,8 @@ fn ended_as(text: &str, action: SwitchAction) -> Followed {
     let mut words = text.split_whitespace();
     let (result, status) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
     match (result, status.parse::<i32>()) {
-        ("success", _) => Followed::Succeeded,
+        // systemd calls a service killed by SIGTERM (a shutdown) a success too: not the switch.
+        ("success", Ok(0)) => Followed::Succeeded,
         (_, Ok(code)) if code != 0 => Followed::Failed(ActivationError::Switch {
             action: action.as_str(),
             code,
@@ -449,6 +459,10 @@ mod tests {
             Followed::NeverRan => "never".to_owned(),
         };
         assert_eq!(judged("success 0\n"), "ok");
+        assert_eq!(
+            judged("success TERM\n"),
+            "switch-to-configuration: its unit ended with success TERM"
+        );
         assert_eq!(
             judged("exit-code 4\n"),
             "switch-to-configuration switch exited 4: some units failed"

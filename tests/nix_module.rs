@@ -1199,6 +1199,7 @@ fn the_digest_covers_what_nixos_writes_into_the_unit() {
         r#"systemd.services."hail@web".serviceConfig.WatchdogSec = "5min";"#.to_string(),
         r#"services.hail.web.netrcFile = "/etc/hail/netrc";"#.to_string(),
         r#"services.hail.web.extraArgs = [ "--http-timeout" "2m" ];"#.to_string(),
+        r#"systemd.services."hail@web".restartTriggers = [ "config-v2" ];"#.to_string(),
     ] {
         let (changed, unchanged) = with(&change);
         assert_ne!(changed, web, "{change}");

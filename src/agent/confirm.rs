@@ -115,6 +115,8 @@ impl Agent {
             );
             return Ok(());
         };
+        // The verdict is saved before anything is switched.
+        self.books.settle();
         // The system booted before becomes the boot default again, then the host reboots into
         // it: the only way back from a kernel that cannot reach the network.
         let back = self.books.state.rollback_target();

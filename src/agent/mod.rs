@@ -312,8 +312,12 @@ impl Agent {
         let error = deployment.result.as_ref().err().map(|e| e.to_string());
         let generation = deployment.profile.generation;
         self.conclude(build.clone(), deployment, keep)?;
-        // A switch's result, left for a hail it restarted, is not needed any more.
-        if let Some(t) = crate::system::Tracked::new(build.id, self.config.state_dir.path()) {
+        // A switch's result, left for a hail it restarted, is not needed once the outcome is
+        // saved.
+        if let Some(t) = crate::system::Tracked::new(build.id, self.config.state_dir.path())
+            .filter(|t| t.result.exists())
+        {
+            self.books.settle();
             let _ = std::fs::remove_file(&t.result);
         }
         let hooks = &self.config.hooks;

@@ -78,15 +78,18 @@ impl Agent {
         let switch_failed = config.system.as_ref().and_then(|mode| {
             let b = record.deploying.as_ref()?;
             let tracked = system::Tracked::new(b.build_id, dir.path())?;
+            let moved =
+                found.current.as_ref().map(StorePath::as_str) != Some(b.store_path.as_str());
+            if !moved {
+                // Still at it: followed once hail runs (see `Agent::after_start`).
+                return None;
+            }
             let failed = match system::ended(&tracked, mode.action)? {
                 system::Followed::Failed(e) => e,
                 _ => return None,
             };
-            let _ = std::fs::remove_file(&tracked.result);
-            let moved =
-                found.current.as_ref().map(StorePath::as_str) != Some(b.store_path.as_str());
             let path = StorePath::parse(&b.store_path).ok()?;
-            moved.then(|| (Build::new(b.build_id, path), failed))
+            Some((Build::new(b.build_id, path), failed, tracked))
         });
         let policy = Policy {
             allow_downgrade: config.allow_downgrade,
@@ -126,10 +129,11 @@ impl Agent {
             reboot_announced: false,
             unfinished: None,
         };
-        if let Some((build, failed)) = switch_failed {
+        if let Some((build, failed, tracked)) = switch_failed {
             let message = format!("{failed} (its unit ended while hail restarted)");
             error!(
                 hail.event = "activation-failed",
+                message_id = report::MSG_ACTIVATION_FAILED,
                 hail.build_id = build.id,
                 "{message}"
             );
@@ -143,6 +147,8 @@ impl Agent {
                 }),
             };
             agent.books.state.apply(Timestamp::now(), event);
+            agent.books.settle();
+            let _ = std::fs::remove_file(&tracked.result);
         }
         agent.books.take_requests();
         agent.books.settle();
@@ -156,11 +162,10 @@ impl Agent {
             ))
         });
         match unfinished {
-            // A system's switch may be what restarted hail, and may wait for hail to be ready:
-            // it is followed once hail runs (see `Agent::after_start`).
-            Some(build) if system => agent.unfinished = Some(build),
-            // Its activation is the deployment's: a failure rolls it back, as it would have.
-            Some(build) => agent.resume(build).await?,
+            // Seen through once hail is ready (see `Agent::after_start`): a system's switch may
+            // be what restarted hail and may wait for that; a profile's activation, checks and
+            // confirmation are a deployment's, not bounded by the start timeout.
+            Some(build) => agent.unfinished = Some(build),
             None if agent.config.poll_period.is_some() && deployed && !system => {
                 agent.startup_activation().await;
             }
@@ -170,20 +175,19 @@ impl Agent {
         Ok(agent)
     }
 
-    /// `--system`, once hail is ready (a switch that restarted it may wait for that): the first
-    /// start after a reboot into a new system confirms it reaches Hydra; a switch the last hail
-    /// did not see through is followed to its end.
+    /// Once hail is ready: under `--system`, the first start after a reboot into a new system
+    /// confirms it reaches Hydra; a deployment the last hail did not see through is seen through
+    /// (a system's switch followed to its end).
     pub(super) async fn after_start(&mut self) -> Result<(), AgentError> {
-        let Some(mode) = &self.config.system else {
-            return Ok(());
-        };
-        let booted = std::fs::canonicalize(&mode.booted_system)
-            .ok()
-            .and_then(|p| StorePath::parse(&p.to_string_lossy()).ok());
-        if let AfterReboot::Confirm(build) = self.books.state.after_reboot(booted.as_ref()) {
-            self.confirm_after_reboot(build).await?;
+        if let Some(mode) = &self.config.system {
+            let booted = std::fs::canonicalize(&mode.booted_system)
+                .ok()
+                .and_then(|p| StorePath::parse(&p.to_string_lossy()).ok());
+            if let AfterReboot::Confirm(build) = self.books.state.after_reboot(booted.as_ref()) {
+                self.confirm_after_reboot(build).await?;
+            }
+            self.books.settle();
         }
-        self.books.settle();
         if let Some(build) = self.unfinished.take() {
             self.resume(build).await?;
         }

@@ -169,8 +169,8 @@ pub struct HookArgs {
     pub on_success: Option<String>,
 
     /// A command run after a failed deployment (after its rollback), with HAIL_EVENT saying how
-    /// it failed: realise-failed, switch-failed, activation-failed or health-check-failed. Its
-    /// failure is only logged.
+    /// it failed: realise-failed, switch-failed, activation-failed, health-check-failed or
+    /// contact-lost. Its failure is only logged.
     #[arg(long, env = "HAIL_ON_FAILURE", value_name = "COMMAND")]
     pub on_failure: Option<String>,
 

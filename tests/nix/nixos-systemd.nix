@@ -145,6 +145,14 @@ let
           );
           default = [ ];
         };
+        restartTriggers = mkOption {
+          type = types.listOf types.unspecified;
+          default = [ ];
+        };
+        reloadTriggers = mkOption {
+          type = types.listOf unitOption;
+          default = [ ];
+        };
         restartIfChanged = mkOption {
           type = types.bool;
           default = true;
