@@ -26,6 +26,11 @@ pub enum ControlError {
     NoStateForProfile { profile: String, beside: String },
     #[error("name the instance (hail@NAME), or give --state-dir or --profile")]
     NoInstance,
+    #[error(
+        "no instance hail@{name} on this host (no state in {STATE_ROOT}/{name}, no unit or \
+         settings of its own); instances here: {known}"
+    )]
+    NoSuchInstance { name: String, known: String },
     #[error(transparent)]
     State(#[from] StateError),
     #[error("cannot wake hail (pid {pid}): {source}")]
@@ -37,7 +42,9 @@ impl ControlError {
     pub fn exit_code(&self) -> u8 {
         match self {
             ControlError::BadName(_) | ControlError::BadProfile(_) | ControlError::NoInstance => 2,
-            ControlError::NoStateForProfile { .. } | ControlError::State(_) => 3,
+            ControlError::NoStateForProfile { .. }
+            | ControlError::NoSuchInstance { .. }
+            | ControlError::State(_) => 3,
             ControlError::Wake { .. } => 1,
         }
     }
@@ -84,6 +91,19 @@ pub fn status(args: &StatusArgs) -> Result<(), ControlError> {
 /// `hail pause`, `resume`, `retry`: the request is left for the agent, which is woken.
 pub fn request(instance: &InstanceArgs, request: Request) -> Result<(), ControlError> {
     let target = resolve(instance)?.ok_or(ControlError::NoInstance)?;
+    if let Some(name) = &target.name
+        && !exists(name, &target.dir)
+    {
+        let known: Vec<String> = instances().into_iter().filter_map(|t| t.name).collect();
+        return Err(ControlError::NoSuchInstance {
+            name: name.clone(),
+            known: if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            },
+        });
+    }
     let dir = &target.dir;
     dir.create()?;
     dir.put_request(&request)?;
@@ -156,6 +176,21 @@ fn resolve(args: &InstanceArgs) -> Result<Option<Target>, ControlError> {
             profile: wanted,
             beside: beside.path().display().to_string(),
         })
+}
+
+/// Whether `hail@NAME` is an instance of this host: it has run (its state directory), or it is
+/// configured (a unit or drop-in of its own, from NixOS, the manager or by hand, or
+/// `/etc/hail/NAME.env`), so that a request may wait for its start.
+fn exists(name: &str, dir: &StateDir) -> bool {
+    let unit = format!("hail@{name}.service");
+    dir.path().exists()
+        || Path::new("/etc/hail").join(format!("{name}.env")).exists()
+        || ["/etc/systemd/system", "/run/systemd/system"]
+            .iter()
+            .any(|d| {
+                let d = Path::new(d);
+                d.join(&unit).exists() || d.join(format!("{unit}.d")).exists()
+            })
 }
 
 /// Every `hail@NAME` with a state directory on this host.

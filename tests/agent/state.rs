@@ -448,3 +448,20 @@ fn the_metrics_files_directory_is_created_when_missing() {
         r.output
     );
 }
+
+#[test]
+fn a_request_for_an_instance_that_does_not_exist_fails_naming_those_that_do() {
+    let Some(f) = Fixture::new() else { return };
+    let name = format!("no-such-instance-{}", std::process::id());
+    let r = f.hail.run_bare(&["pause", &name], RUN);
+    assert_eq!(r.code(), Some(3), "{}", r.output);
+    assert!(
+        r.output
+            .contains(&format!("no instance hail@{name} on this host"))
+            && r.output.contains("instances here: "),
+        "{}",
+        r.output
+    );
+    // Nothing was made for it.
+    assert!(!std::path::Path::new("/var/lib/hail").join(&name).exists());
+}
