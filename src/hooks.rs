@@ -110,13 +110,20 @@ fn instance() -> Option<String> {
     Some(name.to_owned())
 }
 
-/// Runs the hook for `outcome`, if one is set; logs how it went.
-pub async fn run(hooks: &Hooks, outcome: &Outcome<'_>, watchdog: &Watchdog) {
-    let (option, command) = match outcome.event {
+/// The hook set for `event`: its option's name and its words.
+pub fn command(hooks: &Hooks, event: Event) -> Option<(&'static str, &[String])> {
+    let (option, command) = match event {
         Event::Deployed => ("on-success", &hooks.on_success),
         _ => ("on-failure", &hooks.on_failure),
     };
-    let Some(words) = command else { return };
+    Some((option, command.as_deref()?))
+}
+
+/// Runs the hook for `outcome`, if one is set; logs how it went.
+pub async fn run(hooks: &Hooks, outcome: &Outcome<'_>, watchdog: &Watchdog) {
+    let Some((option, words)) = command(hooks, outcome.event) else {
+        return;
+    };
     let Some((program, args)) = words.split_first() else {
         return;
     };

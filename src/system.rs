@@ -135,6 +135,18 @@ pub fn switch_command(
     cmd.arg(script).arg(action.as_str())
 }
 
+/// Stops a switch's unit that ran out of time (what fails is left to the unit's own log).
+async fn stop_unit(unit: &str, watchdog: &Watchdog) {
+    let stop = CommandLine::new("systemctl").args(["stop", "--", unit]);
+    let _ = process::run_async(&stop, SYSTEMCTL_TIMEOUT, watchdog, str::to_owned).await;
+}
+
+/// The system the host booted (`--booted-system` resolved), if it is a store path.
+pub fn booted(booted_system: &Path) -> Option<crate::store_path::StorePath> {
+    let target = std::fs::canonicalize(booted_system).ok()?;
+    crate::store_path::StorePath::parse(&target.to_string_lossy()).ok()
+}
+
 /// How a followed switch ended.
 #[derive(Debug)]
 pub enum Followed {
@@ -186,9 +198,7 @@ pub async fn follow(
             };
         }
         if tokio::time::Instant::now() >= deadline {
-            let stop_unit = CommandLine::new("systemctl").args(["stop", "--", &tracked.unit]);
-            let _ =
-                process::run_async(&stop_unit, SYSTEMCTL_TIMEOUT, watchdog, str::to_owned).await;
+            stop_unit(&tracked.unit, watchdog).await;
             return Followed::Failed(ActivationError::Timeout {
                 script: tracked.unit.clone(),
                 timeout,
@@ -267,36 +277,30 @@ pub async fn switch(
     stop: &mut watch::Receiver<bool>,
     mut on_line: impl FnMut(&str),
 ) -> Result<(), ActivationError> {
-    let first = switch_once(
-        system,
-        action,
-        tracked,
-        timeout,
-        watchdog,
-        stop,
-        &mut on_line,
-    )
-    .await;
-    match first {
-        // systemd could not start the switch in its unit (the switch never ran): once more.
-        Err(ActivationError::Switch { code, .. }) if never_started(code) => {
-            tracing::warn!(
-                hail.event = "activation-output",
-                "systemd could not start switch-to-configuration (exit {code}); trying once more"
-            );
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            switch_once(
-                system,
-                action,
-                tracked,
-                timeout,
-                watchdog,
-                stop,
-                &mut on_line,
-            )
-            .await
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let ran = switch_once(
+            system,
+            action,
+            tracked,
+            timeout,
+            watchdog,
+            stop,
+            &mut on_line,
+        )
+        .await;
+        match ran {
+            // systemd could not start the switch in its unit (it never ran): once more.
+            Err(ActivationError::Switch { code, .. }) if never_started(code) && tries == 1 => {
+                tracing::warn!(
+                    hail.event = "activation-output",
+                    "systemd could not start switch-to-configuration (exit {code}); trying once more"
+                );
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            other => return other,
         }
-        other => other,
     }
 }
 
@@ -339,9 +343,7 @@ async fn switch_once(
                 _ = stop.wait_for(|s| *s) => Err(ActivationError::Detached { unit: unit.clone() }),
             };
             if let Err(ActivationError::Timeout { .. }) = result {
-                let stop_unit = CommandLine::new("systemctl").args(["stop", unit]);
-                let _ = process::run_async(&stop_unit, SYSTEMCTL_TIMEOUT, watchdog, str::to_owned)
-                    .await;
+                stop_unit(unit, watchdog).await;
             }
             // Seen through here: its result is only for a hail it restarts.
             if let (Some(t), false) = (

@@ -269,22 +269,28 @@ impl Agent {
     }
 
     async fn deploy(&mut self, build: Build) -> Result<(), AgentError> {
-        self.report(Activity::Deploying(&build));
         report::deploying(&build);
+        self.see_through(build, false).await
+    }
+
+    /// Deploys `build`, or sees through a deployment of it the last hail switched to but did
+    /// not finish (`resumed`, see [`State::take_unchecked`]: a profile's is activated again, a
+    /// system's switch followed to its end); then its checks, confirmation, outcome and hook.
+    async fn see_through(&mut self, build: Build, resumed: bool) -> Result<(), AgentError> {
+        self.report(Activity::Deploying(&build));
         let limits = limits(&self.config);
         let good = self.books.state.rollback_target();
         let keep = good.as_ref().and_then(|g| g.generation);
         let previous = self.previous_build();
+        let (profile, watchdog) = (&self.profile, &self.watchdog);
         let mut stop = self.stop.clone();
-        let deployment = deploy::deploy(
-            &self.profile,
-            &build,
-            good,
-            &limits,
-            &self.watchdog,
-            &mut stop,
-        );
-        let deployment = self.books.with_requests(&self.signals, deployment).await;
+        let deployment = if resumed {
+            let resume = deploy::resume(profile, &build, good, &limits, watchdog, &mut stop);
+            self.books.with_requests(&self.signals, resume).await
+        } else {
+            let deploy = deploy::deploy(profile, &build, good, &limits, watchdog, &mut stop);
+            self.books.with_requests(&self.signals, deploy).await
+        };
         let deployment = self.confirm(&build, deployment).await?;
         self.finish(build, deployment, keep, previous).await
     }
@@ -313,21 +319,20 @@ impl Agent {
         let generation = deployment.profile.generation;
         self.conclude(build.clone(), deployment, keep)?;
         // A switch's result, left for a hail it restarted, is not needed once the outcome is
-        // saved.
-        if let Some(t) = crate::system::Tracked::new(build.id, self.config.state_dir.path())
-            .filter(|t| t.result.exists())
-        {
+        // saved; nor is a hook run before it is.
+        let result = crate::system::Tracked::new(build.id, self.config.state_dir.path())
+            .map(|t| t.result)
+            .filter(|r| r.exists());
+        let hook = event.filter(|e| hooks::command(&self.config.hooks, *e).is_some());
+        if result.is_some() || hook.is_some() {
             self.books.settle();
-            let _ = std::fs::remove_file(&t.result);
         }
-        let hooks = &self.config.hooks;
-        let Some(event) = event.filter(|e| match e {
-            hooks::Event::Deployed => hooks.on_success.is_some(),
-            _ => hooks.on_failure.is_some(),
-        }) else {
+        if let Some(result) = result {
+            let _ = std::fs::remove_file(result);
+        }
+        let Some(event) = hook else {
             return Ok(());
         };
-        self.books.settle();
         let outcome = hooks::Outcome {
             event,
             build: &build,
@@ -339,23 +344,6 @@ impl Agent {
         };
         hooks::run(&self.config.hooks, &outcome, &self.watchdog).await;
         Ok(())
-    }
-
-    /// Sees through a deployment the last hail switched to but did not finish (see
-    /// [`State::take_unchecked`]): a profile's is activated again and checked, a system's (whose
-    /// switch went on in its own unit) checked.
-    async fn resume(&mut self, build: Build) -> Result<(), AgentError> {
-        self.report(Activity::Deploying(&build));
-        let limits = limits(&self.config);
-        let good = self.books.state.rollback_target();
-        let keep = good.as_ref().and_then(|g| g.generation);
-        let previous = self.previous_build();
-        let (profile, watchdog) = (&self.profile, &self.watchdog);
-        let mut stop = self.stop.clone();
-        let resume = deploy::resume(profile, &build, good, &limits, watchdog, &mut stop);
-        let deployment = self.books.with_requests(&self.signals, resume).await;
-        let deployment = self.confirm(&build, deployment).await?;
-        self.finish(build, deployment, keep, previous).await
     }
 
     /// Logs how a deployment ended and feeds it to the state; `Err` when hail is stopping.

@@ -9,7 +9,6 @@ use tracing::{info, warn};
 use super::Agent;
 use crate::decide::{self, Reboot};
 use crate::state::{Event, WindowWait};
-use crate::store_path::StorePath;
 use crate::types::ProfileState;
 use crate::{format, system};
 
@@ -71,13 +70,10 @@ impl Agent {
                 );
                 // Saved first: the first start after it confirms that the new system reaches
                 // Hydra, and goes back to the one booted now if it does not.
-                let from = std::fs::canonicalize(&mode.booted_system)
-                    .ok()
-                    .and_then(|p| StorePath::parse(&p.to_string_lossy()).ok())
-                    .map(|path| ProfileState {
-                        generation: self.profile.generation_holding(&path),
-                        current: Some(path),
-                    });
+                let from = system::booted(&mode.booted_system).map(|path| ProfileState {
+                    generation: self.profile.generation_holding(&path),
+                    current: Some(path),
+                });
                 self.books
                     .state
                     .apply(Timestamp::now(), Event::Rebooting { from });

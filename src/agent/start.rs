@@ -180,16 +180,14 @@ impl Agent {
     /// (a system's switch followed to its end).
     pub(super) async fn after_start(&mut self) -> Result<(), AgentError> {
         if let Some(mode) = &self.config.system {
-            let booted = std::fs::canonicalize(&mode.booted_system)
-                .ok()
-                .and_then(|p| StorePath::parse(&p.to_string_lossy()).ok());
+            let booted = system::booted(&mode.booted_system);
             if let AfterReboot::Confirm(build) = self.books.state.after_reboot(booted.as_ref()) {
                 self.confirm_after_reboot(build).await?;
             }
             self.books.settle();
         }
         if let Some(build) = self.unfinished.take() {
-            self.resume(build).await?;
+            self.see_through(build, true).await?;
         }
         Ok(())
     }
