@@ -305,7 +305,14 @@ fn second_hail_on_the_same_profile_exits_4() {
 
     let r = f.hail.oneshot(&[], RUN);
     assert_eq!(r.code(), Some(4), "{}", r.output);
+    // The first has deployed build 1 and waits an hour: nothing else activates.
+    assert!(
+        first.wait_for_output("deployed build", RUN),
+        "{}",
+        first.output()
+    );
     let before = f.activations();
+    assert_eq!(before.len(), 1, "{before:?}");
     let r = f.hail.run(&["--poll-period", "1h"], RUN);
     assert_eq!(r.code(), Some(4), "{}", r.output);
     // The profile lock comes first: the second hail ran no start-up activation.
@@ -326,22 +333,13 @@ fn an_activation_timeout_kills_what_the_activation_started() {
     let r = f.hail.oneshot(&["--activation-timeout", "1s"], RUN);
     assert_eq!(r.code(), Some(7), "{}", r.output);
     // Its whole process group was killed: the background child too.
-    let pid: i32 = std::fs::read_to_string(&child)
+    let pid: u32 = std::fs::read_to_string(&child)
         .unwrap()
         .trim()
         .parse()
         .unwrap();
     assert!(
-        wait_until(Duration::from_secs(30), || {
-            // SAFETY: signal 0 only checks that the process exists.
-            let alive = unsafe { libc::kill(pid, 0) } == 0;
-            let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-                s.rsplit(')')
-                    .next()
-                    .is_some_and(|r| r.trim_start().starts_with('Z'))
-            });
-            !alive || zombie
-        }),
+        wait_until(Duration::from_secs(30), || crate::fixture::gone(pid)),
         "the activation's child {pid} survived"
     );
 }
