@@ -197,6 +197,13 @@ fn eval_json(tmp: &Path, expr: &str) -> Output {
     out
 }
 
+/// The instance set a manager profile expression's `instancesJson` holds.
+fn instance_set(tmp: &Path, expr: &str) -> Value {
+    let out = eval_json(tmp, expr);
+    let json: String = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_str(&json).unwrap()
+}
+
 /// The evaluation error of the manager function applied to `instances` (it must fail).
 fn eval_error(instances: &str) -> String {
     let tmp = tempfile::tempdir().unwrap();
@@ -295,9 +302,7 @@ fn path_puts_packages_first_on_every_instances_path() {
          a = \"http://h/job/p/j/a\"; b = {{ jobUri = \"http://h/job/p/j/b\"; environment.PATH = \"/own\"; }}; }}; }}).instancesJson",
         root().display()
     );
-    let out = eval_json(tmp.path(), &expr);
-    let json: String = serde_json::from_slice(&out.stdout).unwrap();
-    let set: Value = serde_json::from_str(&json).unwrap();
+    let set = instance_set(tmp.path(), &expr);
     assert_eq!(
         set["instances"]["a"]["environment"]["PATH"],
         "/opt/nix/bin:/nix/var/nix/profiles/default/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -414,9 +419,7 @@ fn every_instance_finds_nix_from_its_installer() {
          shell = \"/bin/sh\"; system = \"x86_64-linux\"; instances.a = \"http://h/job/p/j/a\"; }}).instancesJson",
         root().display()
     );
-    let out = eval_json(tmp.path(), &expr);
-    let json: String = serde_json::from_slice(&out.stdout).unwrap();
-    let set: Value = serde_json::from_str(&json).unwrap();
+    let set = instance_set(tmp.path(), &expr);
     // Where Nix's own installer puts nix-env, before systemd's default PATH.
     assert_eq!(
         set["instances"]["a"]["environment"]["PATH"],

@@ -47,6 +47,16 @@ pub struct ProfileSpec {
     pub health_check: String,
 }
 
+/// Shell lines that, the first time they run, write their shell's pid (its process group leader's
+/// when run as an activation or check) to `pid_file` and then hang, until killed; afterwards they
+/// do nothing. For a step that a test kills half-way, then lets run again.
+pub fn hang_once(pid_file: &Path) -> String {
+    format!(
+        "if [ ! -e {0} ]; then echo $$ > {0}.tmp && mv {0}.tmp {0}; sleep 3600; fi",
+        pid_file.display()
+    )
+}
+
 impl ProfileSpec {
     pub fn new(version: &str, marker: &Path) -> ProfileSpec {
         ProfileSpec {

@@ -7,7 +7,6 @@
 //! so that a failure can be replayed). `scripts/chaos N` runs N rounds.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -256,11 +255,7 @@ fn kill_tree(hail: &mut Running) {
     }
     hail.kill();
     // The killed children are reaped by init; wait until they are gone.
-    let gone = wait_until(RUN, || {
-        stopped
-            .iter()
-            .all(|p| !Path::new(&format!("/proc/{p}")).exists() || zombie(*p))
-    });
+    let gone = wait_until(RUN, || stopped.iter().all(|p| crate::fixture::gone(*p)));
     assert!(gone, "processes of the killed hail remain: {stopped:?}");
 }
 
@@ -297,11 +292,4 @@ fn parent_of(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = &stat[stat.rfind(')')? + 2..];
     after.split(' ').nth(1)?.parse().ok()
-}
-
-fn zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| Some(s[s.rfind(')')? + 2..].starts_with('Z')))
-        .unwrap_or(true)
 }

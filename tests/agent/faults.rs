@@ -8,6 +8,7 @@ use std::process::Command;
 use serde_json::Value;
 
 use crate::fixture::{Fixture, RUN, activated, wait_until};
+use hail_testkit::cache::hang_once;
 
 /// A file system mounted over a directory for a test; unmounted when dropped.
 struct Mounted(PathBuf);
@@ -160,10 +161,7 @@ fn an_activation_cut_short_by_a_kill_is_finished_and_rolled_back_at_the_next_sta
     assert_eq!(f.hail.oneshot(&[], RUN).code(), Some(0));
     // Build 2's activation fails; the first time it runs, it hangs until it is killed.
     let started = f.tmp.path().join("activation-2.pid");
-    let spec = f.spec("2").exit_code(1).extra(&format!(
-        "if [ ! -e {0} ]; then echo $$ > {0}.tmp && mv {0}.tmp {0}; sleep 3600; fi",
-        started.display()
-    ));
+    let spec = f.spec("2").exit_code(1).extra(&hang_once(&started));
     let (v2, b2) = f.release_spec(&spec);
     let mut running = f.hail.spawn(&["--poll-period", "1h"]);
     assert!(wait_until(RUN, || started.exists()), "{}", running.output());
@@ -199,10 +197,9 @@ fn a_rollback_returns_to_the_last_good_build_not_the_generation_below() {
     assert_eq!(f.hail.oneshot(&fast, RUN).code(), Some(7));
     // Build 3's check fails too; the first time, it hangs until hail and it are killed.
     let started = f.tmp.path().join("check-3.pid");
-    let spec = f.spec("3").health_check(&format!(
-        "if [ ! -e {0} ]; then echo $$ > {0}.tmp && mv {0}.tmp {0}; sleep 3600; fi; exit 1",
-        started.display()
-    ));
+    let spec = f
+        .spec("3")
+        .health_check(&format!("{}; exit 1", hang_once(&started)));
     let (v3, b3) = f.release_spec(&spec);
     let mut running = f.hail.spawn(&[
         "--poll-period",
@@ -242,10 +239,7 @@ fn a_good_build_whose_generation_was_deleted_is_set_again() {
     let (v1, b1) = f.release("1");
     assert_eq!(f.hail.oneshot(&[], RUN).code(), Some(0));
     let started = f.tmp.path().join("activation-2.pid");
-    let spec = f.spec("2").exit_code(1).extra(&format!(
-        "if [ ! -e {0} ]; then echo $$ > {0}.tmp && mv {0}.tmp {0}; sleep 3600; fi",
-        started.display()
-    ));
+    let spec = f.spec("2").exit_code(1).extra(&hang_once(&started));
     f.release_spec(&spec);
     let mut running = f.hail.spawn(&["--poll-period", "1h"]);
     assert!(wait_until(RUN, || started.exists()), "{}", running.output());

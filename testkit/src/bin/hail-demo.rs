@@ -287,10 +287,7 @@ fn main() {
     let v7 = cache.publish(
         &ProfileSpec::new("7-broken", &marker)
             .exit_code(1)
-            .extra(&format!(
-                "if [ ! -e {0} ]; then echo $$ > {0}.tmp && mv {0}.tmp {0}; sleep 3600; fi",
-                started.display()
-            )),
+            .extra(&hail_testkit::cache::hang_once(&started)),
     );
     let b7 = hydra.add_build(BuildSpec::succeeded(&v7.out_path));
     say(&format!(
