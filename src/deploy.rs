@@ -13,6 +13,7 @@ use crate::health::{self, HealthError};
 use crate::nix::{self, NixError};
 use crate::process::CommandLine;
 use crate::profile::{Profile, ProfileError};
+use crate::record::{DeploymentResult, Verdict};
 use crate::store_path::StorePath;
 use crate::system::{self, NotASystem, SystemMode};
 use crate::systemd::Watchdog;
@@ -53,16 +54,11 @@ pub enum DeployError {
     /// checks what it left.
     #[error("hail is stopping; the switch to {path} goes on in the unit {unit}")]
     Detached { path: StorePath, unit: String },
-    #[error("activation of {path} failed: {source}; {rollback}")]
-    Activation {
+    /// The activation or a health check failed; the profile went back (see `rollback`).
+    #[error("{}; {rollback}", .cause.describe(.path))]
+    Failed {
         path: StorePath,
-        source: ActivationError,
-        rollback: Rollback,
-    },
-    #[error("health check of {path} failed: {source}; {rollback}")]
-    HealthCheck {
-        path: StorePath,
-        source: HealthError,
+        cause: Cause,
         rollback: Rollback,
     },
     /// Hydra could not be reached within `--confirm-timeout` after the switch (or the reboot).
@@ -87,6 +83,126 @@ pub enum DeployError {
     },
 }
 
+impl DeployError {
+    /// Why the build is known-bad after this failure (`None`: the build is not to blame).
+    pub fn verdict(&self) -> Option<Verdict> {
+        match self {
+            DeployError::Failed { cause, .. } => Some(cause.verdict()),
+            DeployError::ContactLost { after, error, .. } => Some(contact_lost(after, error)),
+            _ => None,
+        }
+    }
+}
+
+/// Why a deployment failed, before its rollback.
+#[derive(Debug)]
+pub enum Cause {
+    Activation(ActivationError),
+    HealthCheck(HealthError),
+    /// Saved by a hail stopped during the rollback, which the next one finished.
+    Recorded(Verdict),
+}
+
+impl Cause {
+    /// The verdict on the build: what `hail status` and the known-bad list say.
+    pub fn verdict(&self) -> Verdict {
+        match self {
+            Cause::Activation(e) => Verdict {
+                result: DeploymentResult::ActivationFailed,
+                reason: format!("activation failed: {e}"),
+            },
+            Cause::HealthCheck(e) => Verdict {
+                result: DeploymentResult::HealthCheckFailed,
+                reason: format!("health check failed: {e}"),
+            },
+            Cause::Recorded(v) => v.clone(),
+        }
+    }
+
+    fn describe(&self, path: &StorePath) -> String {
+        match self {
+            Cause::Activation(e) => format!("activation of {path} failed: {e}"),
+            Cause::HealthCheck(e) => format!("health check of {path} failed: {e}"),
+            Cause::Recorded(v) => format!("{path}: {} (before hail was stopped)", v.reason),
+        }
+    }
+}
+
+/// The verdict on a build whose host lost its contact with Hydra after `after` (the switch, the
+/// reboot).
+pub fn contact_lost(after: &str, error: &str) -> Verdict {
+    Verdict {
+        result: DeploymentResult::ContactLost,
+        reason: format!("contact with Hydra lost after {after}: {error}"),
+    }
+}
+
+/// A deployment whose activation or health check failed, before it returns to the last good
+/// build: the caller saves the verdict first ([`Failing::verdict`]), so that a hail stopped
+/// during the rollback finishes it at its next start instead of activating the build again.
+#[derive(Debug)]
+pub struct Failing {
+    build: Build,
+    cause: Cause,
+    to: Target,
+    /// Where the profile pointed when the failure was found.
+    at: ProfileState,
+}
+
+impl Failing {
+    /// The rollback of a deployment a stopped hail had judged (`verdict`) but not finished.
+    pub fn recorded(
+        profile: &Profile,
+        build: &Build,
+        good: Option<ProfileState>,
+        verdict: Verdict,
+    ) -> Failing {
+        let (at, to) = half_way(profile, good);
+        Failing {
+            build: build.clone(),
+            cause: Cause::Recorded(verdict),
+            to,
+            at,
+        }
+    }
+
+    pub fn verdict(&self) -> Verdict {
+        self.cause.verdict()
+    }
+
+    /// Returns to the good build (or removes a first profile) and re-activates it.
+    pub async fn roll_back(
+        self,
+        profile: &Profile,
+        limits: &Limits<'_>,
+        watchdog: &Watchdog,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Deployment {
+        let Failing {
+            build,
+            cause,
+            to,
+            at,
+        } = self;
+        let rollback = roll_back(profile, Some(build.id), &to, limits, watchdog, stop).await;
+        Deployment {
+            profile: profile.state().unwrap_or(at),
+            result: Err(DeployError::Failed {
+                path: build.path,
+                cause,
+                rollback,
+            }),
+        }
+    }
+}
+
+/// How far a deployment went: to its end, or to a failure whose rollback is still to run.
+#[derive(Debug)]
+pub enum Stage {
+    Done(Deployment),
+    Failing(Failing),
+}
+
 /// How a deployment ended: the outcome, and what the profile points at afterwards (whatever the
 /// outcome, so that nobody needs to read the profile again to learn what happened).
 #[derive(Debug)]
@@ -105,35 +221,45 @@ pub async fn deploy(
     limits: &Limits<'_>,
     watchdog: &Watchdog,
     stop: &mut watch::Receiver<bool>,
-) -> Deployment {
+) -> Stage {
     // An unreadable profile (pointing outside the store) is replaced; there is nothing to return to.
     let before = profile.state().unwrap_or_default();
     let to = Target {
         good,
         fresh: before.current.is_none(),
     };
-    let result =
-        realise_switch_activate(profile, &before, &to, build, limits, watchdog, stop).await;
-    let profile = match &result {
-        Ok(after) => after.clone(),
+    let result = realise_switch_activate(profile, &before, to, build, limits, watchdog, stop).await;
+    let (result, profile) = match result {
+        Ok(after) => (Ok(()), after),
+        Err(Halt::Failing(failing)) => return Stage::Failing(failing),
         // Where the profile points after a failure and whatever was put back.
-        Err(_) => profile.state().unwrap_or(before),
+        Err(Halt::Error(e)) => (Err(e), profile.state().unwrap_or(before)),
     };
-    Deployment {
-        profile,
-        result: result.map(|_| ()),
+    Stage::Done(Deployment { profile, result })
+}
+
+/// Why a deployment stopped short of its end: an error, or a failure whose rollback is still to
+/// run.
+enum Halt {
+    Error(DeployError),
+    Failing(Failing),
+}
+
+impl<E: Into<DeployError>> From<E> for Halt {
+    fn from(e: E) -> Halt {
+        Halt::Error(e.into())
     }
 }
 
 async fn realise_switch_activate(
     profile: &Profile,
     before: &ProfileState,
-    to: &Target,
+    to: Target,
     build: &Build,
     limits: &Limits<'_>,
     watchdog: &Watchdog,
     stop: &mut watch::Receiver<bool>,
-) -> Result<ProfileState, DeployError> {
+) -> Result<ProfileState, Halt> {
     let (path, id) = (&build.path, Some(build.id));
     // Removed when the deployment ends: by then the profile (or, after `test`, the running
     // system) roots what was deployed.
@@ -162,45 +288,57 @@ async fn realise_switch_activate(
     }
 
     let activated = activate_path(profile, Some(path), id, limits, watchdog, stop).await;
-    let generation = after.generation;
-    after_activation(
-        profile, build, generation, activated, to, limits, watchdog, stop,
-    )
-    .await?;
+    let at = after.clone();
+    after_activation(profile, build, at, activated, to, limits, watchdog, stop).await?;
     // What is deployed now (after `--switch-action test`, the system it activated).
     Ok(profile.state().unwrap_or(after))
 }
 
-/// After a deployment's activation (or switch) ended: a failure returns to `to`, a success goes
-/// on to the health checks; a switch that goes on without hail (it is stopping) is left to the
-/// next start.
+/// After a deployment's activation (or switch) ended at `at`: a failure is to return to `to`,
+/// a success goes on to the health checks; a switch that goes on without hail (it is stopping)
+/// is left to the next start.
 #[allow(clippy::too_many_arguments)]
 async fn after_activation(
     profile: &Profile,
     build: &Build,
-    generation: Option<u64>,
+    at: ProfileState,
     activated: Result<(), ActivationError>,
-    to: &Target,
+    to: Target,
     limits: &Limits<'_>,
     watchdog: &Watchdog,
     stop: &mut watch::Receiver<bool>,
-) -> Result<(), DeployError> {
-    let path = &build.path;
-    match activated {
-        Ok(()) => check_health(profile, build, generation, to, limits, watchdog, stop).await,
-        Err(ActivationError::Detached { unit }) => Err(DeployError::Detached {
-            path: path.clone(),
-            unit,
-        }),
-        Err(source) => {
-            let rollback = roll_back(profile, Some(build.id), to, limits, watchdog, stop).await;
-            Err(DeployError::Activation {
-                path: path.clone(),
-                source,
-                rollback,
-            })
+) -> Result<(), Halt> {
+    let cause = match activated {
+        Ok(()) => {
+            let generation = at.generation;
+            match health::check_profile(profile, build, generation, limits.health, watchdog, stop)
+                .await
+            {
+                Ok(()) => return Ok(()),
+                // A stop cuts the checks short and leaves the generation unchecked.
+                Err(source @ HealthError::Stopped { .. }) => {
+                    return Err(Halt::Error(DeployError::Unchecked {
+                        path: build.path.clone(),
+                        source,
+                    }));
+                }
+                Err(source) => Cause::HealthCheck(source),
+            }
         }
-    }
+        Err(ActivationError::Detached { unit }) => {
+            return Err(Halt::Error(DeployError::Detached {
+                path: build.path.clone(),
+                unit,
+            }));
+        }
+        Err(source) => Cause::Activation(source),
+    };
+    Err(Halt::Failing(Failing {
+        build: build.clone(),
+        cause,
+        to,
+        at,
+    }))
 }
 
 /// Where a deployment the last hail left half-way stands: the profile now, and where a failure
@@ -212,34 +350,6 @@ fn half_way(profile: &Profile, good: Option<ProfileState>) -> (ProfileState, Tar
         fresh: !profile.has_other_generations(now.generation),
     };
     (now, to)
-}
-
-/// Runs the health checks of `build` (at `generation`). A check that does not pass returns to
-/// `to`; a stop cuts them short and leaves the generation unchecked.
-async fn check_health(
-    profile: &Profile,
-    build: &Build,
-    generation: Option<u64>,
-    to: &Target,
-    limits: &Limits<'_>,
-    watchdog: &Watchdog,
-    stop: &mut watch::Receiver<bool>,
-) -> Result<(), DeployError> {
-    match health::check_profile(profile, build, generation, limits.health, watchdog, stop).await {
-        Ok(()) => Ok(()),
-        Err(source @ HealthError::Stopped { .. }) => Err(DeployError::Unchecked {
-            path: build.path.clone(),
-            source,
-        }),
-        Err(source) => {
-            let rollback = roll_back(profile, Some(build.id), to, limits, watchdog, stop).await;
-            Err(DeployError::HealthCheck {
-                path: build.path.clone(),
-                source,
-                rollback,
-            })
-        }
-    }
 }
 
 /// A temporary GC root, removed when dropped.
@@ -345,7 +455,7 @@ pub async fn resume(
     limits: &Limits<'_>,
     watchdog: &Watchdog,
     stop: &mut watch::Receiver<bool>,
-) -> Deployment {
+) -> Stage {
     let (now, to) = half_way(profile, good);
     let tracked = system::Tracked::new(build.id, limits.switch_results);
     let followed = match (limits.system, &tracked) {
@@ -362,15 +472,17 @@ pub async fn resume(
             activate_path(profile, Some(path), id, limits, watchdog, stop).await
         }
     };
-    let generation = now.generation;
-    let result = after_activation(
-        profile, build, generation, activated, &to, limits, watchdog, stop,
-    )
-    .await;
-    Deployment {
+    let at = now.clone();
+    let result =
+        match after_activation(profile, build, at, activated, to, limits, watchdog, stop).await {
+            Ok(()) => Ok(()),
+            Err(Halt::Failing(failing)) => return Stage::Failing(failing),
+            Err(Halt::Error(e)) => Err(e),
+        };
+    Stage::Done(Deployment {
         profile: profile.state().unwrap_or(now),
         result,
-    }
+    })
 }
 
 /// Runs the profile's `bin/activate`, forwarding its output to the log (with `build_id` when it

@@ -13,6 +13,7 @@ use crate::activation;
 use crate::cli::Hooks;
 use crate::deploy::DeployError;
 use crate::process::CommandLine;
+use crate::record::DeploymentResult;
 use crate::systemd::{self, Watchdog};
 use crate::types::Build;
 
@@ -48,9 +49,13 @@ impl Event {
             Err(
                 DeployError::Switch { .. } | DeployError::Profile(_) | DeployError::NotASystem(_),
             ) => Event::SwitchFailed,
-            Err(DeployError::Activation { .. }) => Event::ActivationFailed,
-            Err(DeployError::HealthCheck { .. }) => Event::HealthCheckFailed,
-            Err(DeployError::ContactLost { .. }) => Event::ContactLost,
+            Err(e @ (DeployError::Failed { .. } | DeployError::ContactLost { .. })) => {
+                match e.verdict().map(|v| v.result) {
+                    Some(DeploymentResult::HealthCheckFailed) => Event::HealthCheckFailed,
+                    Some(DeploymentResult::ContactLost) => Event::ContactLost,
+                    _ => Event::ActivationFailed,
+                }
+            }
             Err(
                 DeployError::Stopped { .. }
                 | DeployError::Unchecked { .. }

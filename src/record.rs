@@ -31,6 +31,11 @@ pub struct Record {
     /// at its next start that the profile moved by its own hand, not an operator's.
     #[serde(default)]
     pub deploying: Option<BuildRef>,
+    /// The deployment under way failed (its activation, a health check or the contact with
+    /// Hydra): the verdict, saved before the rollback starts, so that a hail stopped during the
+    /// rollback finishes it at its next start instead of activating the failed build again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolling_back: Option<Verdict>,
     /// What Hydra offered at the last poll that got an answer, and since when.
     #[serde(default)]
     pub latest: Option<BuildRef>,
@@ -125,6 +130,7 @@ impl Default for Record {
             deployed: None,
             good: None,
             deploying: None,
+            rolling_back: None,
             latest: None,
             latest_since: None,
             last_poll: None,
@@ -173,6 +179,14 @@ pub struct KnownBad {
     pub store_path: String,
     pub reason: String,
     pub time: Timestamp,
+}
+
+/// Why a deployment failed, as it is recorded before its rollback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub result: DeploymentResult,
+    /// Why the build is known-bad (`activation failed: …`).
+    pub reason: String,
 }
 
 /// How a deployment ended.

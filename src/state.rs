@@ -35,9 +35,9 @@ pub struct State {
     last: Option<Round>,
     /// What the agent should log, in order; taken with [`State::take_notices`].
     notices: Vec<Notice>,
-    /// A build the last hail switched to but did not see through (stopped during its activation
-    /// or health checks): its health is checked at start-up.
-    unchecked: Option<BuildRef>,
+    /// A build the last hail switched to but did not see through (stopped during its activation,
+    /// health checks or rollback): seen through once hail runs.
+    unfinished: Option<Unfinished>,
     /// Why `--gate evaluation` passed over newer evaluations at the last poll.
     gate_note: Option<String>,
     /// A reboot waiting for its window: when the window opens and how long it lasts. The next
@@ -66,24 +66,46 @@ impl State {
         }
         record.job = job.to_owned();
         record.profile = profile_path.to_owned();
-        let mut unchecked = None;
-        if let Some(b) = record.deploying.take() {
-            // The last hail switched to it (its activation may not have run: the start-up
-            // activation runs it now).
-            if profile.current.as_ref().map(StorePath::as_str) == Some(b.store_path.as_str()) {
-                unchecked = Some(b.clone());
+        let mut unfinished = None;
+        // Kept in the record until the deployment is seen through: a hail stopped again while
+        // it finishes knows the same at its next start.
+        if let Some(b) = record.deploying.clone() {
+            let current = profile.current.as_ref().map(StorePath::as_str);
+            let at_build = current == Some(b.store_path.as_str());
+            let verdict = record.rolling_back.clone();
+            // A rollback under way may have switched back already: it is finished from where
+            // the profile is (at the good build, or removed after a first deployment).
+            let mid_rollback = verdict.is_some()
+                && (current.is_none()
+                    || record.good.as_ref().map(|g| g.store_path.as_str()) == current);
+            if at_build {
+                // The last hail switched to it (its activation may not have run).
                 record.deployed = Some(Deployed {
                     build_id: Some(b.build_id),
-                    store_path: b.store_path,
+                    store_path: b.store_path.clone(),
                     generation: profile.generation,
                     since: now,
                 });
+            }
+            if mid_rollback
+                && !at_build
+                && let Some(d) = &record.deployed
+                && d.store_path == b.store_path
+            {
+                // The rollback switched back: the profile moved by hail's hand.
+                record.deployed = None;
+            }
+            if at_build || mid_rollback {
+                unfinished = Some(Unfinished { build: b, verdict });
+            } else {
+                record.deploying = None;
+                record.rolling_back = None;
             }
         }
         let mut state = State {
             gate_note: None,
             reboot_window: None,
-            unchecked,
+            unfinished,
             record,
             policy,
             profile: ProfileState::default(),
@@ -152,9 +174,9 @@ impl State {
         }
     }
 
-    /// The build to check at start-up (see [`State::new`]), once.
-    pub fn take_unchecked(&mut self) -> Option<BuildRef> {
-        self.unchecked.take()
+    /// The deployment to see through once hail runs (see [`State::new`]), once.
+    pub fn take_unfinished(&mut self) -> Option<Unfinished> {
+        self.unfinished.take()
     }
 
     pub fn take_notices(&mut self) -> Vec<Notice> {
@@ -199,10 +221,18 @@ impl State {
             Event::NotRecorded { build, error } => {
                 // Nothing was switched: no deployment is under way.
                 self.record.deploying = None;
+                self.record.rolling_back = None;
                 self.finish(Round::NotRecorded {
                     id: build.id,
                     error,
                 })
+            }
+            Event::Failing { build, verdict } => {
+                // What the profile points at next is hail's doing, whoever finishes the rollback.
+                self.record.deploying = Some(build_ref(&build));
+                self.mark_bad(Some(build.id), build.path.as_str(), &verdict.reason, now);
+                self.record.rolling_back = Some(verdict);
+                Next::Wait
             }
             Event::Deployed {
                 build,
@@ -330,6 +360,7 @@ impl State {
         result: Result<(), DeployFailure>,
     ) -> Next {
         self.record.deploying = None;
+        self.record.rolling_back = None;
         let (outcome, error) = match &result {
             Ok(()) => (DeploymentResult::Deployed, None),
             Err(f) => (f.result, Some(&f.message)),
@@ -465,9 +496,9 @@ impl State {
             && let Some(d) = &self.record.deployed
             && !self.is_known_bad(&d.store_path)
             && self
-                .unchecked
+                .unfinished
                 .as_ref()
-                .is_none_or(|u| u.store_path != d.store_path)
+                .is_none_or(|u| u.build.store_path != d.store_path)
         {
             self.record.good = Some(d.clone());
         }
@@ -542,7 +573,8 @@ mod events;
 mod status_line;
 
 pub use events::{
-    Activity, AfterReboot, DeployFailure, Event, Next, Notice, Request, Round, WindowWait,
+    Activity, AfterReboot, DeployFailure, Event, Next, Notice, Request, Round, Unfinished,
+    WindowWait,
 };
 
 #[cfg(test)]

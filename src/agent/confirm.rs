@@ -53,6 +53,7 @@ impl Agent {
             }
             Ok(Err(error)) => error,
         };
+        self.judge(build, deploy::contact_lost("the switch", &error));
         let limits = limits(&self.config);
         let good = self.books.state.rollback_target();
         let mut stop = self.stop.clone();

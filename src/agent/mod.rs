@@ -29,12 +29,12 @@ pub use report::{
 
 use crate::cli::Config;
 use crate::decide;
-use crate::deploy::{self, DeployError, Deployment, Limits};
+use crate::deploy::{self, DeployError, Deployment, Limits, Stage};
 use crate::hooks;
 use crate::hydra::{self, HydraClient, HydraError};
 use crate::netrc::NetrcError;
 use crate::profile::{Profile, ProfileError};
-use crate::record::DeploymentResult;
+use crate::record::{DeploymentResult, Verdict};
 use crate::state::{Activity, DeployFailure, Event, Next, Round};
 use crate::state_file::StateError;
 use crate::systemd::{self, Watchdog};
@@ -84,6 +84,16 @@ impl AgentError {
     }
 }
 
+/// How [`Agent::see_through`] takes a deployment up.
+pub(super) enum Through {
+    /// A new deployment.
+    Deploy,
+    /// One the last hail switched to but did not see through.
+    Resume,
+    /// One the last hail had judged (this verdict) and was rolling back.
+    RollBack(Verdict),
+}
+
 /// Runs the agent to completion.
 pub fn run(config: Config) -> Result<(), AgentError> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -106,8 +116,8 @@ struct Agent {
     signals: Arc<Signals>,
     /// `--reboot-window`: the wait for the window was logged.
     reboot_announced: bool,
-    /// `--system`: a deployment the last hail did not see through, followed once hail runs.
-    unfinished: Option<Build>,
+    /// A deployment the last hail did not see through, and how it is taken up once hail runs.
+    unfinished: Option<(Build, Through)>,
 }
 
 impl Agent {
@@ -270,13 +280,14 @@ impl Agent {
 
     async fn deploy(&mut self, build: Build) -> Result<(), AgentError> {
         report::deploying(&build);
-        self.see_through(build, false).await
+        self.see_through(build, Through::Deploy).await
     }
 
     /// Deploys `build`, or sees through a deployment of it the last hail switched to but did
-    /// not finish (`resumed`, see [`State::take_unchecked`]: a profile's is activated again, a
-    /// system's switch followed to its end); then its checks, confirmation, outcome and hook.
-    async fn see_through(&mut self, build: Build, resumed: bool) -> Result<(), AgentError> {
+    /// not finish (see [`State::take_unfinished`]: a profile's is activated again, a system's
+    /// switch followed to its end, a rollback under way finished); then its checks,
+    /// confirmation, outcome and hook.
+    async fn see_through(&mut self, build: Build, how: Through) -> Result<(), AgentError> {
         self.report(Activity::Deploying(&build));
         let limits = limits(&self.config);
         let good = self.books.state.rollback_target();
@@ -284,15 +295,47 @@ impl Agent {
         let previous = self.previous_build();
         let (profile, watchdog) = (&self.profile, &self.watchdog);
         let mut stop = self.stop.clone();
-        let deployment = if resumed {
-            let resume = deploy::resume(profile, &build, good, &limits, watchdog, &mut stop);
-            self.books.with_requests(&self.signals, resume).await
-        } else {
-            let deploy = deploy::deploy(profile, &build, good, &limits, watchdog, &mut stop);
-            self.books.with_requests(&self.signals, deploy).await
+        let stage = match how {
+            Through::Deploy => {
+                let deploy = deploy::deploy(profile, &build, good, &limits, watchdog, &mut stop);
+                self.books.with_requests(&self.signals, deploy).await
+            }
+            Through::Resume => {
+                let resume = deploy::resume(profile, &build, good, &limits, watchdog, &mut stop);
+                self.books.with_requests(&self.signals, resume).await
+            }
+            Through::RollBack(verdict) => {
+                Stage::Failing(deploy::Failing::recorded(profile, &build, good, verdict))
+            }
         };
-        let deployment = self.confirm(&build, deployment).await?;
+        let deployment = match stage {
+            Stage::Done(deployment) => self.confirm(&build, deployment).await?,
+            Stage::Failing(failing) => self.roll_back(&build, failing).await,
+        };
         self.finish(build, deployment, keep, previous).await
+    }
+
+    /// A failed deployment's verdict is saved (the build known-bad, the rollback under way),
+    /// then the profile returns to the last good build. A hail stopped during the rollback
+    /// finishes it at its next start; the failed build is not activated again.
+    async fn roll_back(&mut self, build: &Build, failing: deploy::Failing) -> Deployment {
+        self.judge(build, failing.verdict());
+        let limits = limits(&self.config);
+        let mut stop = self.stop.clone();
+        let roll = failing.roll_back(&self.profile, &limits, &self.watchdog, &mut stop);
+        self.books.with_requests(&self.signals, roll).await
+    }
+
+    /// Records the verdict on `build` before its rollback starts. Unsaved, the rollback goes
+    /// ahead all the same (the state write failure is in the journal): running the last good
+    /// build matters more.
+    fn judge(&mut self, build: &Build, verdict: Verdict) {
+        let event = Event::Failing {
+            build: build.clone(),
+            verdict,
+        };
+        self.books.state.apply(Timestamp::now(), event);
+        let _ = self.books.settle_before_switch();
     }
 
     /// The build deployed before a deployment (the last good one), for the hooks.
@@ -418,25 +461,14 @@ fn limits(config: &Config) -> Limits<'_> {
 
 /// What the state needs to know of a failed deployment.
 fn failure(e: &DeployError) -> DeployFailure {
-    let (result, reason) = match e {
-        DeployError::Activation { source, .. } => (
-            DeploymentResult::ActivationFailed,
-            format!("activation failed: {source}"),
-        ),
-        DeployError::HealthCheck { source, .. } => (
-            DeploymentResult::HealthCheckFailed,
-            format!("health check failed: {source}"),
-        ),
-        DeployError::ContactLost { error, after, .. } => (
-            DeploymentResult::ContactLost,
-            format!("contact with Hydra lost after {after}: {error}"),
-        ),
-        _ => (DeploymentResult::Failed, String::new()),
-    };
+    let verdict = e.verdict().unwrap_or(Verdict {
+        result: DeploymentResult::Failed,
+        reason: String::new(),
+    });
     DeployFailure {
-        result,
+        result: verdict.result,
         message: e.to_string(),
-        reason,
+        reason: verdict.reason,
     }
 }
 

@@ -8,7 +8,7 @@ use tracing::{error, info, warn};
 
 use super::books::Books;
 use super::signals::listen_for_signals;
-use super::{Agent, AgentError, report};
+use super::{Agent, AgentError, Through, report};
 use crate::cli::Config;
 use crate::decide::{self, Policy};
 use crate::deploy;
@@ -155,11 +155,16 @@ impl Agent {
         let deployed = agent.books.state.profile().current.is_some();
         // A NixOS system was activated at boot (and a switch that restarted hail goes on).
         let system = agent.config.system.is_some();
-        let unfinished = agent.books.state.take_unchecked().and_then(|b| {
-            Some(Build::new(
-                b.build_id,
-                StorePath::parse(&b.store_path).ok()?,
-            ))
+        let unfinished = agent.books.state.take_unfinished().and_then(|u| {
+            let build = Build::new(
+                u.build.build_id,
+                StorePath::parse(&u.build.store_path).ok()?,
+            );
+            let how = match u.verdict {
+                Some(verdict) => Through::RollBack(verdict),
+                None => Through::Resume,
+            };
+            Some((build, how))
         });
         match unfinished {
             // Seen through once hail is ready (see `Agent::after_start`): a system's switch may
@@ -186,8 +191,8 @@ impl Agent {
             }
             self.books.settle();
         }
-        if let Some(build) = self.unfinished.take() {
-            self.see_through(build, true).await?;
+        if let Some((build, how)) = self.unfinished.take() {
+            self.see_through(build, how).await?;
         }
         Ok(())
     }

@@ -137,6 +137,8 @@ pub(super) async fn restore(
                 .and_then(|()| std::fs::remove_file(profile.generation_link(failed)))
                 .map(|()| Restored::Removed)
                 .map_err(|e| format!("removing the new profile: {e}")),
+            // Removed already (by a rollback a stop cut short).
+            None if to.fresh => Ok(Restored::Removed),
             _ => Ok(Restored::NoGood),
         };
     };

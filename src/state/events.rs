@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::decide::Hold;
 use crate::format;
-use crate::record::{DeploymentResult, KnownBad};
+use crate::record::{BuildRef, DeploymentResult, KnownBad, Verdict};
 use crate::store_path::StorePath;
 use crate::types::{Build, ProfileState};
 
@@ -30,6 +30,9 @@ pub enum Event {
     /// The record saying that `build` is about to be deployed could not be written (the message
     /// says why): nothing was switched.
     NotRecorded { build: Build, error: String },
+    /// The deployment of `build` failed (`verdict`); the rollback is about to start. The build
+    /// is known-bad from now on: a hail stopped during the rollback finishes it at its next start.
+    Failing { build: Build, verdict: Verdict },
     /// A deployment of `build` ended, leaving the profile at `profile`.
     Deployed {
         build: Build,
@@ -50,6 +53,15 @@ pub enum Event {
     /// reached. If not, the system booted before is the good one again, and hail reboots into
     /// it, once (the new one's failure is a deployment's outcome: [`Event::Deployed`]).
     RebootChecked { reached: bool },
+}
+
+/// A deployment the last hail switched to but did not see through, found at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unfinished {
+    pub build: BuildRef,
+    /// Its verdict, when it had failed and its rollback was under way: the rollback is finished,
+    /// the build is not activated again.
+    pub verdict: Option<Verdict>,
 }
 
 /// What to do at the first start after a reboot hail asked for.

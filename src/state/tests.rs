@@ -1,6 +1,7 @@
 //! The state machine as tables: a start, a sequence of events, and what must follow.
 
 use super::*;
+use crate::record::Verdict;
 
 fn path(c: char) -> StorePath {
     StorePath::parse(&format!("/nix/store/{}-p", c.to_string().repeat(32))).unwrap()
@@ -449,7 +450,8 @@ fn a_deployment_interrupted_after_its_switch_is_hails_own() {
         minute(2),
     );
     assert_eq!(s.take_notices(), []);
-    assert_eq!(s.record().deploying, None);
+    // Still under way until it is seen through.
+    assert_eq!(s.record().deploying, record.deploying);
     assert_eq!(s.record().deployed.as_ref().unwrap().build_id, Some(8));
     // ... or before it: nothing happened.
     let mut s = State::new(
@@ -716,8 +718,18 @@ fn a_build_interrupted_during_its_checks_is_checked_at_start() {
         at('b', 4),
         minute(2),
     );
-    assert_eq!(s.take_unchecked().map(|b| b.build_id), Some(8));
-    assert_eq!(s.take_unchecked(), None);
+    assert_eq!(s.take_unfinished().map(|u| u.build.build_id), Some(8));
+    assert_eq!(s.take_unfinished(), None);
+    // Killed again while it is seen through: the record still says so.
+    let mut again = State::new(
+        s.record().clone(),
+        Policy::default(),
+        JOB,
+        PROFILE,
+        at('b', 4),
+        minute(3),
+    );
+    assert_eq!(again.take_unfinished().map(|u| u.build.build_id), Some(8));
     let mut s = State::new(
         record,
         Policy::default(),
@@ -726,7 +738,7 @@ fn a_build_interrupted_during_its_checks_is_checked_at_start() {
         at('a', 3),
         minute(2),
     );
-    assert_eq!(s.take_unchecked(), None);
+    assert_eq!(s.take_unfinished(), None);
 }
 
 #[test]
@@ -748,7 +760,7 @@ fn a_resumed_deployment_that_fails_is_rolled_back_by_hail_not_by_hand() {
         at('b', 4),
         minute(4),
     );
-    assert_eq!(s.take_unchecked().map(|b| b.build_id), Some(8));
+    assert_eq!(s.take_unfinished().map(|u| u.build.build_id), Some(8));
     s.apply(minute(5), failed(build(8, 'b'), at('a', 3), true));
     assert_eq!(s.take_notices(), []);
     let bad: Vec<_> = s
@@ -910,65 +922,90 @@ fn recovery_after_a_crash_in_each_phase() {
     let mut before = fresh(at('a', 1));
     before.apply(minute(1), polled(at('a', 1), build(7, 'a')));
     let unsaved = before.record().clone();
+    // The record as saved once build 8 failed, before its rollback started.
+    let mut judged = State::new(
+        saved.clone(),
+        Policy::default(),
+        JOB,
+        PROFILE,
+        at('b', 2),
+        minute(3),
+    );
+    let verdict = Verdict {
+        result: DeploymentResult::ActivationFailed,
+        reason: "activation failed: it broke".into(),
+    };
+    let failing = Event::Failing {
+        build: build(8, 'b'),
+        verdict: verdict.clone(),
+    };
+    judged.apply(minute(4), failing);
+    let judged = judged.record().clone();
 
+    /// How the next hail takes build 8 up at its start.
+    #[derive(Debug, PartialEq)]
+    enum Then {
+        /// At its first poll of build 8, it deploys it (again).
+        Deploys,
+        /// It sees build 8 through: activates it again and checks it.
+        Resumes,
+        /// It finishes the rollback to build 7 (build 8 is not activated again).
+        RollsBack,
+    }
     struct Row {
         phase: &'static str,
         record: Record,
         profile: ProfileState,
-        /// The next hail sees build 8 through at start (activates it again and checks it).
-        resumes: bool,
-        /// Else, at its first poll of build 8, it deploys it (again).
-        deploys: bool,
+        then: Then,
     }
     let rows = [
         Row {
             phase: "writing the state before the switch (the old file stays)",
             record: unsaved.clone(),
             profile: at('a', 1),
-            resumes: false,
-            deploys: true,
+            then: Then::Deploys,
         },
         Row {
             phase: "realising or switching (the profile not switched yet)",
             record: saved.clone(),
             profile: at('a', 1),
-            resumes: false,
-            deploys: true,
+            then: Then::Deploys,
         },
         Row {
             phase: "the activation, after the switch",
             record: saved.clone(),
             profile: at('b', 2),
-            resumes: true,
-            deploys: false,
+            then: Then::Resumes,
         },
         Row {
             phase: "the health checks",
             record: saved.clone(),
             profile: at('b', 2),
-            resumes: true,
-            deploys: false,
+            then: Then::Resumes,
+        },
+        Row {
+            phase: "saving the verdict, after a failed activation or check",
+            record: saved.clone(),
+            profile: at('b', 2),
+            then: Then::Resumes,
         },
         Row {
             phase: "the rollback, before switching back",
-            record: saved.clone(),
+            record: judged.clone(),
             profile: at('b', 2),
-            resumes: true,
-            deploys: false,
+            then: Then::RollsBack,
         },
         Row {
             phase: "the rollback's re-activation of build 7, after switching back",
-            record: saved.clone(),
+            record: judged.clone(),
             profile: at('a', 1),
-            resumes: false,
-            deploys: true,
+            then: Then::RollsBack,
         },
         Row {
             phase: "pruning, or saving the outcome, after a success",
             record: saved.clone(),
             profile: at('b', 2),
-            resumes: true,
-            deploys: false,
+            then: Then::Resumes,
         },
     ];
     for row in rows {
@@ -980,13 +1017,20 @@ fn recovery_after_a_crash_in_each_phase() {
             row.profile.clone(),
             minute(10),
         );
-        let resumed = s.take_unchecked();
-        assert_eq!(
-            resumed.as_ref().map(|b| b.build_id),
-            row.resumes.then_some(8),
-            "{}",
-            row.phase
-        );
+        let then = match s.take_unfinished() {
+            None => Then::Deploys,
+            Some(u) => {
+                assert_eq!(u.build.build_id, 8, "{}", row.phase);
+                match u.verdict {
+                    None => Then::Resumes,
+                    Some(v) => {
+                        assert_eq!(v, verdict, "{}", row.phase);
+                        Then::RollsBack
+                    }
+                }
+            }
+        };
+        assert_eq!(then, row.then, "{}", row.phase);
         // Never taken for an operator's change; build 7 stays the one to return to.
         assert_eq!(s.take_notices(), [], "{}", row.phase);
         assert_eq!(
@@ -995,15 +1039,32 @@ fn recovery_after_a_crash_in_each_phase() {
             "{}",
             row.phase
         );
-        if !row.resumes {
-            let next = s.apply(minute(11), polled(row.profile, build(8, 'b')));
-            assert_eq!(
-                matches!(next, Next::Deploy(_)),
-                row.deploys,
-                "{}",
-                row.phase
-            );
-            assert_eq!(s.take_notices(), [], "{}", row.phase);
+        match then {
+            Then::Deploys => {
+                let next = s.apply(minute(11), polled(row.profile, build(8, 'b')));
+                assert!(matches!(next, Next::Deploy(_)), "{}", row.phase);
+                assert_eq!(s.take_notices(), [], "{}", row.phase);
+            }
+            Then::Resumes => {}
+            Then::RollsBack => {
+                // Known-bad already; once back at build 7, it is not deployed again, and the
+                // deployment is on record as failed.
+                let next = s.apply(minute(11), failed(build(8, 'b'), at('a', 1), true));
+                assert_eq!(next, Next::Wait, "{}", row.phase);
+                assert_eq!(s.take_notices(), [], "{}", row.phase);
+                let next = s.apply(minute(12), polled(at('a', 1), build(8, 'b')));
+                assert_eq!(next, Next::Wait, "{}", row.phase);
+                assert_eq!(s.record().deploying, None, "{}", row.phase);
+                assert_eq!(s.record().rolling_back, None, "{}", row.phase);
+                let last = s.record().last_deployment.as_ref().map(|d| d.result);
+                assert_eq!(
+                    last,
+                    Some(DeploymentResult::ActivationFailed),
+                    "{}",
+                    row.phase
+                );
+                assert_eq!(s.take_notices(), [], "{}", row.phase);
+            }
         }
     }
 }

@@ -187,6 +187,56 @@ fn an_activation_cut_short_by_a_kill_is_finished_and_rolled_back_at_the_next_sta
 }
 
 #[test]
+fn a_rollback_cut_short_by_a_kill_is_finished_without_activating_the_failed_build_again() {
+    let Some(f) = Fixture::new() else { return };
+    // Build 1's activation hangs once build 2's failed activation armed it: the rollback's
+    // re-activation of build 1 is where hail is killed.
+    let arm = f.tmp.path().join("arm");
+    let started = f.tmp.path().join("reactivation-1.pid");
+    let hang = format!(
+        "if [ -e {} ]; then {}; fi",
+        arm.display(),
+        hang_once(&started)
+    );
+    let (v1, b1) = f.release_spec(&f.spec("1").extra(&hang));
+    assert_eq!(f.hail.oneshot(&[], RUN).code(), Some(0));
+    let touch = format!("touch {}", arm.display());
+    let (v2, b2) = f.release_spec(&f.spec("2").exit_code(1).extra(&touch));
+    let mut running = f.hail.spawn(&["--poll-period", "1h"]);
+    assert!(wait_until(RUN, || started.exists()), "{}", running.output());
+    assert_eq!(f.profile_target().as_deref(), Some(v1.out_path.as_str()));
+    kill_with_activation(&mut running, &started);
+    // The verdict was saved before the rollback started.
+    let s = status(&f);
+    assert_eq!(s["known_bad"][0]["build_id"], b2, "{s}");
+
+    // The next hail finishes the rollback: build 1 re-activated, build 2 not run again, the
+    // deployment on record as failed (not an operator's doing).
+    let r = f.hail.oneshot(&[], RUN);
+    assert_eq!(r.code(), Some(7), "{}", r.output);
+    assert!(!r.output.contains("by hand"), "{}", r.output);
+    assert_eq!(f.profile_target().as_deref(), Some(v1.out_path.as_str()));
+    let runs_of_2 = || {
+        let all = f.activations();
+        all.iter().filter(|l| **l == activated("2", &v2)).count()
+    };
+    assert_eq!(runs_of_2(), 1, "build 2 ran again: {:?}", f.activations());
+    assert_eq!(
+        f.activations().last().map(String::as_str),
+        Some(activated("1", &v1).as_str()),
+        "what runs is what the profile says"
+    );
+    let s = status(&f);
+    assert_eq!(s["deployed"]["build_id"], b1, "{s}");
+    assert_eq!(s["last_deployment"]["build_id"], b2, "{s}");
+    assert_eq!(s["last_deployment"]["result"], "activation-failed", "{s}");
+    // Up to date from now on: build 2 is known-bad.
+    let r = f.hail.oneshot(&[], RUN);
+    assert_eq!(r.code(), Some(7), "{}", r.output);
+    assert_eq!(runs_of_2(), 1);
+}
+
+#[test]
 fn a_rollback_returns_to_the_last_good_build_not_the_generation_below() {
     let Some(f) = Fixture::new() else { return };
     let fast = ["--health-interval", "100ms", "--health-timeout", "1s"];
