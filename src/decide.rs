@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 
 use crate::store_path::StorePath;
 use crate::types::Build;
@@ -33,6 +33,9 @@ pub struct Situation<'a> {
     pub now: Timestamp,
     /// When hail first saw the build (its age when Hydra does not say when it finished).
     pub first_seen: Timestamp,
+    /// How far Hydra's clock runs ahead of this host's (negative: behind), from its answer's
+    /// `Date:`; `None` when it did not say.
+    pub hydra_ahead: Option<SignedDuration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,18 +98,30 @@ pub fn decide(
     {
         return Decision::Hold(Hold::Downgrade { deployed });
     }
-    // Hydra's `stoptime` by Hydra's clock, which may run ahead of this host's: a build finished
-    // no later than hail first saw it finished, so a clock ahead never holds a build back.
-    let finished = latest
-        .finished_at
-        .map_or(s.first_seen, |f| f.min(s.first_seen));
+    // A build's age is measured on Hydra's clock when its answer said the time: neither a skew
+    // between the two clocks nor a jump of this host's clock moves it. Else on this host's
+    // clock, where a build finished no later than hail first saw it finished, nor later than
+    // now: a Hydra clock ahead, or this host's set back, never holds a build back.
+    let ahead = s.hydra_ahead.unwrap_or_default();
+    let now = shift(s.now, ahead);
+    let first_seen = shift(s.first_seen, ahead);
+    let finished = match (latest.finished_at, s.hydra_ahead) {
+        (Some(f), Some(_)) => f,
+        (Some(f), None) => f.min(first_seen),
+        (None, _) => first_seen,
+    }
+    .min(now);
+    // Waits end by this host's clock.
+    let here = |t| shift(t, -ahead);
     let old_enough = add(finished, policy.min_build_age);
-    if s.now < old_enough {
-        return Decision::Hold(Hold::TooYoung { until: old_enough });
+    if now < old_enough {
+        let until = here(old_enough);
+        return Decision::Hold(Hold::TooYoung { until });
     }
     let slot = add(old_enough, policy.rollout_delay);
-    if s.now < slot {
-        return Decision::Hold(Hold::RolloutSlot { until: slot });
+    if now < slot {
+        let until = here(slot);
+        return Decision::Hold(Hold::RolloutSlot { until });
     }
     if s.paused {
         return Decision::Hold(Hold::Paused);
@@ -116,6 +131,15 @@ pub fn decide(
 
 fn add(t: Timestamp, d: Duration) -> Timestamp {
     t.checked_add(d).unwrap_or(Timestamp::MAX)
+}
+
+fn shift(t: Timestamp, d: SignedDuration) -> Timestamp {
+    let bound = if d.is_negative() {
+        Timestamp::MIN
+    } else {
+        Timestamp::MAX
+    };
+    t.checked_add(d).unwrap_or(bound)
 }
 
 /// This host's delay in a rollout window of `spread`: fixed for a host and a job (from `key`,
@@ -263,6 +287,7 @@ mod tests {
             paused: false,
             now: t(0),
             first_seen: t(0),
+            hydra_ahead: None,
         }
     }
 
@@ -412,6 +437,69 @@ mod tests {
             super::decide(&s, &hour, never, &ahead(-7200)),
             Decision::Deploy
         );
+    }
+
+    /// The true time is T = t(0). The build finished at T - 10m by Hydra's clock, which may be
+    /// skewed; this host's clock may have been set forward or back since hail first saw the
+    /// build (at T - 5m, by the host's clock then). With Hydra's `Date:`, the waits end when they
+    /// should, whatever the two clocks say; without it, time never holds a build back when no
+    /// age is asked for, and a clock set back delays a wait by no more than the age asked for.
+    #[test]
+    fn clock_skew_and_jumps_neither_fire_early_nor_stall() {
+        let min = |m: i64| m * 60;
+        let hour = Duration::from_secs(3600);
+        let never = |_: &StorePath| false;
+        // (Hydra's clock, this host's clock) ahead of true time, Hydra's Date: known?, minimum
+        // age, rollout delay → how long from now the build waits (0: deployed now).
+        let cases: [(i64, i64, bool, Duration, Duration, i64); 12] = [
+            // Both clocks right.
+            (0, 0, true, hour, Duration::ZERO, min(50)),
+            (0, 0, false, hour, Duration::ZERO, min(50)),
+            // Hydra's clock an hour ahead or behind.
+            (min(60), 0, true, hour, Duration::ZERO, min(50)),
+            (-min(60), 0, true, hour, Duration::ZERO, min(50)),
+            (min(60), 0, false, hour, Duration::ZERO, min(55)),
+            // This host's clock set five hours forward, or back, since the build was seen.
+            (0, min(300), true, hour, Duration::ZERO, min(50)),
+            (0, -min(300), true, hour, Duration::ZERO, min(50)),
+            (0, -min(300), false, hour, Duration::ZERO, min(60)),
+            // The rollout slot is measured the same way.
+            (0, min(300), true, Duration::ZERO, hour, min(50)),
+            (0, -min(300), true, Duration::ZERO, hour, min(50)),
+            // No minimum age and no slot: never held, whatever the clocks say.
+            (
+                min(600),
+                -min(300),
+                false,
+                Duration::ZERO,
+                Duration::ZERO,
+                0,
+            ),
+            (-min(600), min(300), true, Duration::ZERO, Duration::ZERO, 0),
+        ];
+        for (i, (hydra, host, date, age, delay, want)) in cases.into_iter().enumerate() {
+            let b = Build {
+                finished_at: Some(t(hydra - min(10))),
+                ..build('b')
+            };
+            let s = Situation {
+                now: t(host),
+                first_seen: t(-min(5)),
+                hydra_ahead: date.then(|| SignedDuration::from_secs(hydra - host)),
+                ..at(None)
+            };
+            let policy = Policy {
+                min_build_age: age,
+                rollout_delay: delay,
+                ..Policy::default()
+            };
+            let waits = match super::decide(&s, &policy, never, &b) {
+                Decision::Deploy => 0,
+                Decision::Hold(h) => h.until().unwrap().as_second() - s.now.as_second(),
+                other => panic!("case {i}: {other:?}"),
+            };
+            assert_eq!(waits, want, "case {i}");
+        }
     }
 
     #[test]

@@ -207,6 +207,7 @@ impl State {
                 profile,
                 latest,
                 passed_over,
+                hydra_ahead,
             } => {
                 self.gate_note = Some(passed_over.join("; ")).filter(|n| !n.is_empty());
                 self.record_poll_ok(now);
@@ -216,7 +217,7 @@ impl State {
                     self.record.latest_since = Some(now);
                 }
                 self.see(profile, now);
-                self.decide(now, latest)
+                self.decide(now, latest, hydra_ahead)
             }
             Event::NotRecorded { build, error } => {
                 // Nothing was switched: no deployment is under way.
@@ -304,7 +305,12 @@ impl State {
         }
     }
 
-    fn decide(&mut self, now: Timestamp, latest: Build) -> Next {
+    fn decide(
+        &mut self,
+        now: Timestamp,
+        latest: Build,
+        hydra_ahead: Option<jiff::SignedDuration>,
+    ) -> Next {
         let known_bad = &self.record.known_bad;
         let is_bad = |p: &StorePath| known_bad.iter().any(|k| k.store_path == p.as_str());
         let situation = Situation {
@@ -313,6 +319,7 @@ impl State {
             paused: self.record.paused,
             now,
             first_seen: self.record.latest_since.unwrap_or(now),
+            hydra_ahead,
         };
         match decide::decide(&situation, &self.policy, is_bad, &latest) {
             Decision::UpToDate => {

@@ -226,6 +226,7 @@ impl Agent {
             profile,
             latest: latest.clone(),
             passed_over,
+            hydra_ahead: self.hydra.clock_ahead(),
         };
         match self.books.state.apply(Timestamp::now(), event) {
             Next::Deploy(build) => {

@@ -4,6 +4,8 @@
 use std::io::Read;
 use std::time::Duration;
 
+use jiff::SignedDuration;
+
 use reqwest::{Url, header};
 use serde::Deserialize;
 
@@ -34,6 +36,9 @@ pub struct HydraClient {
     latest: Url,
     credentials: Option<Credentials>,
     timeout: Duration,
+    /// How far Hydra's clock runs ahead of this host's (negative: behind), from the `Date:` of
+    /// its last answer that had one.
+    clock_ahead: std::sync::Mutex<Option<SignedDuration>>,
 }
 
 impl HydraClient {
@@ -51,6 +56,7 @@ impl HydraClient {
             latest: job.latest().clone(),
             credentials,
             timeout,
+            clock_ahead: std::sync::Mutex::new(None),
         };
         if client.latest.scheme() == "https" {
             client.tls_client()?;
@@ -76,6 +82,31 @@ impl HydraClient {
             })
         } else {
             Ok(&self.plain)
+        }
+    }
+
+    /// How far Hydra's clock ran ahead of this host's at its last answer (`Date:`), if it said:
+    /// build ages are measured on Hydra's clock, which a jump of this host's clock does not move.
+    pub fn clock_ahead(&self) -> Option<SignedDuration> {
+        *self.clock_ahead.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes note of Hydra's clock from an answer's `Date:` (whole seconds: Hydra's time is
+    /// taken as at most a second behind, never ahead).
+    fn note_clock(&self, resp: &reqwest::Response) {
+        let now = jiff::Timestamp::now();
+        let date = resp
+            .headers()
+            .get(header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                jiff::fmt::rfc2822::DateTimeParser::new()
+                    .parse_timestamp(v)
+                    .ok()
+            });
+        if let Some(date) = date {
+            let ahead = date.duration_since(now);
+            *self.clock_ahead.lock().unwrap_or_else(|e| e.into_inner()) = Some(ahead);
         }
     }
 
@@ -151,6 +182,7 @@ impl HydraClient {
                 .send()
                 .await
                 .map_err(|e| self.transport_error(&url, e))?;
+            self.note_clock(&resp);
             if !resp.status().is_redirection() || redirects == Redirects::Return {
                 return Ok((url, resp));
             }

@@ -24,6 +24,8 @@ pub enum Event {
         profile: ProfileState,
         latest: Build,
         passed_over: Vec<String>,
+        /// How far Hydra's clock ran ahead of this host's at this poll (its `Date:`), if it said.
+        hydra_ahead: Option<jiff::SignedDuration>,
     },
     /// `--gate evaluation`: no evaluation among the last ones passes, for these reasons.
     NoneEligible(Vec<String>),

@@ -27,6 +27,7 @@ fn polled(profile: ProfileState, latest: Build) -> Event {
         profile,
         latest,
         passed_over: Vec::new(),
+        hydra_ahead: None,
     }
 }
 
@@ -846,6 +847,7 @@ fn the_gates_reasons_show_in_the_status() {
             profile: at('a', 3),
             latest: build(7, 'a'),
             passed_over: why.clone(),
+            hydra_ahead: None,
         },
     );
     assert_eq!(

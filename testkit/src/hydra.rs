@@ -272,6 +272,16 @@ struct State {
     requests: Vec<RecordedRequest>,
     /// `http://127.0.0.1:PORT`, for a `Location` when a request has no `Host`.
     url: String,
+    /// How far this Hydra's clock runs ahead of the host's, in seconds (negative: behind). It
+    /// dates builds and evaluations, and every answer's `Date:`, as Hydra's web server does.
+    clock_ahead: i64,
+}
+
+impl State {
+    /// This Hydra's clock: seconds since the epoch.
+    fn now(&self) -> u64 {
+        now().saturating_add_signed(self.clock_ahead)
+    }
 }
 
 /// The server. Cheap to share: all state sits behind one mutex.
@@ -331,7 +341,7 @@ impl HydraServer {
     pub fn add_build(&self, spec: BuildSpec) -> u64 {
         let mut st = self.lock();
         let id = st.builds.keys().next_back().map_or(48_213, |i| i + 1);
-        let now = now();
+        let now = st.now();
         st.jobsets
             .insert((spec.project.clone(), spec.jobset.clone()));
         let mut evals = spec.evals.clone();
@@ -377,7 +387,7 @@ impl HydraServer {
             id,
             project: project.into(),
             jobset: jobset.into(),
-            timestamp: now(),
+            timestamp: st.now(),
             builds: Vec::new(),
         };
         st.evals.insert(id, eval);
@@ -410,13 +420,14 @@ impl HydraServer {
     /// Finishes a build with that `buildstatus` (0 success).
     pub fn finish(&self, id: u64, buildstatus: i64) {
         let mut st = self.lock();
+        let now = st.now();
         let b = st
             .builds
             .get_mut(&id)
             .unwrap_or_else(|| panic!("no build {id}"));
         b.spec.finished = true;
         b.spec.buildstatus = Some(buildstatus);
-        b.stoptime = Some(now());
+        b.stoptime = Some(now);
     }
 
     /// Sets a finished build's `stoptime` (seconds since the epoch, by Hydra's clock): a build
@@ -429,6 +440,12 @@ impl HydraServer {
             .unwrap_or_else(|| panic!("no build {id}"));
         assert!(b.spec.finished, "build {id} is not finished");
         b.stoptime = Some(stoptime);
+    }
+
+    /// Sets how far this Hydra's clock runs ahead of the host's (negative: behind): the
+    /// `stoptime` of builds finished from now on and every answer's `Date:` follow it.
+    pub fn set_clock_ahead(&self, seconds: i64) {
+        self.lock().clock_ahead = seconds;
     }
 
     /// Finishes a build successfully.
@@ -575,7 +592,17 @@ fn answer(state: &Mutex<State>, session: &str, req: &Request) -> (usize, Reply) 
         }
         Outcome::Error(status, msg) => Response::with_body(status, HTML, html(&msg)),
     };
-    (index, Reply::Send(response.header("Vary", "Accept")))
+    let date = http_date(st.now());
+    let response = response.header("Vary", "Accept").header("Date", &date);
+    (index, Reply::Send(response))
+}
+
+/// An HTTP `Date:` value (RFC 9110's IMF-fixdate) for `seconds` since the epoch.
+fn http_date(seconds: u64) -> String {
+    let t = jiff::Timestamp::from_second(seconds as i64).expect("a time within jiff's range");
+    jiff::fmt::rfc2822::DateTimePrinter::new()
+        .timestamp_to_rfc9110_string(&t)
+        .expect("a time within the format's range")
 }
 
 enum Outcome {

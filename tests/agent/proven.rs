@@ -261,16 +261,99 @@ fn hydras_clock_ahead_holds_no_build_back() {
         .unwrap()
         .as_secs();
     // Hydra's clock an hour ahead of this host's: its build "finished" an hour from now.
-    let (v1, b1) = f.release("1");
-    f.hydra.set_stoptime(b1, now + 3600);
+    f.hydra.set_clock_ahead(3600);
+    let (v1, _) = f.release("1");
     let r = f.hail.oneshot(&[], RUN);
     assert_eq!(r.code(), Some(0), "{}", r.output);
     assert_eq!(f.profile_target().as_deref(), Some(v1.out_path.as_str()));
-    // A minimum age counts from when hail first saw the build, not from Hydra's future: a build
-    // that finished two hours ago by Hydra's clock is old enough.
+    // A build that finished two hours ago by Hydra's clock is old enough.
     let (v2, b2) = f.release("2");
-    f.hydra.set_stoptime(b2, now - 7200);
+    f.hydra.set_stoptime(b2, now + 3600 - 7200);
     let r = f.hail.oneshot(&["--min-build-age", "1h"], RUN);
     assert_eq!(r.code(), Some(0), "{}", r.output);
     assert_eq!(f.profile_target().as_deref(), Some(v2.out_path.as_str()));
+}
+
+#[test]
+fn hydras_clock_behind_fires_no_minimum_age_early() {
+    let Some(f) = Fixture::new() else { return };
+    // Hydra's clock an hour behind this host's: a build it finished just now is not an hour old.
+    f.hydra.set_clock_ahead(-3600);
+    let v1 = f.deployed("1");
+    f.release("2");
+    let r = f.hail.oneshot(&["--min-build-age", "1h"], RUN);
+    assert_eq!(r.code(), Some(8), "{}", r.output);
+    let wait = waits_for_age(&r.output);
+    assert!(wait > 50 * 60 && wait <= 3600, "{}", r.output);
+    assert_eq!(f.profile_target().as_deref(), Some(v1.out_path.as_str()));
+}
+
+/// This host's clock set five hours forward, then back (a bad real-time clock, an NTP step):
+/// build ages are measured on Hydra's clock (its answers' `Date:`), so a minimum age neither
+/// fires early nor stalls; without one, time holds no build back.
+#[test]
+fn this_hosts_clock_set_forward_or_back_neither_fires_early_nor_stalls() {
+    let Some(f) = Fixture::new() else { return };
+    let Some(preload) = faketime() else { return };
+    let v1 = f.deployed("1");
+    let (v2, _) = f.release("2");
+    for offset in ["+18000", "-18000"] {
+        let env = [
+            ("LD_PRELOAD", preload.as_str()),
+            ("FAKETIME", offset),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ];
+        let args = ["--oneshot", "--min-build-age", "1h"];
+        let r = f.hail.spawn_env(&args, &env).finish_within(RUN);
+        assert_eq!(r.code(), Some(8), "{offset}: {}", r.output);
+        let wait = waits_for_age(&r.output);
+        assert!(wait > 50 * 60 && wait <= 3600, "{offset}: {}", r.output);
+        assert_eq!(f.profile_target().as_deref(), Some(v1.out_path.as_str()));
+    }
+    let env = [
+        ("LD_PRELOAD", preload.as_str()),
+        ("FAKETIME", "-18000"),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+    ];
+    let r = f.hail.spawn_env(&["--oneshot"], &env).finish_within(RUN);
+    assert_eq!(r.code(), Some(0), "{}", r.output);
+    assert_eq!(f.profile_target().as_deref(), Some(v2.out_path.as_str()));
+}
+
+/// libfaketime, which sets a process's clock (Debian's `faketime` package).
+fn faketime() -> Option<String> {
+    if !hail_testkit::prereq::require(&["faketime"]) {
+        return None;
+    }
+    let lib = std::fs::read_dir("/usr/lib")
+        .unwrap()
+        .filter_map(|d| d.ok())
+        .map(|d| d.path().join("faketime/libfaketime.so.1"))
+        .find(|p| p.exists());
+    match lib {
+        Some(p) => Some(p.display().to_string()),
+        None => {
+            hail_testkit::prereq::missing_one("libfaketime.so.1 (package faketime)");
+            None
+        }
+    }
+}
+
+/// The seconds in `build N waits until it is old enough (in 59m58s)`.
+fn waits_for_age(output: &str) -> u64 {
+    let start = output.find("old enough (in ").expect("a wait for the age") + 15;
+    let text = &output[start..];
+    let text = &text[..text.find(')').unwrap()];
+    let mut total = 0;
+    let mut number = 0;
+    for c in text.chars() {
+        match c {
+            '0'..='9' => number = number * 10 + u64::from(c as u8 - b'0'),
+            'h' => (total, number) = (total + number * 3600, 0),
+            'm' => (total, number) = (total + number * 60, 0),
+            's' => (total, number) = (total + number, 0),
+            _ => panic!("not a duration: {text}"),
+        }
+    }
+    total
 }
