@@ -19,6 +19,22 @@ pub fn duration(d: Duration) -> String {
     out
 }
 
+/// A size for people: `512 B`, `12 KiB`, `3.5 MiB`, `1.2 GiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 || value >= 10.0 {
+        format!("{} {}", value.floor(), UNITS[unit])
+    } else {
+        format!("{:.1} {}", (value * 10.0).floor() / 10.0, UNITS[unit])
+    }
+}
+
 /// A generation number, or `?` when the profile is not a numbered generation link.
 pub fn generation(generation: Option<u64>) -> String {
     generation.map_or_else(|| "?".into(), |g| g.to_string())
@@ -27,6 +43,16 @@ pub fn generation(generation: Option<u64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(bytes(0), "0 B");
+        assert_eq!(bytes(1023), "1023 B");
+        assert_eq!(bytes(1024), "1.0 KiB");
+        assert_eq!(bytes(12 * 1024 + 1000), "12 KiB");
+        assert_eq!(bytes(3 * 1024 * 1024 + 600 * 1024), "3.5 MiB");
+        assert_eq!(bytes(5 << 40), "5120 GiB");
+    }
 
     #[test]
     fn durations() {

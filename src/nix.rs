@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use crate::format;
 use crate::process::{self, CommandLine, ProcessError};
 use crate::store_path::StorePath;
 use crate::systemd::Watchdog;
@@ -45,6 +46,29 @@ pub enum NixError {
     NotStarted(ProcessError),
     #[error(transparent)]
     Process(ProcessError),
+    /// Failed with the Nix store's file system (nearly) full: Nix says so only as a failed
+    /// write, or SQLite's "disk I/O error".
+    #[error("{source}; the Nix store's file system has only {} free", format::bytes(*.free))]
+    LowSpace { source: ProcessError, free: u64 },
+}
+
+/// Where the Nix store is.
+const STORE_DIR: &str = "/nix/store";
+/// Less free space than this on the store's file system explains a failed Nix command.
+const LOW_SPACE: u64 = 64 << 20;
+
+/// The free space (for unprivileged writers, as Nix is when run by a daemon) on the file
+/// system holding `dir`.
+fn free_bytes(dir: &str) -> Option<u64> {
+    let path = std::ffi::CString::new(dir).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a valid C string and `st` a buffer statvfs fills on success.
+    if unsafe { libc::statvfs(path.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: statvfs succeeded, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 impl From<ProcessError> for NixError {
@@ -64,7 +88,14 @@ pub async fn run(
     timeout: Duration,
     watchdog: &Watchdog,
 ) -> Result<(), NixError> {
-    Ok(process::run_async(cmd, timeout, watchdog, error_summary).await?)
+    process::run_async(cmd, timeout, watchdog, error_summary)
+        .await
+        .map_err(|e| match (NixError::from(e), free_bytes(STORE_DIR)) {
+            (NixError::Process(source), Some(free)) if free < LOW_SPACE => {
+                NixError::LowSpace { source, free }
+            }
+            (e, _) => e,
+        })
 }
 
 /// What Nix says when it refuses a path for want of a trusted signature, in every version: the

@@ -119,6 +119,8 @@ pub struct Cache {
     public_key: String,
     server: Server,
     requests: Arc<Mutex<Vec<String>>>,
+    /// How long each NAR takes to come (a slow cache, so that a download can be cut short).
+    nar_delay: Arc<Mutex<Duration>>,
 }
 
 impl Cache {
@@ -154,10 +156,16 @@ impl Cache {
         )
         .unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
+        let nar_delay = Arc::new(Mutex::new(Duration::ZERO));
         let server = {
             let (root, requests) = (root.clone(), requests.clone());
+            let nar_delay = nar_delay.clone();
             Server::start(move |r| {
                 requests.lock().unwrap().push(r.path().to_string());
+                if r.path().starts_with("/nar/") {
+                    let delay = *nar_delay.lock().unwrap();
+                    std::thread::sleep(delay);
+                }
                 Reply::Send(serve_file(&root, r.path()))
             })
             .expect("start the cache server")
@@ -167,12 +175,18 @@ impl Cache {
             public_key,
             server,
             requests,
+            nar_delay,
         }
     }
 
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         self.server.url()
+    }
+
+    /// Makes every NAR download from now on take `delay` before its first byte.
+    pub fn set_nar_delay(&self, delay: Duration) {
+        *self.nar_delay.lock().unwrap() = delay;
     }
 
     /// `test-cache-1:<base64>`.

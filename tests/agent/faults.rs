@@ -9,6 +9,8 @@ use serde_json::Value;
 
 use crate::fixture::{Fixture, RUN, activated, wait_until};
 use hail_testkit::cache::hang_once;
+use hail_testkit::hail::Running;
+use std::time::Duration;
 
 /// A file system mounted over a directory for a test; unmounted when dropped.
 struct Mounted(PathBuf);
@@ -440,4 +442,237 @@ fn an_agent_killed_while_a_pause_waits_for_it_loses_nothing() {
         "{s}"
     );
     assert_eq!(f.profile_target().as_deref(), Some(v1.out_path.as_str()));
+}
+
+/// hail in a mount namespace of its own whose `/nix` is a small, empty file system: a Nix store
+/// of its own, which a test can fill, or serve through a Nix daemon it stops and starts, without
+/// touching the host's. `/proc/PID/root/nix` is that store, seen from outside.
+fn spawn_with_own_store(f: &Fixture, extra: &[&str], env: &[(&str, &str)]) -> Running {
+    spawn_with_own_store_and(f, "", extra, env)
+}
+
+/// As [`spawn_with_own_store`], running the shell lines `prelude` in the namespace first.
+fn spawn_with_own_store_and(
+    f: &Fixture,
+    prelude: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Running {
+    let hail = f.hail.command(extra);
+    let mut c = Command::new("unshare");
+    c.env_clear();
+    for (k, v) in hail.get_envs() {
+        if let Some(v) = v {
+            c.env(k, v);
+        }
+    }
+    c.envs(env.iter().copied());
+    c.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+        .arg(format!(
+            "mount -t tmpfs -o size=64m,mode=0755 hail-test-nix /nix && {prelude} exec \"$@\""
+        ))
+        .arg("sh")
+        .arg(hail.get_program())
+        .args(hail.get_args());
+    Running::start(c)
+}
+
+/// The store of a hail started by [`spawn_with_own_store`].
+fn own_store(hail: &Running) -> PathBuf {
+    PathBuf::from(format!("/proc/{}/root/nix", hail.id()))
+}
+
+#[test]
+fn a_full_nix_store_fails_the_realise_and_keeps_the_deployed_build() {
+    let Some(f) = fixture() else { return };
+    if !hail_testkit::prereq::require(&["unshare"]) {
+        return;
+    }
+    let (v1, b1) = f.release("1");
+    let mut running = spawn_with_own_store(&f, &["--poll-period", "1h"], &[]);
+    assert!(
+        wait_until(RUN, || in_store(&f) == Some(v1.out_path.as_str())),
+        "{}",
+        running.output()
+    );
+    let store = own_store(&running);
+    assert!(store.join("store").join(&v1.out_path[11..]).exists());
+    // The store's file system full: build 2 cannot be fetched.
+    fill(&store);
+    let (v2, _) = f.release("2");
+    running.signal(libc::SIGHUP);
+    assert!(
+        running.wait_for_output(&format!("realising {} failed", v2.out_path), RUN),
+        "{}",
+        running.output()
+    );
+    // Nix says it as a failed write or SQLite's "disk I/O error"; hail says why.
+    let said = running.output();
+    assert!(
+        said.contains("the Nix store's file system has only 0 B free"),
+        "{said}"
+    );
+    assert_eq!(in_store(&f), Some(v1.out_path.as_str()));
+    assert_eq!(running.try_status(), None, "hail keeps running: {said}");
+    let s = status(&f);
+    assert_eq!(s["deployed"]["build_id"], b1, "{s}");
+    assert_eq!(
+        s["known_bad"],
+        Value::Array(vec![]),
+        "not the build's fault: {s}"
+    );
+    // Room again: the next poll deploys build 2.
+    std::fs::remove_file(store.join("fill")).unwrap();
+    running.signal(libc::SIGHUP);
+    assert!(
+        wait_until(RUN, || in_store(&f) == Some(v2.out_path.as_str())),
+        "{}",
+        running.output()
+    );
+    running.terminate(Duration::from_secs(30));
+}
+
+/// The store path the profile points at, read from its links alone (the store it is in may be
+/// one the test cannot resolve paths in: [`spawn_with_own_store`]).
+fn in_store(f: &Fixture) -> Option<&'static str> {
+    let mut at = f.hail.profile.clone();
+    for _ in 0..8 {
+        let next = std::fs::read_link(&at).ok()?;
+        at = at.parent()?.join(next);
+        if at.starts_with("/nix/store") {
+            return Some(Box::leak(at.display().to_string().into_boxed_str()));
+        }
+    }
+    None
+}
+
+/// Kills `pid` and its children (a Nix daemon and its workers, as the kernel kills a unit's
+/// cgroup).
+fn kill_with_children(pid: i32) {
+    let parent_of = |p: &str| -> Option<i32> {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+        // After the command's name in parentheses: state, then the parent's pid.
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    let children: Vec<i32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|p| parent_of(p) == Some(pid))
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    for p in std::iter::once(pid).chain(children) {
+        // SAFETY: kill has no memory-safety preconditions; the pids are the test's daemon's.
+        unsafe { libc::kill(p, libc::SIGKILL) };
+    }
+}
+
+#[test]
+fn the_nix_daemon_killed_mid_realise_fails_the_realise_and_keeps_the_deployed_build() {
+    let Some(f) = fixture() else { return };
+    if !hail_testkit::prereq::require(&["unshare", "nsenter", "nix-daemon"]) {
+        return;
+    }
+    let (v1, b1) = f.release("1");
+    // hail talks to a Nix daemon in its own namespace, as on a host where it is not root (the
+    // daemon itself opens the store).
+    let env = [("NIX_REMOTE", "daemon")];
+    let pid_file = f.tmp.path().join("daemon.pid");
+    let start_daemon = format!(
+        "mkdir -p /nix/var/nix/daemon-socket && \
+         {{ env -u NIX_REMOTE nix-daemon </dev/null >/dev/null 2>&1 & echo $! > {}; }} &&",
+        pid_file.display()
+    );
+    let mut running = spawn_with_own_store_and(&f, &start_daemon, &["--poll-period", "1h"], &env);
+    assert!(
+        wait_until(RUN, || pid_file.exists()),
+        "{}",
+        running.output()
+    );
+    let daemon: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        wait_until(RUN, || in_store(&f) == Some(v1.out_path.as_str())),
+        "{}",
+        running.output()
+    );
+    // Build 2 comes slowly from the cache; the daemon and its worker die while it does.
+    f.cache.set_nar_delay(Duration::from_secs(3600));
+    let (v2, _) = f.release("2");
+    let nars = f
+        .cache
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("/nar/"))
+        .count();
+    running.signal(libc::SIGHUP);
+    assert!(
+        wait_until(RUN, || f
+            .cache
+            .requests()
+            .iter()
+            .filter(|r| r.starts_with("/nar/"))
+            .count()
+            > nars),
+        "{}",
+        running.output()
+    );
+    kill_with_children(daemon);
+    assert!(
+        running.wait_for_output(&format!("realising {} failed", v2.out_path), RUN),
+        "{}",
+        running.output()
+    );
+    assert_eq!(in_store(&f), Some(v1.out_path.as_str()));
+    assert_eq!(
+        running.try_status(),
+        None,
+        "hail keeps running: {}",
+        running.output()
+    );
+    let s = status(&f);
+    assert_eq!(s["deployed"]["build_id"], b1, "{s}");
+    assert_eq!(
+        s["known_bad"],
+        Value::Array(vec![]),
+        "not the build's fault: {s}"
+    );
+    // The daemon back: the next poll deploys build 2.
+    f.cache.set_nar_delay(Duration::ZERO);
+    let mut again = Command::new("nsenter")
+        .args(["-t", &running.id().to_string(), "-m", "--", "nix-daemon"])
+        .env("NIX_CONFIG", f.cache.nix_config())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let answers = || {
+        Command::new("nsenter")
+            .args(["-t", &running.id().to_string(), "-m", "--"])
+            .args([
+                "nix-store",
+                "--store",
+                "daemon",
+                "-q",
+                "--hash",
+                &v1.out_path,
+            ])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    assert!(wait_until(RUN, answers), "the Nix daemon does not answer");
+    running.signal(libc::SIGHUP);
+    let deployed = wait_until(RUN, || in_store(&f) == Some(v2.out_path.as_str()));
+    kill_with_children(again.id() as i32);
+    let _ = again.wait();
+    assert!(deployed, "{}", running.output());
+    running.terminate(Duration::from_secs(30));
 }
