@@ -124,7 +124,10 @@ fn every_link_in_the_built_book_leads_to_a_page_and_anchor_that_exist() {
             }
         }
     }
-    assert!(checked > 500, "only {checked} links found: is the HTML read right?");
+    assert!(
+        checked > 500,
+        "only {checked} links found: is the HTML read right?"
+    );
     assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
 }
 
@@ -296,7 +299,10 @@ fn every_journal_event_and_message_id_is_in_the_reference() {
         .iter()
         .filter(|e| !page.contains(&format!("`{e}`")))
         .collect();
-    assert!(missing.is_empty(), "HAIL_EVENTs not documented: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "HAIL_EVENTs not documented: {missing:?}"
+    );
 
     let ids = quoted_after(": &str = ");
     let ids: Vec<_> = ids
@@ -308,7 +314,10 @@ fn every_journal_event_and_message_id_is_in_the_reference() {
         .iter()
         .filter(|id| !page.contains(&format!("| `{id}` |")))
         .collect();
-    assert!(missing.is_empty(), "MESSAGE_IDs not in the table: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "MESSAGE_IDs not in the table: {missing:?}"
+    );
 }
 
 #[test]
@@ -325,4 +334,147 @@ fn every_metric_is_in_the_reference() {
         .filter(|n| !page.contains(&format!("`{n}`")) && !page.contains(&format!("`{n}{{")))
         .collect();
     assert!(missing.is_empty(), "metrics not documented: {missing:?}");
+}
+
+/// A state with every optional part present, so that every key of the schema is written. Written
+/// field by field: a new field does not compile until it is added here, and then documented.
+fn full_record() -> hail::record::Record {
+    use hail::record::*;
+    let t = jiff::Timestamp::UNIX_EPOCH;
+    let path = "/nix/store/00000000000000000000000000000000-x".to_string();
+    let build = BuildRef {
+        build_id: 1,
+        store_path: path.clone(),
+    };
+    let deployed = Deployed {
+        build_id: Some(1),
+        store_path: path.clone(),
+        generation: Some(1),
+        since: t,
+    };
+    let deployment = DeploymentRecord {
+        build_id: 1,
+        store_path: path.clone(),
+        generation: Some(1),
+        time: t,
+        result: DeploymentResult::Deployed,
+        error: Some("e".into()),
+    };
+    Record {
+        version: VERSION,
+        job: "j".into(),
+        profile: "p".into(),
+        deployed: Some(deployed.clone()),
+        good: Some(deployed.clone()),
+        deploying: Some(build.clone()),
+        latest: Some(build.clone()),
+        latest_since: Some(t),
+        last_poll: Some(Poll {
+            time: t,
+            ok: false,
+            error: Some("e".into()),
+        }),
+        last_deployment: Some(deployment.clone()),
+        known_bad: vec![KnownBad {
+            build_id: Some(1),
+            store_path: path.clone(),
+            reason: "r".into(),
+            time: t,
+        }],
+        paused: true,
+        pause_reason: Some("r".into()),
+        history: vec![deployment],
+        next_poll: Some(t),
+        consecutive_failures: 1,
+        counters: Counters {
+            polls_ok: 1,
+            polls_failed: 1,
+            deployments_deployed: 1,
+            deployments_activation_failed: 1,
+            deployments_health_check_failed: 1,
+            deployments_contact_lost: 1,
+            deployments_failed: 1,
+            last_poll_success: Some(t),
+            last_deployment_success: Some(t),
+        },
+        gate: GateMemory {
+            finished_upto: Some(1),
+            evals: vec![1],
+            depth: 1,
+            verdicts: vec![GateVerdict {
+                eval: 1,
+                build: Some(GateBuild {
+                    build_id: 1,
+                    store_path: path,
+                    finished_at: Some(t),
+                }),
+                refusal: Some("r".into()),
+            }],
+        },
+        reboot_needed: vec!["kernel".into()],
+        rebooting: Some(Rebooting {
+            into: build,
+            from: Some(deployed),
+            back: false,
+        }),
+    }
+}
+
+/// Every object key in a JSON value, at any depth.
+fn keys(value: &serde_json::Value, into: &mut BTreeSet<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                into.insert(k.clone());
+                keys(v, into);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| keys(v, into)),
+        _ => {}
+    }
+}
+
+fn undocumented(value: serde_json::Value, page: &str) -> Vec<String> {
+    let mut found = BTreeSet::new();
+    keys(&value, &mut found);
+    assert!(found.len() > 20, "{found:?}");
+    // The words of the page's code spans: `latest.build_id` names `latest` and `build_id`.
+    let text = docs::read(page);
+    let words: BTreeSet<&str> = text
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .flat_map(|code| code.split(|c: char| !(c.is_alphanumeric() || c == '_')))
+        .collect();
+    found
+        .into_iter()
+        .filter(|k| !words.contains(k.as_str()))
+        .collect()
+}
+
+#[test]
+fn every_key_of_the_state_file_is_in_the_reference() {
+    let record = serde_json::to_value(full_record()).unwrap();
+    let missing = undocumented(record, "docs/src/reference/state-json.md");
+    assert!(
+        missing.is_empty(),
+        "state.json keys not documented: {missing:?}"
+    );
+}
+
+#[test]
+fn every_key_of_hail_status_json_is_in_the_reference() {
+    let report = hail::status::report(hail::status::Found {
+        instance: Some("web".into()),
+        state_dir: "/var/lib/hail/web".into(),
+        pid: Some(1),
+        record: Some(full_record()),
+        profile: None,
+    });
+    let report = serde_json::to_value(report).unwrap();
+    let missing = undocumented(report, "docs/src/reference/status-json.md");
+    assert!(
+        missing.is_empty(),
+        "hail status --json keys not documented: {missing:?}"
+    );
 }
