@@ -478,3 +478,38 @@ fn every_key_of_hail_status_json_is_in_the_reference() {
         "hail status --json keys not documented: {missing:?}"
     );
 }
+
+#[test]
+fn every_option_of_the_agent_is_explained_and_every_option_explained_exists() {
+    let help = Command::new(HAIL)
+        .arg("--help")
+        .output()
+        .expect("run hail --help");
+    let help = String::from_utf8(help.stdout).unwrap();
+    let real: BTreeSet<&str> = help
+        .lines()
+        // Option lines start with the option (`--profile <PROFILE>`, `-h, --help`).
+        .filter(|l| l.trim_start().starts_with('-'))
+        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("--")))
+        .map(|w| w.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()))
+        .filter(|o| !["--help", "--version"].contains(o))
+        .collect();
+    assert!(real.len() > 20, "{real:?}");
+    let page = docs::read("docs/src/reference/agent-options.md");
+    // The options the table explains: those in the first column of its rows.
+    let explained: BTreeSet<&str> = page
+        .lines()
+        .filter_map(|l| l.strip_prefix("| "))
+        .filter_map(|l| l.split(" | ").next())
+        .flat_map(|cell| cell.split('`').skip(1).step_by(2))
+        .filter_map(|code| code.split_whitespace().next())
+        .filter(|o| o.starts_with("--"))
+        .collect();
+    let unexplained: Vec<_> = real.difference(&explained).collect();
+    let unknown: Vec<_> = explained.difference(&real).collect();
+    assert!(
+        unexplained.is_empty() && unknown.is_empty(),
+        "options of hail --help not explained in docs/src/reference/agent-options.md: \
+         {unexplained:?}; explained there but not options of hail: {unknown:?}"
+    );
+}
