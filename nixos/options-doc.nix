@@ -1,5 +1,5 @@
 # The options of services.hail.<name> as a Markdown table, from the module's own declarations
-# (scripts/gen-options-doc puts it into README.md).
+# (scripts/gen-options-doc puts it into docs/src/reference/nixos-options.md).
 #   nix-instantiate --eval --strict --json nixos/options-doc.nix --argstr nixpkgsLib "$NIXPKGS_LIB"
 { nixpkgsLib }:
 

@@ -38,7 +38,7 @@ pub enum ControlError {
 }
 
 impl ControlError {
-    /// The documented exit codes (README, "Exit codes").
+    /// The documented exit codes (docs/src/reference/exit-codes.md).
     pub fn exit_code(&self) -> u8 {
         match self {
             ControlError::BadName(_) | ControlError::BadProfile(_) | ControlError::NoInstance => 2,

@@ -19,7 +19,7 @@ enum Failure {
 
 impl Failure {
     /// Logs the failure (unless it was logged, with its fields, where it happened), shows it in
-    /// the agent's status line, and returns the documented exit code (README, "Exit codes").
+    /// the agent's status line, and returns the documented exit code (docs/src/reference/exit-codes.md).
     fn report(&self) -> u8 {
         match self {
             Failure::Manager(e) => {

@@ -1,5 +1,5 @@
 //! What hail keeps across restarts: the schema of `state.json` (pure data; [`crate::state_file`]
-//! reads and writes it, [`crate::state`] changes it). The README's "State" section documents it.
+//! reads and writes it, [`crate::state`] changes it). docs/src/reference/state-json.md documents it.
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};

@@ -1,5 +1,5 @@
 //! What `hail status` shows, built from a state file and the profile as they are now: the
-//! `--json` schema (README, "hail status") and its text forms. Pure: no I/O here.
+//! `--json` schema (docs/src/reference/status-json.md) and its text forms. Pure: no I/O here.
 
 use jiff::Timestamp;
 use serde::Serialize;

@@ -904,7 +904,7 @@ fn package_builds_only_hail_with_its_unit() {
 
 #[test]
 #[ignore = "needs NIXPKGS_LIB (nixpkgs' lib directory)"]
-fn readme_option_table_is_up_to_date() {
+fn the_option_reference_is_up_to_date() {
     let lib = nixpkgs_lib();
     let out = Command::new(root().join("scripts/gen-options-doc"))
         .arg("--check")
@@ -1248,7 +1248,7 @@ fn the_stand_in_renders_what_nixos_own_systemd_code_renders() {
          systemd-unit-options.nix and systemd-types.nix",
     );
     let mut configurations: Vec<String> = CONFIGURATIONS.iter().map(|c| c.to_string()).collect();
-    configurations.extend(readme_configurations());
+    configurations.extend(doc_configurations());
     for config in &configurations {
         let real = eval_with(Some(&nixos), "module", config).unwrap_or_else(|e| panic!("{e}"));
         let stand_in = eval_with(None, "module", config).unwrap_or_else(|e| panic!("{e}"));
@@ -1266,10 +1266,14 @@ fn the_stand_in_renders_what_nixos_own_systemd_code_renders() {
     assert_eq!(trace(&stand_in), trace(&real));
 }
 
-/// The README's NixOS snippets that configure hail instances, each as a module.
-fn readme_configurations() -> Vec<String> {
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
-    let snippets: Vec<String> = readme
+/// The NixOS snippets of the README and the book that configure hail instances, each as a
+/// module: what a reader copies.
+fn doc_configurations() -> Vec<String> {
+    let docs: String = hail_testkit::docs::markdown_files()
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect();
+    let snippets: Vec<String> = docs
         .split("```nix\n")
         .skip(1)
         .filter_map(|rest| rest.split("```").next())
@@ -1288,9 +1292,9 @@ fn readme_configurations() -> Vec<String> {
 
 #[test]
 #[ignore = "needs NIXPKGS_LIB (nixpkgs' lib directory)"]
-fn the_readmes_configurations_evaluate() {
+fn the_documented_configurations_evaluate() {
     let lib = nixpkgs_lib();
-    for config in readme_configurations() {
+    for config in doc_configurations() {
         let result = eval_ok(&lib, &config);
         assert_eq!(result["failedAssertions"], json!([]), "{config}");
         assert!(
@@ -1319,9 +1323,9 @@ fn the_managers_settings_are_the_modules_options() {
 
 #[test]
 #[ignore = "needs NIXPKGS_LIB (nixpkgs' lib directory)"]
-fn the_readme_shows_the_unit_nixos_writes() {
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
-    let section = &readme[readme.find("### configuration.nix").unwrap()..];
+fn the_book_shows_the_unit_nixos_writes() {
+    let chapter = hail_testkit::docs::read("docs/src/getting-started/nixos.md");
+    let section = &chapter[chapter.find("## configuration.nix").unwrap()..];
     let block = |fence: &str| {
         let start = section.find(fence).unwrap() + fence.len();
         section[start..][..section[start..].find("```").unwrap()].to_string()
@@ -1347,6 +1351,7 @@ fn the_readme_shows_the_unit_nixos_writes() {
     assert_eq!(
         block("```ini\n"),
         written.trim_end().to_string() + "\n",
-        "the README's unit is not the module's; put this in its place:\n{written}"
+        "the book's unit (docs/src/getting-started/nixos.md) is not the module's; put this in \
+         its place:\n{written}"
     );
 }

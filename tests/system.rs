@@ -535,7 +535,7 @@ fn watchdog_restarts_a_stuck_agent() {
         "/etc/systemd/system/hail@wd.service.d/watchdog.conf",
         "[Service]\nWatchdogSec=3s\nRestartSec=1s\n",
     );
-    // The README's drop-in that lifts the hardening.
+    // The book's drop-in that lifts the hardening (docs/src/security/sandbox.md).
     c.write_file(
         "/etc/systemd/system/hail@wd.service.d/relax.conf",
         "[Service]\nSystemCallFilter=\nSystemCallArchitectures=\nLockPersonality=no\nRestrictRealtime=no\n",
@@ -845,9 +845,9 @@ fn killed_mid_activation_under_systemd_hail_restarts_and_converges() {
 }
 
 /// The exposure `systemd-analyze security` gives the shipped unit (systemd 252), held to the
-/// README's figure so that a change that weakens the unit is seen.
+/// book's figure (docs/src/security/sandbox.md) so that a change that weakens the unit is seen.
 #[test]
-fn the_units_security_exposure_is_the_readmes() {
+fn the_units_security_exposure_is_the_books() {
     let Some(rig) = rig("security") else { return };
     rig.configure("svc", "");
     let out = rig
@@ -861,13 +861,12 @@ fn the_units_security_exposure_is_the_readmes() {
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no overall exposure in:\n{text}"));
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let said: f64 = readme
+    let chapter = hail_testkit::docs::read("docs/src/security/sandbox.md");
+    let said: f64 = chapter
         .split("`systemd-analyze security hail@NAME` rates it ")
         .nth(1)
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
-        .expect("the README gives the exposure");
+        .expect("the book gives the exposure");
     assert_eq!(exposure, said, "{text}");
 }

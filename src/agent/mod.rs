@@ -62,7 +62,7 @@ pub enum AgentError {
 }
 
 impl AgentError {
-    /// The documented exit codes (README, "Exit codes").
+    /// The documented exit codes (docs/src/reference/exit-codes.md).
     pub fn exit_code(&self) -> u8 {
         match self {
             AgentError::Signals(_) | AgentError::Runtime(_) | AgentError::Stopping => 1,

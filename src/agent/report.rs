@@ -9,7 +9,7 @@ use crate::record::DeploymentResult;
 use crate::state::{Notice, Round};
 use crate::types::Build;
 
-/// `MESSAGE_ID`s of the events people query and alert on (README, "Status and journal").
+/// `MESSAGE_ID`s of the events people query and alert on (docs/src/reference/journal-fields.md).
 pub const MSG_DEPLOYED: &str = "35afcec8bcfb4db0ab3acb30a8cead66";
 pub const MSG_ACTIVATION_FAILED: &str = "5be39f6dd3a846e28ede5e841d6f7288";
 pub const MSG_POLL_FAILED: &str = "ec2149355bc34fe19a8fc00de4588794";

@@ -164,7 +164,7 @@ pub struct HealthArgs {
 pub struct HookArgs {
     /// A command run once a build is deployed and its checks passed: split into words as
     /// --health-check, run without a shell, with HAIL_EVENT=deployed and the deployment's
-    /// HAIL_* variables (README, "Hooks"). Its failure is only logged.
+    /// HAIL_* variables (see "Hooks" in the book, docs/). Its failure is only logged.
     #[arg(long, env = "HAIL_ON_SUCCESS", value_name = "COMMAND")]
     pub on_success: Option<String>,
 

@@ -100,7 +100,7 @@ pub struct StatusArgs {
     #[command(flatten)]
     pub instance: InstanceArgs,
 
-    /// Print JSON (the schema is in the README) instead of text.
+    /// Print JSON (the schema is in the book, docs/: "hail status --json") instead of text.
     #[arg(long)]
     pub json: bool,
 }

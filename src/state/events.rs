@@ -171,7 +171,7 @@ pub enum Round {
 }
 
 impl Round {
-    /// The documented exit codes of `--oneshot` (README, "Exit codes").
+    /// The documented exit codes of `--oneshot` (docs/src/reference/exit-codes.md).
     pub fn exit_code(&self) -> u8 {
         match self {
             Round::UpToDate | Round::Deployed => 0,

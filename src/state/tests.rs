@@ -908,7 +908,7 @@ fn reboot_needed_is_kept_shown_and_said_once() {
 }
 
 /// What the next hail does after a crash in each phase of a deployment of build 8 over build 7
-/// (README, "After a crash"): the saved record is what the last hail wrote before the phase, the
+/// (docs/src/concepts/state.md, "After a crash"): the saved record is what the last hail wrote before the phase, the
 /// profile is where the crash left it.
 #[test]
 fn recovery_after_a_crash_in_each_phase() {

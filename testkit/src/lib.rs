@@ -6,6 +6,7 @@
 //!   injection and a record of every request.
 //! - [`cache::Cache`]: a signed binary cache filled by real Nix; published closures are removed
 //!   from the local store so the agent really substitutes them.
+//! - [`docs`]: the README and the book's chapters, for the tests that hold them to the code.
 //! - [`prereq`]: fail (or skip, when asked to outside CI) when root or a command is missing.
 //! - [`nixos`]: evaluating the NixOS module (nixpkgs' lib, NixOS's systemd option code).
 //! - [`prometheus`]: the Prometheus project's own parser for the metrics hail writes.
@@ -17,6 +18,7 @@
 
 pub mod cache;
 pub mod container;
+pub mod docs;
 pub mod hail;
 pub mod http;
 pub mod hydra;

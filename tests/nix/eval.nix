@@ -40,7 +40,7 @@ let
     gnugrep = fakePackage "gnugrep";
     gnused = fakePackage "gnused";
     systemd = fakePackage "systemd";
-    # What the README's examples use.
+    # What the documentation's examples use.
     curl = fakePackage "curl";
     # Used by NixOS's code for what the tests do not read (unit files, job scripts).
     writeText = name: _text: fakePackage name;
@@ -78,7 +78,7 @@ let
 
   # The NixOS options the module sets besides systemd.services, declared loosely.
   nixosStandIns = {
-    # Other NixOS options the README's examples set (nix.settings, services.prometheus).
+    # Other NixOS options the documentation's examples set (nix.settings, services.prometheus).
     config._module.freeformType = lib.types.attrsOf lib.types.anything;
     options = {
       systemd.services = lib.mkOption {
