@@ -1,7 +1,9 @@
-//! `hail generate`: the man page, rendered by man-db, and the shell completions, loaded by bash,
-//! offer every option that the real binary's `--help` lists, for the agent and every command.
+//! `hail generate`: the man page, rendered by man-db, and the bash completion, loaded by
+//! bash-completion, offer every option that the real binary's `--help` lists, for the agent and
+//! every command.
 
 use std::io::Write;
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use hail_testkit::prereq;
@@ -180,17 +182,23 @@ fn the_man_page_documents_every_option_of_every_command() {
     }
 }
 
+/// bash-completion's loader, which Debian's bash runs for interactive shells.
+const BASH_COMPLETION: &str = "/usr/share/bash-completion/bash_completion";
+
 /// What bash completes for `words` (the last one being completed) with the completion `hail
-/// generate bash` prints, loaded as bash-completion loads it (sourced), through the function
-/// that `complete -p hail` names.
-fn bash_completes(script: &std::path::Path, words: &[&str]) -> Vec<String> {
+/// generate bash` printed into `share`/bash-completion/completions/hail: loaded by
+/// bash-completion as on the first TAB after `hail`, through the function `complete -p hail`
+/// then names.
+fn bash_completes(share: &Path, words: &[&str]) -> Vec<String> {
     const DRIVE: &str = r#"
 source "$1" || exit 10
 shift
+_completion_loader hail
 spec=$(complete -p hail) || exit 11
 case "$spec" in *" -F "*" hail") ;; *) echo "not a function: $spec" >&2; exit 12 ;; esac
 fn=${spec#* -F }
 fn=${fn%% *}
+[ "$fn" != _minimal ] || { echo "bash-completion found no completion for hail" >&2; exit 13; }
 COMP_WORDS=("$@")
 COMP_CWORD=$(( $# - 1 ))
 COMP_LINE="$*"
@@ -199,9 +207,17 @@ COMP_POINT=${#COMP_LINE}
 printf '%s\n' "${COMPREPLY[@]}"
 "#;
     let out = run(Command::new("bash")
-        .args(["--norc", "--noprofile", "-c", DRIVE, "bash"])
-        .arg(script)
-        .args(words));
+        .args([
+            "--norc",
+            "--noprofile",
+            "-c",
+            DRIVE,
+            "bash",
+            BASH_COMPLETION,
+        ])
+        .args(words)
+        .env("XDG_DATA_DIRS", share)
+        .env("BASH_COMPLETION_USER_DIR", share.join("user")));
     String::from_utf8(out.stdout)
         .expect("UTF-8 completions")
         .lines()
@@ -214,15 +230,21 @@ fn bash_completes_every_option_of_every_command() {
     if !prereq::require(&["bash"]) {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("hail");
-    std::fs::write(&script, generate("bash")).unwrap();
+    if !Path::new(BASH_COMPLETION).exists() {
+        prereq::missing_one(&format!("bash-completion ({BASH_COMPLETION})"));
+        return;
+    }
+    let share = tempfile::tempdir().unwrap();
+    let completions = share.path().join("bash-completion/completions");
+    std::fs::create_dir_all(&completions).unwrap();
+    std::fs::write(completions.join("hail"), generate("bash")).unwrap();
+    let share = share.path();
 
-    let offered = bash_completes(&script, &["hail", "--poll"]);
+    let offered = bash_completes(share, &["hail", "--poll"]);
     assert_eq!(offered, ["--poll-period"]);
 
     let commands = commands();
-    let offered = bash_completes(&script, &["hail", ""]);
+    let offered = bash_completes(share, &["hail", ""]);
     for command in &commands {
         assert!(offered.contains(command), "{command} not in {offered:?}");
     }
@@ -230,7 +252,7 @@ fn bash_completes_every_option_of_every_command() {
         let mut words = vec!["hail"];
         words.extend(command.map(String::as_str));
         words.push("--");
-        let offered = bash_completes(&script, &words);
+        let offered = bash_completes(share, &words);
         let missing: Vec<_> = long_options(command.map(String::as_str))
             .into_iter()
             .filter(|o| !offered.contains(&format!("--{o}")))
