@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use clap::{Args, CommandFactory, ValueEnum};
 use clap_complete::Shell;
 use clap_mangen::Man;
-use clap_mangen::roff::{Roff, roman};
+use clap_mangen::roff::Roff;
 
 use super::Cli;
 
@@ -69,12 +69,12 @@ fn man_page(out: &mut dyn Write) -> io::Result<()> {
     // `hail help` is --help again; clap_mangen leaves it out of its pages too.
     let mut hail = Cli::command().disable_help_subcommand(true);
     hail.build();
-    let man = Man::new(hail.clone());
-    man.render_title(out)?;
-    man.render_name_section(out)?;
-    man.render_synopsis_section(out)?;
-    man.render_description_section(out)?;
-    man.render_options_section(out)?;
+    let page = Man::new(hail.clone());
+    page.render_title(out)?;
+    page.render_name_section(out)?;
+    page.render_synopsis_section(out)?;
+    page.render_description_section(out)?;
+    page.render_options_section(out)?;
     for command in hail.get_subcommands().filter(|c| !c.is_hide_set()) {
         let name = command.get_bin_name().unwrap_or_else(|| command.get_name());
         let mut heading = Roff::new();
@@ -88,10 +88,7 @@ fn man_page(out: &mut dyn Write) -> io::Result<()> {
         man.render_options_section(&mut body)?;
         out.write_all(&without_headings(&body))?;
     }
-    let mut version = Roff::new();
-    version.control("SH", ["VERSION"]);
-    version.text([roman(format!("hail {}", env!("CARGO_PKG_VERSION")))]);
-    version.to_writer(out)
+    page.render_version_section(out)
 }
 
 /// `roff` without its `.SH` lines: a command's synopsis, description and options go under the
