@@ -1,8 +1,11 @@
-# hail, built from this repository with the versions pinned in Cargo.lock, and its systemd
-# template unit `hail@.service` pointing at the built binary.
+# hail, built from this repository with the versions pinned in Cargo.lock, its systemd
+# template unit `hail@.service` pointing at the built binary, its man page and its shell
+# completions.
 {
   lib,
+  stdenv,
   rustPlatform,
+  installShellFiles,
 }:
 
 let
@@ -32,6 +35,8 @@ rustPlatform.buildRustPackage {
 
   cargoLock.lockFile = ../Cargo.lock;
 
+  nativeBuildInputs = [ installShellFiles ];
+
   # The agent only; the workspace's test kit is not installed.
   cargoBuildFlags = [
     "-p"
@@ -51,6 +56,15 @@ rustPlatform.buildRustPackage {
     install -Dm644 systemd/hail@.service $out/lib/systemd/system/hail@.service
     substituteInPlace $out/lib/systemd/system/hail@.service \
       --replace-fail /usr/local/bin/hail $out/bin/hail
+  ''
+  # The man page and completions are printed by the built binary, which a cross build cannot run.
+  + lib.optionalString (stdenv.buildPlatform.canExecute stdenv.hostPlatform) ''
+    $out/bin/hail generate man > hail.1
+    installManPage hail.1
+    installShellCompletion --cmd hail \
+      --bash <($out/bin/hail generate bash) \
+      --zsh <($out/bin/hail generate zsh) \
+      --fish <($out/bin/hail generate fish)
   '';
 
   meta = {

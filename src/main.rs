@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use hail::cli::{Cli, Command, ConfigError, Env};
+use hail::cli::{Cli, Command, ConfigError, Env, GenerateError};
 use hail::state::Request;
 use hail::{agent, control, logging, manager, systemd};
 
@@ -15,6 +15,8 @@ enum Failure {
     Manager(#[from] manager::ManagerError),
     #[error(transparent)]
     Control(#[from] control::ControlError),
+    #[error(transparent)]
+    Generate(#[from] GenerateError),
 }
 
 impl Failure {
@@ -30,6 +32,10 @@ impl Failure {
                 eprintln!("hail: {e}");
                 return e.exit_code();
             }
+            Failure::Generate(e) => {
+                eprintln!("hail: {e}");
+                return 1;
+            }
             Failure::Agent(e) if e.logged() => {}
             _ => tracing::error!(hail.event = "exit", hail.error = %self, "{self}"),
         }
@@ -39,6 +45,7 @@ impl Failure {
             Failure::Agent(e) => e.exit_code(),
             Failure::Manager(e) => e.exit_code(),
             Failure::Control(e) => e.exit_code(),
+            Failure::Generate(_) => 1,
         }
     }
 }
@@ -70,6 +77,9 @@ fn main() -> ExitCode {
                 build_id: args.build,
             };
             control::request(&args.instance, request).map_err(Failure::from)
+        }
+        (Some(Command::Generate(args)), _) => {
+            hail::cli::generate(&args, &mut std::io::stdout().lock()).map_err(Failure::from)
         }
         (None, Ok(config)) => agent::run(config).map_err(Failure::from),
         (None, Err(e)) => Err(Failure::from(e)),

@@ -260,3 +260,54 @@ fn the_vm_test_keeps_its_netrc_out_of_the_store_and_switches() {
         "the VM test switches to a specialisation that removes an instance"
     );
 }
+
+/// What `hail generate` offers (the possible values its `--help` lists), every one installed by
+/// nix/package.nix: the man page with `installManPage`, each completion with
+/// `installShellCompletion`, all printed by the package's own binary.
+#[test]
+fn the_package_installs_the_man_page_and_every_completion() {
+    let out = run({
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hail"));
+        cmd.args(["generate", "--help"]);
+        cmd
+    });
+    assert!(out.status.success(), "hail generate --help: {}", out.status);
+    let help = String::from_utf8(out.stdout).unwrap();
+    let offered: Vec<&str> = help
+        .split_once("Possible values:")
+        .expect("possible values in hail generate --help")
+        .1
+        .lines()
+        .skip(1)
+        .map_while(|l| l.trim().strip_prefix("- "))
+        .map(|l| l.split(':').next().unwrap())
+        .collect();
+    assert!(offered.contains(&"man"), "{offered:?}");
+
+    let package = std::fs::read_to_string(root().join("nix/package.nix")).unwrap();
+    assert!(
+        package.contains("nativeBuildInputs = [ installShellFiles ];"),
+        "nix/package.nix does not use installShellFiles"
+    );
+    for what in offered {
+        let installs: &[&str] = if what == "man" {
+            &[
+                "$out/bin/hail generate man > hail.1\n",
+                "installManPage hail.1\n",
+            ]
+        } else {
+            &["installShellCompletion --cmd hail"]
+        };
+        let generated = format!("--{what} <($out/bin/hail generate {what})");
+        for expected in installs
+            .iter()
+            .copied()
+            .chain((what != "man").then_some(generated.as_str()))
+        {
+            assert!(
+                package.contains(expected),
+                "nix/package.nix does not install `hail generate {what}`: no {expected:?}"
+            );
+        }
+    }
+}

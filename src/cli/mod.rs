@@ -1,9 +1,11 @@
 //! The command line and `HAIL_*` environment: what the operator can set, parsed and checked.
 //! clap lives here alone: [`agent`] checks the agent's options into a `Config`, [`values`] parses
-//! periods and profile names, and the subcommands' options are below.
+//! periods and profile names, [`generate`] prints the man page and shell completions made from
+//! these definitions, and the subcommands' options are below.
 
 mod agent;
 mod check;
+mod generate;
 mod values;
 
 use std::path::PathBuf;
@@ -12,17 +14,30 @@ use clap::{Args, Parser, Subcommand};
 
 pub use agent::{AgentArgs, Config, ConfigError, Env, HealthChecks, Hooks};
 pub use check::check_agent_settings;
+pub use generate::{GenerateArgs, GenerateError, Generated, generate};
 pub use values::{
     DEFAULT_POLL_PERIOD, MAX_DURATION, PROFILES_DIR, parse_duration, parse_period, profile_path,
 };
 
-/// hail: pull-based continuous deployment of a Nix profile from a Hydra job.
+/// Without a command, hail is the deployment agent, usually run as the systemd service hail@NAME:
+/// it polls the job's latest successful build, realises its output from the binary cache,
+/// switches the profile to it, runs the profile's `bin/activate` and its health checks, and
+/// switches back to the last good build when they fail. The commands below look at and steer
+/// such an agent, or install a set of agents.
 ///
-/// hail polls the job's latest successful build, realises its output from the binary cache,
-/// switches the profile to it and runs the profile's `bin/activate`.
+/// Every option of the agent can also be set through the environment variable named with it
+/// (HAIL_*). RUST_LOG sets the verbosity (default info).
+// `about` (the short help and the man page's NAME line) is the package description; this doc
+// comment is the long help and the man page's DESCRIPTION.
 #[derive(Debug, Parser)]
-#[command(name = "hail", version, about, long_about = None, args_conflicts_with_subcommands = true,
-         subcommand_negates_reqs = true)]
+#[command(
+    name = "hail",
+    version,
+    about,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    subcommand_value_name = "COMMAND"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub agent: AgentArgs,
@@ -54,6 +69,8 @@ pub enum Command {
     Resume(InstanceArgs),
     /// Forget known-bad builds (all of them, or one with --build) and poll at once.
     Retry(RetryArgs),
+    /// Print the man page hail(1), or the completion script for bash, zsh or fish.
+    Generate(GenerateArgs),
 }
 
 /// Options of `hail apply-instances`.
