@@ -46,7 +46,9 @@ fn every_entry_has_a_subject_its_origin_and_a_text() {
     for e in catalog::entries() {
         let at = format!("systemd/hail.catalog, line {} ({})", e.line, e.id);
         assert!(
-            e.headers.get("Subject").is_some_and(|s| !s.trim().is_empty()),
+            e.headers
+                .get("Subject")
+                .is_some_and(|s| !s.trim().is_empty()),
             "{at}: no Subject"
         );
         assert_eq!(

@@ -60,7 +60,9 @@ fn substitutions(text: &str) -> BTreeSet<String> {
 
 /// A 128-bit id in the catalog's (and `MESSAGE_ID`'s) form: 32 lower-case hex digits.
 pub fn is_id(s: &str) -> bool {
-    s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 32
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Parses a catalog as systemd's `catalog_import_file` does: `#` lines are comments, `-- ID`
@@ -126,8 +128,8 @@ pub fn parse(text: &str) -> Result<Vec<Entry>, String> {
 /// The shipped catalog, parsed; panics naming the problem.
 pub fn entries() -> Vec<Entry> {
     let file = catalog_file();
-    let text = fs::read_to_string(&file)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));
+    let text =
+        fs::read_to_string(&file).unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));
     parse(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
 }
 
@@ -135,8 +137,8 @@ pub fn entries() -> Vec<Entry> {
 /// `src/agent/report.rs`): name → id.
 pub fn message_ids() -> BTreeMap<String, String> {
     let file = workspace().join("src/agent/report.rs");
-    let text = fs::read_to_string(&file)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));
+    let text =
+        fs::read_to_string(&file).unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));
     let mut out = BTreeMap::new();
     for line in text.lines() {
         let Some(rest) = line.trim().strip_prefix("pub const ") else {
@@ -310,10 +312,7 @@ mod tests {
         assert_eq!(e.len(), 2);
         assert_eq!(e[0].headers["Subject"], "a @X_1@");
         assert_eq!(e[0].body, "body @Y@ and hail@NAME and @lower@");
-        assert_eq!(
-            e[0].fields().into_iter().collect::<Vec<_>>(),
-            ["X_1", "Y"]
-        );
+        assert_eq!(e[0].fields().into_iter().collect::<Vec<_>>(), ["X_1", "Y"]);
         assert_eq!(e[1].id, "fedcba9876543210fedcba9876543210");
         assert!(parse("-- nothex\nSubject: x\n\ny\n").is_err());
         assert!(parse("-- 0123456789abcdef0123456789abcdef\nno header\n\ny\n").is_err());
