@@ -1,5 +1,5 @@
-# hail, built from this repository with the versions pinned in Cargo.lock, and its systemd
-# template unit `hail@.service` pointing at the built binary.
+# hail, built from this repository with the versions pinned in Cargo.lock, its systemd
+# template unit `hail@.service` pointing at the built binary, and its journal message catalog.
 {
   lib,
   rustPlatform,
@@ -27,6 +27,7 @@ rustPlatform.buildRustPackage {
       (fs.maybeMissing ../benches)
       (fs.maybeMissing ../examples)
       (../systemd + "/hail@.service")
+      ../systemd/hail.catalog
     ];
   };
 
@@ -51,6 +52,7 @@ rustPlatform.buildRustPackage {
     install -Dm644 systemd/hail@.service $out/lib/systemd/system/hail@.service
     substituteInPlace $out/lib/systemd/system/hail@.service \
       --replace-fail /usr/local/bin/hail $out/bin/hail
+    install -Dm644 systemd/hail.catalog $out/lib/systemd/catalog/hail.catalog
   '';
 
   meta = {
