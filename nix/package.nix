@@ -1,6 +1,6 @@
 # hail, built from this repository with the versions pinned in Cargo.lock, its systemd
-# template unit `hail@.service` pointing at the built binary, its man page and its shell
-# completions.
+# template unit `hail@.service` pointing at the built binary, its journal message catalog, its
+# man page and its shell completions.
 {
   lib,
   stdenv,
@@ -30,6 +30,7 @@ rustPlatform.buildRustPackage {
       (fs.maybeMissing ../benches)
       (fs.maybeMissing ../examples)
       (../systemd + "/hail@.service")
+      ../systemd/hail.catalog
     ];
   };
 
@@ -56,6 +57,7 @@ rustPlatform.buildRustPackage {
     install -Dm644 systemd/hail@.service $out/lib/systemd/system/hail@.service
     substituteInPlace $out/lib/systemd/system/hail@.service \
       --replace-fail /usr/local/bin/hail $out/bin/hail
+    install -Dm644 systemd/hail.catalog $out/lib/systemd/catalog/hail.catalog
   ''
   # The man page and completions are printed by the built binary, which a cross build cannot run.
   + lib.optionalString (stdenv.buildPlatform.canExecute stdenv.hostPlatform) ''

@@ -27,6 +27,43 @@ let
   cfg = config.services.hail;
   enabled = lib.filterAttrs (_: inst: inst.enable) cfg;
 
+  # The package that most enabled instances run (the lowest-named one on a tie): it provides
+  # what the host has once, the template unit and the journal catalog.
+  hostPackage =
+    let
+      packages = lib.mapAttrsToList (_: inst: inst.package) enabled;
+      count = p: lib.length (lib.filter (q: q == p) packages);
+    in
+    lib.foldl' (a: p: if count p > count a then p else a) (lib.head packages) packages;
+
+  # `journalctl -x` explains hail's MESSAGE_IDs with the package's catalog. NixOS takes only
+  # units from systemd.packages, and its journalctl reads catalogs from systemd's own store
+  # path instead of /usr/lib/systemd/catalog/ (nixpkgs, pkgs/os-specific/linux/systemd/
+  # default.nix: `substituteInPlace src/libsystemd/sd-journal/catalog.c --replace
+  # /usr/lib/systemd/catalog/ $out/lib/systemd/catalog/`) and from upstream's other directory,
+  # /usr/local/lib/systemd/catalog/, left as it is; NixOS's journald.nix adds nothing to them.
+  # So the catalog is copied into the latter (a copy: a link into the store would dangle once
+  # collected) and the index rebuilt, at boot and when a switch changes the file.
+  catalogService =
+    let
+      catalog = "${hostPackage}/lib/systemd/catalog/hail.catalog";
+    in
+    {
+      description = "hail's journal message catalog";
+      wantedBy = [ "multi-user.target" ];
+      restartTriggers = [ catalog ];
+      # A hail package from before the catalog existed has none: nothing to do.
+      unitConfig.ConditionPathExists = catalog;
+      serviceConfig = {
+        Type = "oneshot";
+        RemainAfterExit = true;
+        ExecStart = [
+          "${pkgs.coreutils}/bin/install -D -m 644 ${catalog} /usr/local/lib/systemd/catalog/hail.catalog"
+          "${config.systemd.package}/bin/journalctl --update-catalog"
+        ];
+      };
+    };
+
   # hail's own period syntax: a bare number is minutes; s, m, h are units.
   periodType = types.strMatching "0*[1-9][0-9]*[smh]?" // {
     description = "period string (minutes, or with a unit: 30s, 5m, 1h)";
@@ -619,15 +656,9 @@ in
     # available for instances that a manager adds at run time (drop-ins in /run, which set their
     # own ExecStart); it comes from the package that most instances run, the lowest-named one
     # on a tie.
-    systemd.packages =
-      let
-        packages = lib.mapAttrsToList (_: inst: inst.package) enabled;
-        count = p: lib.length (lib.filter (q: q == p) packages);
-        best = lib.foldl' (a: p: if count p > count a then p else a) (lib.head packages) packages;
-      in
-      [ best ];
+    systemd.packages = [ hostPackage ];
 
-    systemd.services = lib.mapAttrs' (
+    systemd.services = { hail-catalog = catalogService; } // lib.mapAttrs' (
       name: inst:
       let
         unit = unitOf name inst;

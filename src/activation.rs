@@ -31,9 +31,12 @@ pub enum ActivationError {
     },
     #[error("{script} failed ({status})")]
     Failed { script: String, status: ExitStatus },
-    #[error("{script} did not finish within {timeout:?} and was killed")]
+    #[error("{script} did not finish within {} and was killed", crate::format::duration(*.timeout))]
     Timeout { script: String, timeout: Duration },
-    #[error("{script} was killed: hail is stopping and it did not finish within {STOP_GRACE:?}")]
+    #[error(
+        "{script} was killed: hail is stopping and it did not finish within {}",
+        crate::format::duration(STOP_GRACE)
+    )]
     Stopped { script: String },
     /// A system's switch-to-configuration exited non-zero (see [`crate::system::exit_meaning`]).
     #[error("switch-to-configuration {action} exited {code}: {meaning}")]
@@ -184,4 +187,25 @@ async fn kill_group(pgid: Option<i32>, child: &mut tokio::process::Child) {
         unsafe { libc::kill(-pgid, libc::SIGKILL) };
     }
     let _ = child.kill().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_read_as_people_write_durations() {
+        let e = ActivationError::Timeout {
+            script: "/p/bin/activate".into(),
+            timeout: Duration::from_secs(300),
+        };
+        assert_eq!(
+            e.to_string(),
+            "/p/bin/activate did not finish within 5m and was killed"
+        );
+        let e = ActivationError::Stopped {
+            script: "/p/bin/activate".into(),
+        };
+        assert!(e.to_string().ends_with("within 1m"), "{e}");
+    }
 }

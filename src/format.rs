@@ -2,9 +2,12 @@
 
 use std::time::Duration;
 
-/// `90s` → `1m30s`, `300s` → `5m`.
+/// `90s` → `1m30s`, `300s` → `5m`; under a second in milliseconds (`250ms`).
 pub fn duration(d: Duration) -> String {
     let s = d.as_secs();
+    if s == 0 && !d.is_zero() {
+        return format!("{}ms", d.as_millis());
+    }
     let (h, m, sec) = (s / 3600, s / 60 % 60, s % 60);
     let mut out = String::new();
     if h > 0 {
@@ -62,6 +65,7 @@ mod tests {
         assert_eq!(duration(Duration::from_secs(330)), "5m30s");
         assert_eq!(duration(Duration::from_secs(3600)), "1h");
         assert_eq!(duration(Duration::from_millis(32_900)), "32s");
+        assert_eq!(duration(Duration::from_millis(250)), "250ms");
     }
 
     #[test]

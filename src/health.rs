@@ -18,7 +18,7 @@ use crate::types::Build;
 #[derive(Debug, thiserror::Error)]
 pub enum HealthError {
     /// `last` is the check's last output line, or how its last try ended.
-    #[error("{check} did not pass within {timeout:?}: {last}")]
+    #[error("{check} did not pass within {}: {last}", crate::format::duration(*.timeout))]
     Failed {
         check: String,
         last: String,
@@ -139,4 +139,22 @@ pub async fn check_profile(
         );
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timeout_reads_as_people_write_durations() {
+        let e = HealthError::Failed {
+            check: "bin/health-check".into(),
+            last: "connection refused".into(),
+            timeout: Duration::from_secs(90),
+        };
+        assert_eq!(
+            e.to_string(),
+            "bin/health-check did not pass within 1m30s: connection refused"
+        );
+    }
 }

@@ -75,7 +75,7 @@ pub enum ProcessError {
         command: String,
         source: std::io::Error,
     },
-    #[error("{command} did not finish within {timeout:?}")]
+    #[error("{command} did not finish within {}", crate::format::duration(*.timeout))]
     Timeout { command: String, timeout: Duration },
     #[error("{command} failed ({status}){}", if stderr.is_empty() { String::new() } else { format!(": {stderr}") })]
     Failed {
@@ -229,6 +229,15 @@ mod tests {
         let bare = CommandLine::new("/p/bin/deactivate");
         assert_eq!(bare.display(), "/p/bin/deactivate");
         assert_eq!(bare.summary(), "/p/bin/deactivate");
+    }
+
+    #[test]
+    fn a_timeout_reads_as_people_write_durations() {
+        let e = ProcessError::Timeout {
+            command: "nix-env --set".into(),
+            timeout: Duration::from_secs(120),
+        };
+        assert_eq!(e.to_string(), "nix-env --set did not finish within 2m");
     }
 
     #[test]

@@ -395,8 +395,51 @@ fn each_instance_runs_its_own_package() {
     );
     assert_eq!(exec("hail@b"), json!(format!("\"{HAIL}/bin/hail\"")));
     // The template (for a manager's instances only) comes from the package most instances run,
-    // not from the first instance's.
+    // not from the first instance's; so does the journal catalog.
     assert_eq!(result["packages"], json!(["hail-from-pkgs"]));
+    let catalog = &result["services"]["hail-catalog"]["serviceConfig"]["ExecStart"];
+    assert!(catalog[0].as_str().unwrap().contains(HAIL), "{catalog}");
+}
+
+/// NixOS's journalctl reads catalogs only from systemd's own store path and from
+/// /usr/local/lib/systemd/catalog/: the module copies the package's there and rebuilds the index,
+/// at boot and when a switch brings a changed catalog.
+#[test]
+#[ignore = "needs NIXPKGS_LIB (nixpkgs' lib directory)"]
+fn the_journal_catalog_is_installed_where_nixos_journalctl_reads_it() {
+    let lib = nixpkgs_lib();
+    let result = eval_ok(
+        &lib,
+        r#"{ services.hail.web.jobUri = "https://hydra.example.org/job/p/j/web"; }"#,
+    );
+    let catalog = format!("{HAIL}/lib/systemd/catalog/hail.catalog");
+    let store = |name: &str| format!("/nix/store/00000000000000000000000000000000-{name}");
+    let unit = unit_text(&result, "hail-catalog.service");
+    for line in [
+        "Type=oneshot".to_string(),
+        "RemainAfterExit=true".to_string(),
+        format!("ConditionPathExists={catalog}"),
+        format!(
+            "ExecStart={}/bin/install -D -m 644 {catalog} /usr/local/lib/systemd/catalog/hail.catalog",
+            store("coreutils")
+        ),
+        format!(
+            "ExecStart={}/bin/journalctl --update-catalog",
+            store("systemd")
+        ),
+    ] {
+        assert!(unit.lines().any(|l| l == line), "no {line:?} in\n{unit}");
+    }
+    assert_eq!(
+        result["units"]["hail-catalog.service"]["wantedBy"],
+        json!(["multi-user.target"])
+    );
+    // A switch to a package with another catalog runs it again.
+    assert_eq!(
+        result["services"]["hail-catalog"]["restartTriggers"],
+        json!([catalog])
+    );
+    assert!(unit.contains("\nX-Restart-Triggers="), "{unit}");
 }
 
 #[test]
@@ -485,7 +528,8 @@ fn two_instances_with_overrides() {
         unit_text(&result, "hail@worker.service").contains("\nTimeoutStartSec=11min\n"),
         "the template's default"
     );
-    assert_eq!(result["services"].as_object().unwrap().len(), 2);
+    // The two instances, and the journal catalog.
+    assert_eq!(result["services"].as_object().unwrap().len(), 3);
 }
 
 #[test]
@@ -505,7 +549,7 @@ fn disabled_instances_have_no_unit() {
         .keys()
         .cloned()
         .collect();
-    assert_eq!(units, ["hail@worker"]);
+    assert_eq!(units, ["hail-catalog", "hail@worker"]);
     assert_eq!(
         result["failedAssertions"],
         json!([]),

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hail_testkit::cache::Published;
+use hail_testkit::catalog;
 use hail_testkit::container::{Container, field};
 use hail_testkit::hydra::BuildSpec;
 use hail_testkit::rig::Rig;
@@ -228,6 +229,48 @@ fn stop_cleanly(c: &Container, unit: &str, while_stopping: impl FnOnce()) -> Dur
 const SVC: &str = "hail@svc.service";
 const SVC_PROFILE: &str = "/nix/var/nix/profiles/hail/svc";
 
+/// `journalctl -x` of the instance's entries matching `matches`: each with its catalog text.
+fn explain(c: &Container, matches: &[&str]) -> String {
+    let mut argv = vec!["journalctl", "-x", "--no-pager", "-u", SVC];
+    argv.extend_from_slice(matches);
+    c.exec(&argv)
+}
+
+/// The journal catalog, installed as the README says: journalctl takes it, lists every
+/// `MESSAGE_ID` hail logs, and explains a real `deployed` entry with its fields filled in.
+fn assert_catalog_explains_deployed(c: &Container, build: u64, store_path: &str) {
+    let update = c.try_exec(&["journalctl", "--update-catalog"]);
+    assert!(
+        update.success() && !update.stderr.contains("hail"),
+        "journalctl --update-catalog: {}{}",
+        update.stdout,
+        update.stderr
+    );
+    let listed = c.exec(&["journalctl", "--list-catalog"]);
+    for (name, id) in catalog::message_ids() {
+        assert!(
+            listed
+                .lines()
+                .any(|l| l.starts_with(&format!("{id} hail: "))),
+            "{name} ({id}) is not listed:\n{listed}"
+        );
+    }
+    let explained = explain(
+        c,
+        &[
+            &format!("MESSAGE_ID={MSG_DEPLOYED}"),
+            &format!("HAIL_BUILD_ID={build}"),
+        ],
+    );
+    for text in [
+        format!("Subject: Build {build} deployed"),
+        format!("{store_path}, switched the profile {SVC_PROFILE} to it, ran its"),
+        format!("journalctl -u hail@NAME HAIL_BUILD_ID={build}"),
+    ] {
+        assert!(explained.contains(&text), "no {text:?} in\n{explained}");
+    }
+}
+
 /// The unit's settings as systemd reads them, then one instance's life: start (READY after the
 /// start-up activation), a first deployment, a reload that polls at once, structured journal
 /// entries, a failing activation that a restart remembers, an unreachable Hydra, a clean stop.
@@ -368,6 +411,7 @@ fn service_deploys_reloads_reports_and_stops() {
         "SYSLOG_IDENTIFIER=hail",
     ]);
     assert_eq!(by_id.len(), 2, "{by_id:#?}");
+    assert_catalog_explains_deployed(c, b2, &v2.out_path);
     // Every step of a deployment, found by the store path (journalctl ANDs different fields).
     let path_match = format!("HAIL_STORE_PATH={}", v2.out_path);
     let steps: Vec<_> = c
@@ -411,6 +455,13 @@ fn service_deploys_reloads_reports_and_stops() {
         failed[0]
     );
     rig.wait_journal(SVC, &["-u", SVC, "HAIL_EVENT=rolled-back"], 1);
+    let explained = explain(c, &[&format!("MESSAGE_ID={MSG_ACTIVATION_FAILED}")]);
+    for text in [
+        "Subject: An activation failed".to_string(),
+        format!("An activation of the profile {SVC_PROFILE} failed or did not finish within"),
+    ] {
+        assert!(explained.contains(&text), "no {text:?} in\n{explained}");
+    }
     let status = rig.wait_status(SVC, "-hail-demo-profile-3 failed", DEPLOY);
     assert_deployed(&status, "-hail-demo-profile-2", "generation 2");
     assert_eq!(rig.show(SVC, "ActiveState"), "active");

@@ -141,6 +141,13 @@ in
         status = agent.succeed("systemctl show -P StatusText hail@svc")
         assert "deployed build 1" in status, status
 
+    with subtest("journalctl -x explains the entry with hail's catalog"):
+        agent.wait_for_unit("hail-catalog.service")
+        listed = agent.succeed("journalctl --list-catalog")
+        assert "35afcec8bcfb4db0ab3acb30a8cead66 hail: Build" in listed, listed
+        explained = agent.succeed("journalctl -x --no-pager -u hail@svc HAIL_EVENT=deployed HAIL_BUILD_ID=1")
+        assert "Subject: Build 1 deployed" in explained, explained
+
     with subtest("the journal entries carry hail's fields"):
         started = [e for e in journal_entries("HAIL_EVENT=started") if "HAIL_JOB" in e][-1]
         assert started["HAIL_JOB"] == "http://server:3000/job/demo/main/svc", started

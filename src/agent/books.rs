@@ -48,7 +48,7 @@ impl Books {
         for request in self.dir.take_requests() {
             match request {
                 Ok(r) => {
-                    info!(hail.event = "request", "operator's request: {r:?}");
+                    info!(hail.event = "request", "operator's request: {r}");
                     if self.state.apply(Timestamp::now(), Event::Control(r)) == Next::PollNow {
                         self.poll_now = true;
                     }

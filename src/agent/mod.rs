@@ -436,11 +436,20 @@ impl Agent {
         });
         match pruned {
             Ok(old) if old.is_empty() => {}
-            Ok(old) => info!(
-                hail.event = "pruned",
-                "deleted generations {old:?} of {} (keeping {keep})",
-                self.profile.path().display()
-            ),
+            Ok(old) => {
+                let numbers: Vec<String> = old.iter().map(u64::to_string).collect();
+                let noun = if old.len() == 1 {
+                    "generation"
+                } else {
+                    "generations"
+                };
+                info!(
+                    hail.event = "pruned",
+                    "deleted {noun} {} of {} (keeping {keep})",
+                    numbers.join(", "),
+                    self.profile.path().display()
+                )
+            }
             Err(e) => warn!(hail.event = "pruned", hail.error = %e, "{e}"),
         }
     }

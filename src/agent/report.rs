@@ -95,23 +95,35 @@ pub fn deployment(build: &Build, generation: Option<u64>, result: &Result<(), De
             format::generation(generation)
         ),
         Err(e @ (DeployError::Failed { .. } | DeployError::ContactLost { .. })) => {
-            let result = e.verdict().map(|v| v.result);
-            let (event, id) = match result {
-                Some(DeploymentResult::HealthCheckFailed) => {
-                    ("health-check-failed", MSG_HEALTH_CHECK_FAILED)
-                }
-                Some(DeploymentResult::ContactLost) => ("contact-lost", MSG_CONTACT_LOST),
-                _ => ("activation-failed", MSG_ACTIVATION_FAILED),
-            };
-            error!(
-                hail.event = event,
-                message_id = id,
-                hail.build_id = build.id,
-                hail.store_path = %build.path,
-                hail.generation = generation,
-                hail.error = %e,
-                "{e}"
-            )
+            match e.verdict().map(|v| v.result) {
+                Some(DeploymentResult::HealthCheckFailed) => error!(
+                    hail.event = "health-check-failed",
+                    message_id = MSG_HEALTH_CHECK_FAILED,
+                    hail.build_id = build.id,
+                    hail.store_path = %build.path,
+                    hail.generation = generation,
+                    hail.error = %e,
+                    "{e}"
+                ),
+                Some(DeploymentResult::ContactLost) => error!(
+                    hail.event = "contact-lost",
+                    message_id = MSG_CONTACT_LOST,
+                    hail.build_id = build.id,
+                    hail.store_path = %build.path,
+                    hail.generation = generation,
+                    hail.error = %e,
+                    "{e}"
+                ),
+                _ => error!(
+                    hail.event = "activation-failed",
+                    message_id = MSG_ACTIVATION_FAILED,
+                    hail.build_id = build.id,
+                    hail.store_path = %build.path,
+                    hail.generation = generation,
+                    hail.error = %e,
+                    "{e}"
+                ),
+            }
         }
         Err(e @ DeployError::Unconfirmed { .. }) => warn!(
             hail.event = "confirm",

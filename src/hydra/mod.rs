@@ -23,7 +23,7 @@ use crate::store_path::StorePathError;
 pub enum HydraError {
     #[error("cannot reach Hydra at {url}: {reason}")]
     Unreachable { url: String, reason: String },
-    #[error("Hydra did not answer {url} within {0:?}", .timeout)]
+    #[error("Hydra did not answer {url} within {}", crate::format::duration(*.timeout))]
     Timeout { url: String, timeout: Duration },
     #[error("Hydra answered {status} for {url}{}", detail(.message))]
     Status {

@@ -212,7 +212,7 @@ pub enum HostError {
     #[error(transparent)]
     Process(#[from] ProcessError),
     #[error(
-        "another apply holds {path} for more than {timeout:?}; is one stuck? (systemctl list-units 'hail-apply-*')"
+        "another apply holds {path} for more than {}; is one stuck? (systemctl list-units 'hail-apply-*')", crate::format::duration(*.timeout)
     )]
     LockTimeout { path: PathBuf, timeout: Duration },
 }

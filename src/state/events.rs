@@ -108,6 +108,21 @@ pub enum Request {
     },
 }
 
+/// As the journal and stderr say it: `pause (reason: maintenance)`, `resume`, `retry (build 42)`.
+impl fmt::Display for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Request::Pause { reason: None } => write!(f, "pause"),
+            Request::Pause {
+                reason: Some(reason),
+            } => write!(f, "pause (reason: {reason})"),
+            Request::Resume => write!(f, "resume"),
+            Request::Retry { build_id: None } => write!(f, "retry (every known-bad build)"),
+            Request::Retry { build_id: Some(id) } => write!(f, "retry (build {id})"),
+        }
+    }
+}
+
 /// What the agent does next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Next {

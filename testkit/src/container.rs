@@ -70,6 +70,9 @@ pub fn cache_dir() -> PathBuf {
     target.join("hail-testkit")
 }
 
+/// Where [`Container::install_hail`] puts hail's journal catalog.
+pub const CATALOG_IN_CONTAINER: &str = "/usr/lib/systemd/catalog/hail.catalog";
+
 /// The shipped template unit, `systemd/hail@.service` of this workspace.
 pub fn unit_file() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/hail@.service")
@@ -503,12 +506,15 @@ impl Container {
         self.write_file("/etc/nix/nix.conf", format!("sandbox = false\n{extra}"));
     }
 
-    /// Installs a hail binary as `/usr/local/bin/hail` and the shipped template unit as a vendor
-    /// unit (`/usr/lib/systemd/system/hail@.service`, so `/etc` stays free for drop-ins), then
-    /// reloads systemd.
+    /// Installs a hail binary as `/usr/local/bin/hail`, the shipped template unit as a vendor
+    /// unit (`/usr/lib/systemd/system/hail@.service`, so `/etc` stays free for drop-ins) and the
+    /// journal catalog as the README says (`/usr/lib/systemd/catalog/`, then
+    /// `journalctl --update-catalog`), then reloads systemd.
     pub fn install_hail(&self, binary: &Path) {
         self.copy_in(binary, "/usr/local/bin/hail", 0o755);
         self.copy_in(&unit_file(), "/usr/lib/systemd/system/hail@.service", 0o644);
+        self.copy_in(&crate::catalog::catalog_file(), CATALOG_IN_CONTAINER, 0o644);
+        self.exec(&["journalctl", "--update-catalog"]);
         self.daemon_reload();
     }
 

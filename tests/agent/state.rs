@@ -166,6 +166,15 @@ fn pause_and_resume_while_running() {
 
     let said = f.control("pause", &["--reason", "maintenance window"]);
     assert!(said.contains("took the request"), "{said}");
+    // The agent says what it was asked, as people write it (not as Rust debugs it).
+    assert!(
+        running.wait_for_output(
+            "operator's request: pause (reason: maintenance window)",
+            RUN
+        ),
+        "{}",
+        running.output()
+    );
     let status = f.status_json();
     assert_eq!(status["paused"], true, "{status:#}");
     assert_eq!(status["pause_reason"], "maintenance window");
@@ -188,6 +197,7 @@ fn pause_and_resume_while_running() {
     assert!(running.wait_for_output(&format!("paused: build {b2}"), RUN));
     let said = f.control("resume", &[]);
     assert!(said.contains("took the request"), "{said}");
+    assert!(running.wait_for_output("operator's request: resume", RUN));
     let v1 = activated("1", &v1);
     f.assert_activations(&[v1.clone(), v1, activated("2", &v2)], &running);
     assert_eq!(f.status_json()["paused"], false);
@@ -206,6 +216,8 @@ fn retry_forgets_a_known_bad_build() {
     assert!(said.contains("not running"), "{said}");
     let r = f.hail.oneshot(&[], RUN);
     assert_eq!(r.code(), Some(7), "{}", r.output);
+    let asked = format!("operator's request: retry (build {b2})");
+    assert!(r.output.contains(&asked), "{}", r.output);
     let tries = f
         .activations()
         .iter()
@@ -377,6 +389,10 @@ fn old_generations_are_pruned_and_a_rollback_still_works() {
         let (p, _) = f.release(&v.to_string());
         let r = f.hail.oneshot(&["--keep-generations", "3"], RUN);
         assert_eq!(r.code(), Some(0), "{}", r.output);
+        if v == 4 {
+            let said = format!("deleted generation 1 of {}", f.hail.profile.display());
+            assert!(r.output.contains(&said), "{}", r.output);
+        }
         last.push(p);
     }
     let gens = f.generations();

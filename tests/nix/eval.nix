@@ -148,6 +148,7 @@ else
         reloadIfChanged
         stopIfChanged
         overrideStrategy
+        restartTriggers
         ;
       path = map toString def.path;
     }

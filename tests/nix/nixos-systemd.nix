@@ -79,7 +79,12 @@ let
     if errors == [ ] then true else builtins.trace (lib.concatStringsSep "\n" errors) false;
 
   serviceModule =
-    { config, options, ... }:
+    {
+      name,
+      config,
+      options,
+      ...
+    }:
     {
       options = {
         enable = mkOption {
@@ -191,6 +196,13 @@ let
           }
           // lib.optionalAttrs options.startLimitBurst.isDefined {
             StartLimitBurst = toString config.startLimitBurst;
+          }
+          # The triggers go into a file of their own, which the unit names: a changed trigger
+          # changes the unit, and a switch restarts it.
+          // lib.optionalAttrs (config.restartTriggers != [ ]) {
+            X-Restart-Triggers = "${pkgs.writeText "X-Restart-Triggers-${name}" (
+              toString (map (x: if lib.isPath x then "${x}" else x) (lib.flatten config.restartTriggers))
+            )}";
           };
         # Every service's PATH ends with these.
         path = lib.mkAfter [
