@@ -1,5 +1,6 @@
-# hail, built from this repository with the versions pinned in Cargo.lock, and its systemd
-# template unit `hail@.service` pointing at the built binary.
+# hail, built from this repository with the versions pinned in Cargo.lock, its systemd
+# template unit `hail@.service` pointing at the built binary, and in share/hail/monitoring the
+# Prometheus alert rules (with their promtool tests) and the Grafana dashboard.
 {
   lib,
   rustPlatform,
@@ -13,7 +14,7 @@ rustPlatform.buildRustPackage {
   pname = "hail";
   inherit (cargoToml.package) version;
 
-  # Only what the Rust build reads, so editing docs, Nix files or tests does not rebuild hail.
+  # Only what the build reads, so editing docs, Nix files or tests does not rebuild hail.
   # Every workspace member must be present for Cargo to load the workspace.
   src = fs.toSource {
     root = ../.;
@@ -27,6 +28,9 @@ rustPlatform.buildRustPackage {
       (fs.maybeMissing ../benches)
       (fs.maybeMissing ../examples)
       (../systemd + "/hail@.service")
+      ../monitoring/alerts.yml
+      ../monitoring/alerts.test.yml
+      ../monitoring/dashboard.json
     ];
   };
 
@@ -51,6 +55,9 @@ rustPlatform.buildRustPackage {
     install -Dm644 systemd/hail@.service $out/lib/systemd/system/hail@.service
     substituteInPlace $out/lib/systemd/system/hail@.service \
       --replace-fail /usr/local/bin/hail $out/bin/hail
+    # For services.prometheus.ruleFiles and Grafana's dashboard provisioning.
+    install -Dm644 -t $out/share/hail/monitoring \
+      monitoring/alerts.yml monitoring/alerts.test.yml monitoring/dashboard.json
   '';
 
   meta = {

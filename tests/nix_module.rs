@@ -845,7 +845,15 @@ fn flake_outputs() {
     assert_eq!(result["packages"], json!(["default", "hail"]));
     assert_eq!(
         result["checks"],
-        json!(["clippy", "fmt", "package", "unit", "vm-basic", "vm-system"])
+        json!([
+            "clippy",
+            "fmt",
+            "monitoring",
+            "package",
+            "unit",
+            "vm-basic",
+            "vm-system"
+        ])
     );
     assert_eq!(result["overlay"], "hail from package.nix");
     assert_eq!(result["module"], json!(["nixos"]));
@@ -900,6 +908,18 @@ fn package_builds_only_hail_with_its_unit() {
         post_install.contains("--replace-fail /usr/local/bin/hail $out/bin/hail"),
         "{post_install}"
     );
+    // Every file of monitoring/ is installed where the documentation says.
+    assert!(
+        post_install.contains("-t $out/share/hail/monitoring"),
+        "{post_install}"
+    );
+    for file in std::fs::read_dir(root().join("monitoring")).unwrap() {
+        let name = file.unwrap().file_name().into_string().unwrap();
+        assert!(
+            post_install.contains(&format!("monitoring/{name}")),
+            "monitoring/{name} is not installed: {post_install}"
+        );
+    }
 }
 
 #[test]
