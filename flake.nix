@@ -90,6 +90,18 @@
                 touch $out
               '';
 
+          # The alert rules and their unit tests, as the package installs them. getOutput: promtool
+          # is in prometheus' `cli` output where nixpkgs splits it off.
+          monitoring =
+            pkgs.runCommand "hail-monitoring"
+              { nativeBuildInputs = [ (lib.getOutput "cli" pkgs.prometheus) ]; }
+              ''
+                cd ${hail}/share/hail/monitoring
+                promtool check rules alerts.yml
+                promtool test rules alerts.test.yml
+                touch $out
+              '';
+
           vm-basic = pkgs.testers.runNixOSTest ./nix/tests/basic.nix;
           vm-system = pkgs.testers.runNixOSTest ./nix/tests/system.nix;
         }

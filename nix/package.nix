@@ -1,6 +1,7 @@
 # hail, built from this repository with the versions pinned in Cargo.lock, its systemd
 # template unit `hail@.service` pointing at the built binary, its journal message catalog, its
-# man page and its shell completions.
+# man page and its shell completions, and in share/hail/monitoring the Prometheus alert rules
+# (with their promtool tests) and the Grafana dashboard.
 {
   lib,
   stdenv,
@@ -16,7 +17,7 @@ rustPlatform.buildRustPackage {
   pname = "hail";
   inherit (cargoToml.package) version;
 
-  # Only what the Rust build reads, so editing docs, Nix files or tests does not rebuild hail.
+  # Only what the build reads, so editing docs, Nix files or tests does not rebuild hail.
   # Every workspace member must be present for Cargo to load the workspace.
   src = fs.toSource {
     root = ../.;
@@ -31,6 +32,9 @@ rustPlatform.buildRustPackage {
       (fs.maybeMissing ../examples)
       (../systemd + "/hail@.service")
       ../systemd/hail.catalog
+      ../monitoring/alerts.yml
+      ../monitoring/alerts.test.yml
+      ../monitoring/dashboard.json
     ];
   };
 
@@ -58,6 +62,9 @@ rustPlatform.buildRustPackage {
     substituteInPlace $out/lib/systemd/system/hail@.service \
       --replace-fail /usr/local/bin/hail $out/bin/hail
     install -Dm644 systemd/hail.catalog $out/lib/systemd/catalog/hail.catalog
+    # For services.prometheus.ruleFiles and Grafana's dashboard provisioning.
+    install -Dm644 -t $out/share/hail/monitoring \
+      monitoring/alerts.yml monitoring/alerts.test.yml monitoring/dashboard.json
   ''
   # The man page and completions are printed by the built binary, which a cross build cannot run.
   + lib.optionalString (stdenv.buildPlatform.canExecute stdenv.hostPlatform) ''

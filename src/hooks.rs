@@ -100,19 +100,11 @@ impl Outcome<'_> {
             ("HAIL_JOB_URI", self.job.to_owned()),
             ("HAIL_PROFILE", self.profile.display().to_string()),
         ];
-        if let Some(instance) = instance() {
+        if let Some(instance) = systemd::instance_name() {
             env.push(("HAIL_INSTANCE", instance));
         }
         env
     }
-}
-
-/// `NAME` of the `hail@NAME.service` this process runs in, if it does.
-fn instance() -> Option<String> {
-    let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    let unit = systemd::unit_of_cgroup(&cgroup)?;
-    let name = unit.strip_prefix("hail@")?.strip_suffix(".service")?;
-    Some(name.to_owned())
 }
 
 /// The hook set for `event`: its option's name and its words.

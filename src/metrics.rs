@@ -1,7 +1,12 @@
 //! Prometheus metrics in the text exposition format, for node_exporter's textfile collector:
 //! built from the record (so counters survive restarts) and written atomically; nothing listens.
 //! The encoding (escaping, `# HELP`/`# TYPE`) is the `prometheus` crate's.
+//!
+//! Under systemd every series carries `name="NAME"` of `hail@NAME`: node_exporter serves all
+//! files of its textfile directory as one, so the instances of one host must differ by a label
+//! (two identical series are an error there, and one of them is dropped).
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use prometheus::{Encoder, Gauge, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
@@ -9,9 +14,13 @@ use prometheus::{Encoder, Gauge, IntCounterVec, IntGauge, Opts, Registry, TextEn
 use crate::record::Record;
 use crate::state_file::{self, StateError};
 
-/// The metrics of one agent, as text.
-pub fn render(record: &Record) -> String {
-    let registry = Registry::new();
+/// The label every series carries: `NAME` of `hail@NAME` (see the module's documentation).
+pub const INSTANCE_LABEL: &str = "name";
+
+/// The metrics of one agent, as text; `instance` is `NAME` of the `hail@NAME` it runs as.
+pub fn render(record: &Record, instance: Option<&str>) -> String {
+    let labels = instance.map(|i| HashMap::from([(INSTANCE_LABEL.to_string(), i.to_string())]));
+    let registry = Registry::new_custom(None, labels).expect("no prefix, valid labels");
     let add = |c: Box<dyn prometheus::core::Collector>| {
         registry.register(c).expect("metric names are unique");
     };
@@ -155,7 +164,7 @@ pub fn render(record: &Record) -> String {
 /// Writes the metrics to `path` atomically (node_exporter never reads half a file), creating its
 /// directory when it is missing: node_exporter's textfile directory is often not made by anyone
 /// else before hail's first poll.
-pub fn write(path: &Path, record: &Record) -> Result<(), StateError> {
+pub fn write(path: &Path, record: &Record, instance: Option<&str>) -> Result<(), StateError> {
     if let Some(dir) = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty() && !d.exists())
@@ -170,7 +179,11 @@ pub fn write(path: &Path, record: &Record) -> Result<(), StateError> {
             dir.display()
         );
     }
-    state_file::write_atomically(path, render(record).as_bytes(), state_file::Durable::No)
+    state_file::write_atomically(
+        path,
+        render(record, instance).as_bytes(),
+        state_file::Durable::No,
+    )
 }
 
 #[cfg(test)]
@@ -184,7 +197,7 @@ mod tests {
             profile: "/p".into(),
             ..Record::default()
         };
-        let text = render(&record);
+        let text = render(&record, None);
         assert!(text.contains(r#"job="http://h/job/a\"b\\c\nd""#), "{text}");
         assert!(!text.contains("hail_deployed_build_id"), "{text}");
         assert!(text.contains("hail_polls_total{result=\"ok\"} 0"), "{text}");
@@ -210,6 +223,21 @@ mod tests {
             }],
             ..Record::default()
         };
-        assert!(render(&record).contains("\nhail_deployed_known_bad 1\n"));
+        assert!(render(&record, None).contains("\nhail_deployed_known_bad 1\n"));
+    }
+
+    #[test]
+    fn every_series_names_its_instance() {
+        let record = Record {
+            job: "http://h/job/p/j/web".into(),
+            profile: "/nix/var/nix/profiles/hail/web".into(),
+            ..Record::default()
+        };
+        let text = render(&record, Some("web"));
+        let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert!(samples.len() > 10, "{text}");
+        for line in samples {
+            assert!(line.contains("name=\"web\""), "{line}\n{text}");
+        }
     }
 }

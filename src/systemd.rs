@@ -47,6 +47,14 @@ pub fn one_line(s: &str) -> String {
         .collect()
 }
 
+/// `NAME` of the `hail@NAME.service` this process runs in, if it does.
+pub fn instance_name() -> Option<String> {
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let unit = unit_of_cgroup(&cgroup)?;
+    let name = unit.strip_prefix("hail@")?.strip_suffix(".service")?;
+    Some(name.to_owned())
+}
+
 /// The service unit a process runs in, from its `/proc/self/cgroup` (the unified hierarchy's
 /// line, or systemd's own on a legacy one).
 pub fn unit_of_cgroup(cgroup: &str) -> Option<String> {

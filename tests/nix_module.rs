@@ -889,7 +889,15 @@ fn flake_outputs() {
     assert_eq!(result["packages"], json!(["default", "hail"]));
     assert_eq!(
         result["checks"],
-        json!(["clippy", "fmt", "package", "unit", "vm-basic", "vm-system"])
+        json!([
+            "clippy",
+            "fmt",
+            "monitoring",
+            "package",
+            "unit",
+            "vm-basic",
+            "vm-system"
+        ])
     );
     assert_eq!(result["overlay"], "hail from package.nix");
     assert_eq!(result["module"], json!(["nixos"]));
@@ -909,13 +917,18 @@ fn flake_outputs() {
 #[ignore = "needs NIXPKGS_LIB (nixpkgs' lib directory)"]
 fn package_builds_only_hail_with_its_unit() {
     let lib = nixpkgs_lib();
-    // rustPlatform stand-in: returns its arguments. `src` is left out: lib.fileset needs a newer
+    // rustPlatform stand-in: returns its arguments (a native build: the man page is made). `src` is left out: lib.fileset needs a newer
     // Nix than some test machines have.
     let expr = format!(
         r#"
         let
           lib = import {lib};
-          args = import ./nix/package.nix {{ inherit lib; rustPlatform.buildRustPackage = a: a; }};
+          args = import ./nix/package.nix {{
+            inherit lib;
+            rustPlatform.buildRustPackage = a: a;
+            installShellFiles = "installShellFiles";
+            stdenv = {{ buildPlatform.canExecute = _: true; hostPlatform = {{ }}; }};
+          }};
         in {{
           inherit (args) pname version cargoBuildFlags doCheck postInstall;
           lockFile = baseNameOf args.cargoLock.lockFile;
@@ -944,6 +957,18 @@ fn package_builds_only_hail_with_its_unit() {
         post_install.contains("--replace-fail /usr/local/bin/hail $out/bin/hail"),
         "{post_install}"
     );
+    // Every file of monitoring/ is installed where the documentation says.
+    assert!(
+        post_install.contains("-t $out/share/hail/monitoring"),
+        "{post_install}"
+    );
+    for file in std::fs::read_dir(root().join("monitoring")).unwrap() {
+        let name = file.unwrap().file_name().into_string().unwrap();
+        assert!(
+            post_install.contains(&format!("monitoring/{name}")),
+            "monitoring/{name} is not installed: {post_install}"
+        );
+    }
 }
 
 #[test]
@@ -1326,7 +1351,7 @@ fn doc_configurations() -> Vec<String> {
             if s.trim_start().starts_with('{') {
                 s.to_string()
             } else {
-                format!("{{ pkgs, ... }}: {{\n{s}}}")
+                format!("{{ config, pkgs, ... }}: {{\n{s}}}")
             }
         })
         .collect();

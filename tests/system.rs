@@ -793,6 +793,39 @@ fn status_lists_the_instances() {
     assert!(web.contains(&line), "{web}");
 }
 
+/// Two instances write their metrics into node_exporter's one textfile directory: every series
+/// names its instance (`name`), so node_exporter, which serves the files as one, sees no
+/// duplicates, and the alerts can say `hail status NAME`.
+#[test]
+fn each_instances_metrics_name_the_instance() {
+    let Some(rig) = rig("metrics") else { return };
+    if !hail_testkit::prometheus::available() {
+        return;
+    }
+    let c = &rig.c;
+    let dir = "/var/lib/prometheus-node-exporter-text";
+    let (_, b1) = rig.release("1", 0);
+    rig.configure("web", &format!("HAIL_METRICS_FILE={dir}/hail-web.prom\n"));
+    // hail@api's job has no build: it only polls, and writes its metrics after the poll.
+    let api = "hail@api.service";
+    let api_metrics = format!("HAIL_METRICS_FILE={dir}/hail-api.prom\n");
+    rig.configure_job("api", &rig.job_uri("api"), &api_metrics);
+    c.systemctl_ok("start", WEB);
+    c.systemctl_ok("start", api);
+    rig.wait_status(WEB, &format!("deployed build {b1} ("), DEPLOY);
+    for name in ["web", "api"] {
+        let file = format!("{dir}/hail-{name}.prom");
+        let unit = format!("hail@{name}.service");
+        let text = c.wait_for("its metrics file", &unit, DEPLOY, |c| c.read_file(&file));
+        let samples = hail_testkit::prometheus::parse(&text);
+        assert!(samples.len() > 10, "{text}");
+        for s in &samples {
+            let label = s.labels.get("name").and_then(Value::as_str);
+            assert_eq!(label, Some(name), "{s:?}\n{text}");
+        }
+    }
+}
+
 /// `hail pause` and `hail resume` against the running service: the pause shows in the unit's
 /// status, holds a new release back (also across a restart), and a resume deploys it at once.
 #[test]

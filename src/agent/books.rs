@@ -19,6 +19,8 @@ pub(super) struct Books {
     pub(super) dir: StateDir,
     pub(super) _mark: AgentMark,
     pub(super) metrics_file: Option<PathBuf>,
+    /// `NAME` of the `hail@NAME` this agent runs as, for the metrics' `name` label.
+    pub(super) instance: Option<String>,
     /// An operator asked for a poll now (`hail retry`, `hail resume`).
     pub(super) poll_now: bool,
 }
@@ -94,7 +96,7 @@ impl Books {
             }
         };
         if let Some(path) = &self.metrics_file
-            && let Err(e) = metrics::write(path, record)
+            && let Err(e) = metrics::write(path, record, self.instance.as_deref())
         {
             report::not_saved("metrics", &e);
         }

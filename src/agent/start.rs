@@ -120,6 +120,7 @@ impl Agent {
                 dir,
                 _mark: mark,
                 metrics_file: config.metrics_file.clone(),
+                instance: crate::systemd::instance_name(),
                 poll_now: false,
             },
             watchdog: Watchdog::from_env(),

@@ -898,7 +898,7 @@ fn reboot_needed_is_kept_shown_and_said_once() {
         let wait = s.schedule(minute(100), MIN5, 0);
         let line = s.status_line(Activity::Waiting(wait));
         assert!(line.ends_with(status), "{line}");
-        let metrics = crate::metrics::render(s.record());
+        let metrics = crate::metrics::render(s.record(), None);
         let flag = if want.is_empty() { 0 } else { 1 };
         assert!(
             metrics.contains(&format!("hail_reboot_required {flag}")),

@@ -11,6 +11,7 @@ mod fixture;
 mod gate;
 mod hooks;
 mod hydra;
+mod monitoring;
 mod netrc;
 mod notify;
 mod profile;
