@@ -1,11 +1,15 @@
-//! NixOS switches between generations of the module's units, in a booted systemd (a Debian 12
-//! container with hail installed). The units are those the module renders (tests/nix/eval.nix,
+//! The module's units across generations, switched in a booted systemd (a Debian 12 container
+//! with hail installed) by this test's own re-implementation of NixOS's switch decisions, not by
+//! NixOS's `switch-to-configuration` program (which needs a whole NixOS system: a bus, the boot
+//! loader, `/run/current-system`). The units are those the module renders (tests/nix/eval.nix,
 //! the real module system), laid out as NixOS lays them out: each file in
 //! `/etc/systemd/system`, a `multi-user.target.wants/` link for each instance, the template
-//! `hail@.service` beside them. Between two generations the test performs what NixOS's
-//! `switch-to-configuration` decides for the active units whose file lives in
-//! `/etc/systemd/system` (see [`switch`]), and checks adding, changing, removing, disabling and
-//! renaming instances.
+//! `hail@.service` beside them. Between two generations the test performs what
+//! `switch-to-configuration-ng` (read in nixpkgs' `pkgs/by-name/sw/switch-to-configuration-ng`)
+//! decides for the active units whose file lives in `/etc/systemd/system` (see [`switch`]), and
+//! checks that hail's units behave when instances are added, changed, removed, disabled and
+//! renamed. What it proves is hail's side (its units and its reaction to reload, stop and start
+//! in that order), not NixOS's program.
 //!
 //! Needs the module's evaluation (`NIXPKGS_LIB`), so it is ignored like tests/nix_module.rs and
 //! run by `scripts/test` when NIXPKGS_LIB is set; and root, debootstrap, systemd-nspawn (see
@@ -201,7 +205,7 @@ fn job(name: &str) -> String {
 
 #[test]
 #[ignore = "needs NIXPKGS_LIB (nixpkgs' lib directory)"]
-fn switches_add_change_remove_disable_and_rename_instances() {
+fn instances_added_changed_removed_disabled_renamed_under_switch_decisions_reimplemented_here() {
     hail_testkit::nixos::nixpkgs_lib();
     if !container::require() {
         return;
