@@ -25,6 +25,10 @@ const DEPLOY: Duration = Duration::from_secs(120);
 const MSG_DEPLOYED: &str = "35afcec8bcfb4db0ab3acb30a8cead66";
 const MSG_ACTIVATION_FAILED: &str = "5be39f6dd3a846e28ede5e841d6f7288";
 const MSG_POLL_FAILED: &str = "ec2149355bc34fe19a8fc00de4588794";
+const MSG_DEPLOY_FAILED: &str = "c304e6df32644e788062535ba3a6c98b";
+const MSG_HEALTH_CHECK_FAILED: &str = "4c2d7e91a0b34f58a6e3d9c1b7f05e28";
+const MSG_MANUAL_CHANGE: &str = "9a41f4d3b2c84e0f8d6e1c7b5a3f2e90";
+const MSG_STATE_RESET: &str = "e3c0a8b5d7f14a2c9b6e4d1f0a8c7b35";
 /// systemd's "a unit's process exited" (`EXIT_CODE=`, `EXIT_STATUS=`).
 const MSG_PROCESS_EXIT: &str = "98e322203f7a4ed290d09fe03c09fe15";
 
@@ -953,4 +957,169 @@ fn the_units_security_exposure_is_the_books() {
         .and_then(|n| n.parse().ok())
         .expect("the book gives the exposure");
     assert_eq!(exposure, said, "{text}");
+}
+
+/// Every event an operator queries by `MESSAGE_ID` reaches the journal of the booted systemd with
+/// its fields: a deployment that could not fetch its build, a failing health check, a manual
+/// rollback, a state file that could not be read. Each is made to happen for real.
+#[test]
+fn each_operator_facing_event_reaches_the_journal_with_its_message_id() {
+    let Some(rig) = rig("events") else { return };
+    let c = &rig.c;
+    let unhealthy = "/var/lib/hail-demo/unhealthy";
+    let (v1, b1) = rig.release("1", 0);
+    rig.configure(
+        "svc",
+        &format!(
+            "HAIL_HEALTH_CHECK=/bin/sh -c 'test ! -e {unhealthy}'\nHAIL_HEALTH_INTERVAL=200ms\n\
+             HAIL_HEALTH_TIMEOUT=2s\n"
+        ),
+    );
+    c.systemctl_ok("start", SVC);
+    rig.wait_status(SVC, &format!("deployed build {b1} ("), DEPLOY);
+    let one = |id: &str, build: Option<u64>| -> Value {
+        let mut matches = vec![
+            "-u".to_string(),
+            SVC.to_string(),
+            format!("MESSAGE_ID={id}"),
+        ];
+        if let Some(b) = build {
+            matches.push(format!("HAIL_BUILD_ID={b}"));
+        }
+        let matches: Vec<&str> = matches.iter().map(String::as_str).collect();
+        rig.wait_journal(SVC, &matches, 1).remove(0)
+    };
+
+    // A build Hydra names but no cache holds: its deployment fails, nothing is switched.
+    let missing = "/nix/store/00000000000000000000000000000000-hail-demo-profile-missing";
+    let b2 = rig.hydra.add_build(BuildSpec::succeeded(missing));
+    c.systemctl_ok("reload", SVC);
+    let e = one(MSG_DEPLOY_FAILED, Some(b2));
+    assert_eq!(field(&e, "HAIL_EVENT"), Some("deploy-failed"), "{e:#}");
+    assert_eq!(field(&e, "PRIORITY"), Some("3"), "{e:#}");
+    assert_eq!(rig.profile_target(SVC_PROFILE), v1.out_path);
+
+    // A build whose health check fails: rolled back, known-bad.
+    c.sh(&format!("touch {unhealthy}"));
+    let (_, b3) = rig.release("3", 0);
+    c.systemctl_ok("reload", SVC);
+    let e = one(MSG_HEALTH_CHECK_FAILED, Some(b3));
+    assert_eq!(
+        field(&e, "HAIL_EVENT"),
+        Some("health-check-failed"),
+        "{e:#}"
+    );
+    rig.wait_status(SVC, &format!("deployed build {b1} ("), DEPLOY);
+    assert_eq!(rig.profile_target(SVC_PROFILE), v1.out_path);
+    c.sh(&format!("rm -f {unhealthy}"));
+
+    // An operator moves the profile back by hand: respected, and said.
+    let (_, b4) = rig.release("4", 0);
+    c.systemctl_ok("reload", SVC);
+    rig.wait_status(SVC, &format!("deployed build {b4} ("), DEPLOY);
+    c.exec(&[
+        "nix-env",
+        "--profile",
+        SVC_PROFILE,
+        "--switch-generation",
+        "1",
+    ]);
+    c.systemctl_ok("reload", SVC);
+    let e = one(MSG_MANUAL_CHANGE, None);
+    assert_eq!(field(&e, "HAIL_EVENT"), Some("manual-change"), "{e:#}");
+    assert_eq!(rig.profile_target(SVC_PROFILE), v1.out_path);
+
+    // A state file that cannot be read: moved aside, said, and hail goes on.
+    c.systemctl_ok("stop", SVC);
+    c.write_file("/var/lib/hail/svc/state.json", "{ not json");
+    c.systemctl_ok("start", SVC);
+    let e = one(MSG_STATE_RESET, None);
+    assert_eq!(field(&e, "HAIL_EVENT"), Some("state-reset"), "{e:#}");
+    assert_eq!(rig.show(SVC, "ActiveState"), "active");
+    let aside = c.sh("ls /var/lib/hail/svc");
+    assert!(aside.contains("state.json.corrupt-"), "{aside}");
+
+    // What one deployment and its rollback say, step by step, each as its own HAIL_EVENT.
+    let events: std::collections::BTreeSet<String> = c
+        .journal(&["-u", SVC])
+        .iter()
+        .filter_map(|e| field(e, "HAIL_EVENT").map(str::to_owned))
+        .collect();
+    for event in [
+        "started",
+        "deploying",
+        "realised",
+        "switched",
+        "activation-output",
+        "deployed",
+        "deploy-failed",
+        "health-check-failed",
+        "rolled-back",
+        "manual-change",
+        "state-reset",
+        "poll",
+        "stopping",
+    ] {
+        assert!(
+            events.contains(event),
+            "no HAIL_EVENT={event} in {events:?}"
+        );
+    }
+}
+
+/// The unit's settings act, not only read well: its sandbox refuses what it says it refuses (a
+/// change of personality, as `setarch` makes, under `LockPersonality=`), and a hail that cannot
+/// start (another process holds its profile's lock, exit 4) is retried every `RestartSec=` until
+/// systemd's start limit (`StartLimitBurst=5` in `StartLimitIntervalSec=10min`) stops it.
+#[test]
+fn the_units_sandbox_and_start_limit_take_effect() {
+    let Some(rig) = rig("limits") else { return };
+    let c = &rig.c;
+    let tried = "/var/lib/hail-demo/setarch";
+    let (_, b1) = rig.release("1", 0);
+    rig.configure(
+        "svc",
+        &format!(
+            "HAIL_HEALTH_CHECK=/bin/sh -c 'setarch linux32 true 2>>{tried}; echo exit $? >>{tried}'\n"
+        ),
+    );
+    c.systemctl_ok("start", SVC);
+    rig.wait_status(SVC, &format!("deployed build {b1} ("), DEPLOY);
+    let said = c.read_file(tried).unwrap_or_default();
+    assert!(said.contains("Operation not permitted"), "{said}");
+    assert!(!said.contains("exit 0"), "{said}");
+    // Outside the unit, the same command works: the refusal is the unit's.
+    c.exec(&["setarch", "linux32", "true"]);
+
+    c.systemctl_ok("stop", SVC);
+    let lock = format!("{SVC_PROFILE}.hail.lock");
+    assert!(c.sh(&format!("ls {lock}")).contains("svc.hail.lock"));
+    c.exec(&[
+        "systemd-run",
+        "--unit",
+        "lock-holder",
+        "flock",
+        &lock,
+        "sleep",
+        "3600",
+    ]);
+    c.wait_for("the lock to be held", "lock-holder.service", DEPLOY, |c| {
+        let free = c.try_exec(&["flock", "--nonblock", &lock, "true"]);
+        (!free.status.success()).then_some(())
+    });
+    let _ = c.systemctl(&["start", SVC]);
+    c.wait_for("the start limit", SVC, Duration::from_secs(300), |c| {
+        let said = c.unit_log(SVC);
+        (said.contains("Start request repeated too quickly")
+            && c.show(SVC, "ActiveState") == "failed")
+            .then_some(())
+    });
+    // Five starts in all (the first and four restarts), each ended by exit 4; then none.
+    let exits = c.journal(&[
+        "-u",
+        SVC,
+        &format!("MESSAGE_ID={MSG_PROCESS_EXIT}"),
+        "EXIT_STATUS=4",
+    ]);
+    assert_eq!(exits.len(), 5, "{exits:#?}");
 }
