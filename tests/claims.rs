@@ -225,7 +225,7 @@ fn defines_test(file: &Path, name: &str) -> bool {
 
 /// Where a test named `binary::module::name` is defined: `hail::PATH::name` is a unit test of
 /// `src/`, in the file of the longest prefix of PATH that is a module file
-/// (`src/a/b.rs`, `src/a/b/mod.rs`); `BINARY::name` is in `tests/BINARY.rs`, and
+/// (`src/a/b.rs`, `src/a/b/mod.rs`), the rest of PATH being modules inline in it; `BINARY::name` is in `tests/BINARY.rs`, and
 /// `BINARY::MODULE::name` in `tests/BINARY/MODULE.rs`.
 fn test_file(test: &str) -> Result<PathBuf, String> {
     let parts: Vec<&str> = test.split("::").collect();
@@ -237,9 +237,19 @@ fn test_file(test: &str) -> Result<PathBuf, String> {
         for len in (1..=modules.len()).rev() {
             let path = modules[..len].join("/");
             for candidate in [format!("src/{path}.rs"), format!("src/{path}/mod.rs")] {
-                if root().join(&candidate).is_file() {
-                    return Ok(root().join(candidate));
+                let file = root().join(&candidate);
+                if !file.is_file() {
+                    continue;
                 }
+                // The rest of the path are modules written inline (`mod tests {`).
+                let text = std::fs::read_to_string(&file).unwrap();
+                return match modules[len..]
+                    .iter()
+                    .find(|m| !text.contains(&format!("mod {m} {{")))
+                {
+                    Some(m) => Err(format!("{candidate} has no inline mod {m}")),
+                    None => Ok(file),
+                };
             }
         }
         return Err("no module file in src/ for its path".into());
