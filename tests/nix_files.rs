@@ -311,3 +311,28 @@ fn the_package_installs_the_man_page_and_every_completion() {
         }
     }
 }
+
+/// The package ships the journal catalog where the module's `hail-catalog.service` copies it
+/// from (`lib/systemd/catalog/hail.catalog`), from the repository's `systemd/hail.catalog`, which
+/// the package's source must therefore include. (Building the package needs nixpkgs: `nix flake
+/// check`.)
+#[test]
+fn the_package_installs_the_journal_catalog() {
+    let package = std::fs::read_to_string(root().join("nix/package.nix")).unwrap();
+    let module = std::fs::read_to_string(root().join("nixos/module.nix")).unwrap();
+    let installed = "lib/systemd/catalog/hail.catalog";
+    assert!(
+        package.contains("      ../systemd/hail.catalog\n"),
+        "nix/package.nix leaves systemd/hail.catalog out of its source"
+    );
+    assert!(
+        package.contains(&format!(
+            "install -Dm644 systemd/hail.catalog $out/{installed}\n"
+        )),
+        "nix/package.nix does not install the catalog as $out/{installed}"
+    );
+    assert!(
+        module.contains(&format!("}}/{installed}\"")),
+        "nixos/module.nix does not read the package's {installed}"
+    );
+}
