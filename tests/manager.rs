@@ -299,10 +299,17 @@ fn a_set_that_cannot_start_is_rolled_back() {
     assert!(log.contains("hail@bad did not start"), "{log}");
     let failed_units = c.sh("systemctl list-units --plain --no-legend --failed 'hail-apply-*'");
     let why = || {
-        let units = failed_units.lines().filter_map(|l| l.split_whitespace().next());
+        let units = failed_units
+            .lines()
+            .filter_map(|l| l.split_whitespace().next());
         units.map(|u| c.unit_log(u)).collect::<Vec<_>>().join("\n")
     };
-    assert_eq!(failed_units.lines().count(), 1, "{failed_units}\n{}\n{log}", why());
+    assert_eq!(
+        failed_units.lines().count(),
+        1,
+        "{failed_units}\n{}\n{log}",
+        why()
+    );
 }
 
 /// After a reboot /run is empty: only the manager starts (from /etc/hail/manager.env), its

@@ -8,7 +8,7 @@ use std::process::Command;
 use serde_json::Value;
 
 use crate::fixture::{Fixture, RUN, activated, wait_until};
-use hail_testkit::cache::hang_once;
+use hail_testkit::cache::{Published, hang_once};
 use hail_testkit::hail::Running;
 use std::time::Duration;
 
@@ -42,6 +42,22 @@ fn fill(dir: &Path) {
     let mut f = std::fs::File::create(dir.join("fill")).unwrap();
     let chunk = vec![0u8; 4096];
     while f.write_all(&chunk).is_ok() {}
+}
+
+/// After a `--oneshot` that finished a failed deployment: exit 7, no operator's change inferred,
+/// the profile back at `v1` (build `b1`), whose activation ran last. Returns `hail status`.
+fn back_at(f: &Fixture, r: &hail_testkit::hail::Finished, v1: &Published, b1: u64) -> Value {
+    assert_eq!(r.code(), Some(7), "{}", r.output);
+    assert!(!r.output.contains("by hand"), "{}", r.output);
+    assert_eq!(f.profile_target().as_deref(), Some(v1.out_path.as_str()));
+    assert_eq!(
+        f.activations().last().map(String::as_str),
+        Some(activated("1", v1).as_str()),
+        "what runs is what the profile says"
+    );
+    let s = status(f);
+    assert_eq!(s["deployed"]["build_id"], b1, "{s}");
+    s
 }
 
 fn status(f: &Fixture) -> Value {
@@ -173,16 +189,7 @@ fn an_activation_cut_short_by_a_kill_is_finished_and_rolled_back_at_the_next_sta
     // The next hail sees the deployment through: its activation fails, so it is rolled back,
     // build 1 re-activated, and build 2 known-bad, not deployed (and not an operator's doing).
     let r = f.hail.oneshot(&[], RUN);
-    assert_eq!(r.code(), Some(7), "{}", r.output);
-    assert!(!r.output.contains("by hand"), "{}", r.output);
-    assert_eq!(f.profile_target().as_deref(), Some(v1.out_path.as_str()));
-    assert_eq!(
-        f.activations().last().map(String::as_str),
-        Some(activated("1", &v1).as_str()),
-        "what runs is what the profile says"
-    );
-    let s = status(&f);
-    assert_eq!(s["deployed"]["build_id"], b1, "{s}");
+    let s = back_at(&f, &r, &v1, b1);
     assert_eq!(s["known_bad"][0]["build_id"], b2, "{s}");
     let reason = s["known_bad"][0]["reason"].as_str().unwrap_or_default();
     assert!(reason.starts_with("activation failed"), "{s}");
@@ -215,21 +222,12 @@ fn a_rollback_cut_short_by_a_kill_is_finished_without_activating_the_failed_buil
     // The next hail finishes the rollback: build 1 re-activated, build 2 not run again, the
     // deployment on record as failed (not an operator's doing).
     let r = f.hail.oneshot(&[], RUN);
-    assert_eq!(r.code(), Some(7), "{}", r.output);
-    assert!(!r.output.contains("by hand"), "{}", r.output);
-    assert_eq!(f.profile_target().as_deref(), Some(v1.out_path.as_str()));
+    let s = back_at(&f, &r, &v1, b1);
     let runs_of_2 = || {
         let all = f.activations();
         all.iter().filter(|l| **l == activated("2", &v2)).count()
     };
     assert_eq!(runs_of_2(), 1, "build 2 ran again: {:?}", f.activations());
-    assert_eq!(
-        f.activations().last().map(String::as_str),
-        Some(activated("1", &v1).as_str()),
-        "what runs is what the profile says"
-    );
-    let s = status(&f);
-    assert_eq!(s["deployed"]["build_id"], b1, "{s}");
     assert_eq!(s["last_deployment"]["build_id"], b2, "{s}");
     assert_eq!(s["last_deployment"]["result"], "activation-failed", "{s}");
     // Up to date from now on: build 2 is known-bad.
@@ -267,15 +265,7 @@ fn a_rollback_returns_to_the_last_good_build_not_the_generation_below() {
 
     // The next hail rolls build 3 back to build 1 (generation 1), not onto build 2.
     let r = f.hail.oneshot(&fast, RUN);
-    assert_eq!(r.code(), Some(7), "{}", r.output);
-    assert!(!r.output.contains("by hand"), "{}", r.output);
-    assert_eq!(f.profile_target().as_deref(), Some(v1.out_path.as_str()));
-    assert_eq!(
-        f.activations().last().map(String::as_str),
-        Some(activated("1", &v1).as_str())
-    );
-    let s = status(&f);
-    assert_eq!(s["deployed"]["build_id"], b1, "{s}");
+    let s = back_at(&f, &r, &v1, b1);
     let bad: Vec<&Value> = s["known_bad"]
         .as_array()
         .unwrap()
