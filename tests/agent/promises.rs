@@ -1,0 +1,136 @@
+//! Smaller promises, each held by the real binary: `--oneshot` exits 8 while its rollout slot has
+//! not come; `--poll-period 0` is refused; `--health-check` is split into words as systemd splits
+//! them (quotes honoured), and unbalanced quotes are refused; a profile without `bin/activate`
+//! deploys; `hail status`, `pause`, `resume` and `retry` exit 2 for a wrongly named instance, and
+//! `pause`, `resume` and `retry` 3 for an instance this host does not have (`status` shows it as
+//! never run).
+
+use std::time::Duration;
+
+use crate::fixture::{Fixture, RUN};
+
+#[test]
+fn oneshot_exits_8_while_its_rollout_slot_has_not_come() {
+    let Some(f) = Fixture::new() else { return };
+    let (v1, _) = f.release("1");
+    // A key whose slot is at least ten minutes into the hour's spread.
+    let job = f.hail.job_uri.clone();
+    let spread = Duration::from_secs(3600);
+    let key = (0..1000)
+        .map(|i| format!("host-{i}"))
+        .find(|k| hail::decide::rollout_delay(k, &job, spread) >= Duration::from_secs(600))
+        .unwrap();
+    let args = ["--rollout-spread", "1h", "--rollout-key", &key];
+    let r = f.hail.oneshot(&args, RUN);
+    assert_eq!(r.code(), Some(8), "{}", r.output);
+    assert!(
+        r.output.contains("waits for its rollout slot"),
+        "{}",
+        r.output
+    );
+    f.assert_untouched(&r.output);
+    // The slot of the empty spread is now: deployed.
+    let r = f.hail.oneshot(&["--rollout-key", &key], RUN);
+    assert_eq!(r.code(), Some(0), "{}", r.output);
+    assert_eq!(f.profile_target().as_deref(), Some(v1.out_path.as_str()));
+}
+
+#[test]
+fn a_poll_period_of_zero_is_refused() {
+    let Some(f) = Fixture::new() else { return };
+    for period in ["0", "0s", "500ms"] {
+        let r = f.hail.run(&["--poll-period", period], RUN);
+        assert_eq!(r.code(), Some(3), "{period}: {}", r.output);
+        assert!(
+            r.output
+                .contains("--poll-period must be at least one second"),
+            "{period}: {}",
+            r.output
+        );
+    }
+    assert!(f.hydra.requests().is_empty());
+}
+
+#[test]
+fn health_check_words_are_split_with_quotes_honoured() {
+    let Some(f) = Fixture::new() else { return };
+    let (v1, _) = f.release("1");
+    // Passes only when `a b` arrives as one word, the quoted script as another.
+    let check = r#"/bin/sh -c 'test "$#" = 1 && test "$1" = "a b"' sh "a b""#;
+    let r = f
+        .hail
+        .oneshot(&["--health-check", check, "--health-timeout", "10s"], RUN);
+    assert_eq!(r.code(), Some(0), "{}", r.output);
+    assert_eq!(f.profile_target().as_deref(), Some(v1.out_path.as_str()));
+
+    for bad in [r#"/bin/sh -c 'exit 0"#, r#"/bin/true "a"#, "  "] {
+        let r = f.hail.oneshot(&["--health-check", bad], RUN);
+        if bad.trim().is_empty() {
+            // No command at all is no health check.
+            assert_eq!(r.code(), Some(0), "{bad:?}: {}", r.output);
+            continue;
+        }
+        assert_eq!(r.code(), Some(3), "{bad:?}: {}", r.output);
+        assert!(
+            r.output.contains("unbalanced quotes, or no command"),
+            "{bad:?}: {}",
+            r.output
+        );
+    }
+}
+
+#[test]
+fn a_profile_without_bin_activate_deploys() {
+    let Some(f) = Fixture::new() else { return };
+    let file = f.tmp.path().join("no-activate.nix");
+    std::fs::write(
+        &file,
+        r#"{ nonce }: builtins.derivation {
+  name = "no-activate";
+  system = builtins.currentSystem;
+  builder = "/bin/sh";
+  inherit nonce;
+  args = [ "-c" "/bin/mkdir -p $out/bin && echo 'echo hello' > $out/bin/hello" ];
+}
+"#,
+    )
+    .unwrap();
+    let nonce = format!("{:?}", std::time::SystemTime::now());
+    let p = f.cache.publish_nix(&file, &["--argstr", "nonce", &nonce]);
+    let id = f.make_latest(&p);
+    let r = f.hail.oneshot(&[], RUN);
+    assert_eq!(r.code(), Some(0), "{}", r.output);
+    assert_eq!(f.profile_target().as_deref(), Some(p.out_path.as_str()));
+    assert!(
+        r.output
+            .contains("has no bin/activate; nothing to activate")
+            && r.output.contains(&format!("deployed build {id}")),
+        "{}",
+        r.output
+    );
+}
+
+#[test]
+fn control_commands_exit_2_for_a_bad_name_and_3_for_an_unknown_instance() {
+    let Some(f) = Fixture::new() else { return };
+    let unknown = format!("hail-test-unknown-{}", std::process::id());
+    for command in ["status", "pause", "resume", "retry"] {
+        let r = f.hail.run_bare(&[command, "../x"], RUN);
+        assert_eq!(r.code(), Some(2), "{command} ../x: {}", r.output);
+        assert!(r.output.contains("is not an instance name"), "{}", r.output);
+
+        let r = f.hail.run_bare(&[command, &unknown], RUN);
+        if command == "status" {
+            // Status shows such an instance as one that never ran.
+            assert_eq!(r.code(), Some(0), "{command} {unknown}: {}", r.output);
+            assert!(r.output.contains("never ran"), "{}", r.output);
+            continue;
+        }
+        assert_eq!(r.code(), Some(3), "{command} {unknown}: {}", r.output);
+        assert!(
+            r.output.contains(&format!("no instance hail@{unknown}")),
+            "{}",
+            r.output
+        );
+    }
+}
