@@ -35,6 +35,46 @@ fn oneshot_exits_8_while_its_rollout_slot_has_not_come() {
     assert_eq!(f.profile_target().as_deref(), Some(v1.out_path.as_str()));
 }
 
+/// Without `--rollout-key` the slot comes from `/etc/machine-id` (here in a mount namespace of
+/// its own, so the host's is untouched).
+#[test]
+fn the_machine_id_is_the_default_rollout_key() {
+    let Some(f) = Fixture::new() else { return };
+    let (v1, _) = f.release("1");
+    let job = f.hail.job_uri.clone();
+    let spread = Duration::from_secs(3600);
+    let slot = |id: &str| hail::decide::rollout_delay(id, &job, spread);
+    // One id whose slot is at least ten minutes away, one whose slot is within the first second.
+    let ids: Vec<String> = (0..100_000u32).map(|i| format!("{i:032x}")).collect();
+    let late = ids
+        .iter()
+        .find(|id| slot(id) >= Duration::from_secs(600))
+        .unwrap();
+    let now = ids
+        .iter()
+        .find(|id| slot(id) < Duration::from_secs(1))
+        .unwrap();
+    let Some(r) = f.oneshot_with_etc(
+        &[("machine-id", &format!("{late}\n"))],
+        &["--rollout-spread", "1h"],
+    ) else {
+        return;
+    };
+    assert_eq!(r.code(), Some(8), "{}", r.output);
+    let said = format!("rollout slot: {} after", hail::format::duration(slot(late)));
+    assert!(r.output.contains(&said), "{said}: {}", r.output);
+    f.assert_untouched(&r.output);
+
+    let r = f
+        .oneshot_with_etc(
+            &[("machine-id", &format!("{now}\n"))],
+            &["--rollout-spread", "1h"],
+        )
+        .unwrap();
+    assert_eq!(r.code(), Some(0), "{}", r.output);
+    assert_eq!(f.profile_target().as_deref(), Some(v1.out_path.as_str()));
+}
+
 #[test]
 fn a_poll_period_of_zero_is_refused() {
     let Some(f) = Fixture::new() else { return };
