@@ -1,13 +1,17 @@
 //! Smaller promises, each held by the real binary: `--oneshot` exits 8 while its rollout slot has
-//! not come; `--poll-period 0` is refused; `--health-check` is split into words as systemd splits
-//! them (quotes honoured), and unbalanced quotes are refused; a profile without `bin/activate`
-//! deploys; `hail status`, `pause`, `resume` and `retry` exit 2 for a wrongly named instance, and
-//! `pause`, `resume` and `retry` 3 for an instance this host does not have (`status` shows it as
-//! never run).
-
+//! not come; the slot comes from `/etc/machine-id` without `--rollout-key`; `--poll-period 0` is
+//! refused; `--health-check` is split into words as systemd splits them (quotes honoured), and
+//! unbalanced quotes are refused; a profile without `bin/activate` deploys; a path Nix missed
+//! before it was published is deployed (hail's own `narinfo-cache-negative-ttl 0`); `hail status`,
+//! `pause`, `resume` and `retry` exit 2 for a wrongly named instance, and `pause`, `resume` and
+//! `retry` 3 for an instance this host does not have (`status` shows it as never run).
 use std::time::Duration;
 
-use crate::fixture::{Fixture, RUN};
+use std::process::Command;
+
+use hail_testkit::hail::{Hail, Running};
+
+use crate::fixture::{Fixture, HAIL, RUN};
 
 #[test]
 fn oneshot_exits_8_while_its_rollout_slot_has_not_come() {
@@ -173,4 +177,74 @@ fn control_commands_exit_2_for_a_bad_name_and_3_for_an_unknown_instance() {
             r.output
         );
     }
+}
+
+/// A path Nix was asked for before it was published (a negative look-up Nix remembers for an
+/// hour by default) is still deployed right after it is: hail's own Nix commands set
+/// `narinfo-cache-negative-ttl 0`. Here the Nix configuration does not set it.
+#[test]
+fn a_path_nix_missed_before_it_was_published_is_deployed() {
+    let Some(f) = Fixture::new() else { return };
+    let config = format!(
+        "substituters = {}\ntrusted-public-keys = {}\n",
+        f.cache.url(),
+        f.cache.public_key()
+    );
+    let hail = Hail::new(HAIL, &f.hydra.default_job_uri(), &config);
+    let p = f.publish("1");
+    let hash = &p.out_path["/nix/store/".len()..][..32];
+    let narinfo_path = format!("/{hash}.narinfo");
+    let narinfo_asks = || {
+        f.cache
+            .requests()
+            .iter()
+            .filter(|r| **r == narinfo_path)
+            .count()
+    };
+    // Nix asks for it, with hail's environment (its home, hence its narinfo cache) and Nix
+    // configuration, while its narinfo is hidden: not published yet.
+    let realise = || {
+        let hails = hail.bare_command(&[]);
+        Command::new("nix-store")
+            .env_clear()
+            .envs(
+                hails
+                    .get_envs()
+                    .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))),
+            )
+            .args(["--realise", &p.out_path])
+            .output()
+            .unwrap()
+    };
+    let narinfo = f.cache.dir().join(format!("{hash}.narinfo"));
+    let hidden = narinfo.with_extension("hidden");
+    std::fs::rename(&narinfo, &hidden).unwrap();
+    let out = realise();
+    assert!(
+        !out.status.success(),
+        "found before it was published: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(narinfo_asks() >= 1);
+    // Published: Nix, by itself, trusts its memory and does not ask again.
+    std::fs::rename(&hidden, &narinfo).unwrap();
+    let asked = narinfo_asks();
+    assert!(
+        !realise().status.success(),
+        "Nix remembered no negative look-up"
+    );
+    assert_eq!(narinfo_asks(), asked, "Nix remembered no negative look-up");
+
+    let id = f.make_latest(&p);
+    let r = Running::start(hail.command(&["--oneshot"])).finish_within(RUN);
+    assert_eq!(r.code(), Some(0), "{}", r.output);
+    assert!(
+        r.output.contains(&format!("deployed build {id}")),
+        "{}",
+        r.output
+    );
+    assert_eq!(
+        std::fs::canonicalize(&hail.profile).ok().as_deref(),
+        Some(std::path::Path::new(&p.out_path))
+    );
 }
