@@ -5,9 +5,9 @@
 //! before it was published is deployed (hail's own `narinfo-cache-negative-ttl 0`); `hail status`,
 //! `pause`, `resume` and `retry` exit 2 for a wrongly named instance, and `pause`, `resume` and
 //! `retry` 3 for an instance this host does not have (`status` shows it as never run).
-use std::time::Duration;
 
 use std::process::Command;
+use std::time::Duration;
 
 use hail_testkit::hail::{Hail, Running};
 
