@@ -290,7 +290,9 @@ fn overrides() {
     assert!(t.elapsed() >= Duration::from_millis(300));
 
     h.override_path(&path, Override::close());
-    assert!(get(&format!("{}{path}", h.url()), &[JSON]).is_err());
+    // Closed without a byte: no head to read.
+    let err = get(&format!("{}{path}", h.url()), &[JSON]).unwrap_err();
+    assert_eq!(err.to_string(), "no end of headers");
     h.override_path(&path, Override::redirect("http://localhost:1/build/1"));
     let r = get(&format!("{}{path}", h.url()), &[JSON]).unwrap();
     assert_eq!(r.header("Location"), Some("http://localhost:1/build/1"));

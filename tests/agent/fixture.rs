@@ -138,7 +138,8 @@ impl Fixture {
     /// cache.
     pub fn assert_untouched(&self, output: &str) {
         assert!(
-            fs::symlink_metadata(&self.hail.profile).is_err(),
+            fs::symlink_metadata(&self.hail.profile)
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound),
             "the profile was created; hail's output:\n{output}"
         );
         assert_eq!(
