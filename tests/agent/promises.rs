@@ -44,11 +44,17 @@ fn oneshot_exits_8_while_its_rollout_slot_has_not_come() {
 #[test]
 fn the_machine_id_is_the_default_rollout_key() {
     let Some(f) = Fixture::new() else { return };
-    let (v1, _) = f.release("1");
+    let (v1, b1) = f.release("1");
+    // Finished half a minute ago (by Hydra's clock, which is the host's here).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    f.hydra.set_stoptime(b1, now - 30);
     let job = f.hail.job_uri.clone();
     let spread = Duration::from_secs(3600);
     let slot = |id: &str| hail::decide::rollout_delay(id, &job, spread);
-    // One id whose slot is at least ten minutes away, one whose slot is within the first second.
+    // One id whose slot is at least ten minutes away, one whose slot has come.
     let ids: Vec<String> = (0..100_000u32).map(|i| format!("{i:032x}")).collect();
     let late = ids
         .iter()
@@ -56,7 +62,7 @@ fn the_machine_id_is_the_default_rollout_key() {
         .unwrap();
     let now = ids
         .iter()
-        .find(|id| slot(id) < Duration::from_secs(1))
+        .find(|id| slot(id) < Duration::from_secs(5))
         .unwrap();
     let Some(r) = f.oneshot_with_etc(
         &[("machine-id", &format!("{late}\n"))],
