@@ -208,4 +208,54 @@ mod tests {
         };
         assert!(e.to_string().ends_with("within 1m"), "{e}");
     }
+
+    /// Asked to stop, a running activation gets `STOP_GRACE` (one minute) to finish, however
+    /// long its own time bound, then it is killed. Tokio's clock is paused and jumps ahead
+    /// whenever nothing else is ready; the activation is a real process.
+    #[tokio::test(start_paused = true)]
+    async fn stopping_cuts_an_activation_short_after_one_minute() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let script = format!("echo $$ > '{}'; exec sleep 1000", pid_file.display());
+        let cmd = CommandLine::new("/bin/sh").args(["-c", &script]);
+        let (stop_tx, mut stop) = watch::channel(false);
+        let env: [(&str, String); 0] = [];
+        let watchdog = Watchdog::disabled();
+        let run = run(
+            &cmd,
+            &env,
+            Duration::from_secs(3600),
+            &watchdog,
+            &mut stop,
+            |_| {},
+        );
+        let stop_when_started = async {
+            // Real time: the shell needs a moment to start.
+            while !pid_file.exists() {
+                std::thread::sleep(Duration::from_millis(10));
+                tokio::task::yield_now().await;
+            }
+            stop_tx.send(true).unwrap();
+            Instant::now()
+        };
+        let (result, stopped_at) = tokio::join!(run, stop_when_started);
+        let took = stopped_at.elapsed();
+        assert!(
+            matches!(result, Err(ActivationError::Stopped { .. })),
+            "{result:?}"
+        );
+        assert!(
+            took >= STOP_GRACE && took <= STOP_GRACE + KILL_GRACE + Duration::from_secs(1),
+            "killed {took:?} after the stop"
+        );
+        assert_eq!(STOP_GRACE, Duration::from_secs(60));
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // SAFETY: kill(2) with signal 0 only checks that the process exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0;
+        assert!(!alive, "the activation {pid} still runs");
+    }
 }

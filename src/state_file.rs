@@ -376,7 +376,8 @@ mod tests {
         fs::write(sd.requests_dir().join("0-bad.json"), "nonsense").unwrap();
         let taken = sd.take_requests();
         assert_eq!(taken.len(), 3);
-        assert!(taken[0].is_err());
+        let bad = taken[0].as_ref().unwrap_err();
+        assert!(bad.contains("0-bad.json"), "{bad}");
         assert_eq!(
             taken[1],
             Ok(Request::Pause {
@@ -399,7 +400,10 @@ mod tests {
         assert_eq!(sd.agent(), Agent::NotRunning);
         let mark = sd.mark_agent().unwrap();
         assert_eq!(sd.agent(), Agent::Running(std::process::id()));
-        assert!(sd.mark_agent().is_err());
+        assert!(
+            matches!(sd.mark_agent(), Err(StateError::Held { .. })),
+            "a second agent was let in"
+        );
         drop(mark);
         assert_eq!(sd.agent(), Agent::NotRunning);
     }

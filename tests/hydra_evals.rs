@@ -125,6 +125,23 @@ fn latest_finished_eval_refuses_what_is_not_an_evaluation() {
     ));
 }
 
+/// A renamed jobset: Hydra answers 301 to the same route under the new name. Its builds carry
+/// the new name, so the client says so (and where to) rather than follow it.
+#[test]
+fn a_renamed_jobsets_301_is_reported_with_the_new_name() {
+    let r = Rig::new();
+    r.eval(2);
+    r.hydra.rename_jobset("hail", "test", "renamed");
+    let err = r.latest_finished().unwrap_err();
+    assert!(matches!(err, HydraError::Moved { .. }), "{err}");
+    let new = format!("{}/jobset/hail/renamed/latest-eval", r.hydra.url());
+    assert!(
+        err.to_string().contains(&format!("{new:?}"))
+            && err.to_string().contains("job URI under its new name"),
+        "{err}"
+    );
+}
+
 #[test]
 fn recent_evals_pages_only_as_far_as_needed() {
     let r = Rig::new();
@@ -291,8 +308,14 @@ fn a_job_uri_of_another_shape_cannot_gate() {
     let job = Job::parse(&format!("{}/custom/latest-web", r.hydra.url())).unwrap();
     let err = block_on(r.client.eval_verdict(&job, 1)).unwrap_err();
     assert!(matches!(err, HydraError::NotAJobPath(_)), "{err}");
-    assert!(block_on(r.client.recent_evals(&job, 1)).is_err());
-    assert!(block_on(r.client.latest_finished_eval(&job)).is_err());
+    for err in [
+        block_on(r.client.recent_evals(&job, 1)).unwrap_err(),
+        block_on(r.client.latest_finished_eval(&job))
+            .map(|_| ())
+            .unwrap_err(),
+    ] {
+        assert!(matches!(err, HydraError::NotAJobPath(_)), "{err}");
+    }
     assert!(r.hydra.requests().is_empty());
 }
 

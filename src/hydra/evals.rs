@@ -162,6 +162,14 @@ impl HydraClient {
         let url = job.jobset_url("latest-eval")?;
         self.bounded(&url.clone(), async {
             let (url, resp) = self.send(url, Redirects::Return).await?;
+            if resp.status() == reqwest::StatusCode::MOVED_PERMANENTLY {
+                // A renamed jobset. Its builds now carry the new name, so the job's build could
+                // not be told from the others under the old one: the operator is told instead.
+                return Err(HydraError::Moved {
+                    url: redact(url.as_str()),
+                    location: one_line(location(&resp).unwrap_or_default()),
+                });
+            }
             if resp.status().is_redirection() {
                 let target = location(&resp).unwrap_or_default();
                 return eval_id_in(&url, target)

@@ -33,6 +33,11 @@ pub enum HydraError {
     },
     #[error("Hydra redirected {url} to an invalid location {location:?}")]
     BadRedirect { url: String, location: String },
+    #[error(
+        "Hydra moved {url} for good to {location:?} (301, as for a renamed jobset): give hail \
+         the job URI under its new name"
+    )]
+    Moved { url: String, location: String },
     #[error("Hydra redirected more than {MAX_REDIRECTS} times, starting at {url}")]
     TooManyRedirects { url: String },
     #[error("Hydra answered {content_type:?} instead of JSON for {url}; is the job URI right?")]

@@ -5,7 +5,11 @@
 //!   `Location` built from the request's `Host` (as Catalyst's `uri_for` does) to `/build/<id>`;
 //!   404 `There is no successful build to redirect to.`; unknown jobset 404
 //!   `Jobset ‘X’ doesn't exist.`
-//! - `/build/<id>`: the full build (`finished` 0/1, `buildstatus` null until finished, …).
+//! - A renamed jobset ([`HydraServer::rename_jobset`]): every `/job/<p>/<old>/…` and
+//!   `/jobset/<p>/<old>/…` answers 301 to the same path under the new name, the request's query
+//!   parameters carried along (Hydra's `Job.pm` and `Jobset.pm` chains).
+//! - `/build/<id>`: the full build (`finished` 0/1, `buildstatus` null until finished; queued:
+//!   `starttime` and `stoptime` null; running: `starttime` set, `stoptime` null; finished: both).
 //! - `/eval/<id>`, `/eval/<id>/builds`, `/eval/<id>/job/<job>` (302 to the build, or 404
 //!   `This evaluation has no job with the specified name.`).
 //! - `/jobset/<p>/<j>/evals`: `{"evals", "first", "last", "previous"?, "next"?}`, 20 per page,
@@ -53,6 +57,8 @@ pub struct BuildSpec {
     /// content-addressed output not built yet).
     pub outputs: Vec<(String, Option<String>)>,
     pub finished: bool,
+    /// Running (`starttime` set) rather than queued; ignored once finished.
+    pub started: bool,
     /// `None` is JSON null (what Hydra sends until the build is finished).
     pub buildstatus: Option<i64>,
     pub system: String,
@@ -69,18 +75,29 @@ impl BuildSpec {
             job: DEFAULT_JOB.into(),
             outputs: vec![("out".into(), Some(out_path.into()))],
             finished: true,
+            started: true,
             buildstatus: Some(0),
             system: "x86_64-linux".into(),
             evals: Vec::new(),
         }
     }
 
-    /// A build that has not run yet (`finished: 0`, `buildstatus: null`).
+    /// A build that has not run yet (`finished: 0`, `buildstatus: null`, no `starttime`).
     pub fn queued(out_path: &str) -> BuildSpec {
         BuildSpec {
             finished: false,
+            started: false,
             buildstatus: None,
             ..BuildSpec::succeeded(out_path)
+        }
+    }
+
+    /// A build being built now: `finished: 0`, `buildstatus: null`, `starttime` set (by Hydra's
+    /// clock, when it is added), `stoptime` null.
+    pub fn running(out_path: &str) -> BuildSpec {
+        BuildSpec {
+            started: true,
+            ..BuildSpec::queued(out_path)
         }
     }
 
@@ -250,6 +267,7 @@ struct Build {
     id: u64,
     spec: BuildSpec,
     timestamp: u64,
+    starttime: Option<u64>,
     stoptime: Option<u64>,
 }
 
@@ -267,6 +285,8 @@ struct State {
     builds: BTreeMap<u64, Build>,
     evals: BTreeMap<u64, Eval>,
     jobsets: BTreeSet<(String, String)>,
+    /// (project, old jobset name) → new name, as Hydra's `JobsetRenames` table.
+    renames: BTreeMap<(String, String), String>,
     private: bool,
     overrides: HashMap<String, Override>,
     requests: Vec<RecordedRequest>,
@@ -364,6 +384,7 @@ impl HydraServer {
                 .unwrap_or_else(|| panic!("no evaluation {e}"));
             eval.builds.push(id);
         }
+        let starttime = (spec.finished || spec.started).then_some(now);
         let stoptime = spec.finished.then_some(now);
         st.builds.insert(
             id,
@@ -371,6 +392,7 @@ impl HydraServer {
                 id,
                 spec: BuildSpec { evals, ..spec },
                 timestamp: now,
+                starttime,
                 stoptime,
             },
         );
@@ -427,7 +449,48 @@ impl HydraServer {
             .unwrap_or_else(|| panic!("no build {id}"));
         b.spec.finished = true;
         b.spec.buildstatus = Some(buildstatus);
+        b.starttime = b.starttime.or(Some(now));
         b.stoptime = Some(now);
+    }
+
+    /// A queued build starts running: `starttime` now (by Hydra's clock), still `finished: 0`,
+    /// `stoptime` null.
+    pub fn mark_running(&self, id: u64) {
+        let mut st = self.lock();
+        let now = st.now();
+        let b = st
+            .builds
+            .get_mut(&id)
+            .unwrap_or_else(|| panic!("no build {id}"));
+        assert!(!b.spec.finished, "build {id} is finished");
+        b.spec.started = true;
+        b.starttime = Some(now);
+    }
+
+    /// Renames a jobset as Hydra's jobset settings do: its builds and evaluations move to the new
+    /// name, and requests naming the old one are answered 301 to the same path under the new one.
+    pub fn rename_jobset(&self, project: &str, from: &str, to: &str) {
+        let mut st = self.lock();
+        let old = (project.to_string(), from.to_string());
+        assert!(st.jobsets.remove(&old), "no jobset {project}/{from}");
+        st.jobsets.insert((project.into(), to.into()));
+        for b in st.builds.values_mut() {
+            if b.spec.project == project && b.spec.jobset == from {
+                b.spec.jobset = to.into();
+            }
+        }
+        for e in st.evals.values_mut() {
+            if e.project == project && e.jobset == from {
+                e.jobset = to.into();
+            }
+        }
+        // Older names of this jobset lead to the newest one.
+        for (key, name) in st.renames.iter_mut() {
+            if key.0 == project && name == from {
+                *name = to.into();
+            }
+        }
+        st.renames.insert(old, to.into());
     }
 
     /// Sets a finished build's `stoptime` (seconds since the epoch, by Hydra's clock): a build
@@ -440,6 +503,8 @@ impl HydraServer {
             .unwrap_or_else(|| panic!("no build {id}"));
         assert!(b.spec.finished, "build {id} is not finished");
         b.stoptime = Some(stoptime);
+        // Hydra's builds start before they stop.
+        b.starttime = b.starttime.map(|s| s.min(stoptime));
     }
 
     /// Sets how far this Hydra's clock runs ahead of the host's (negative: behind): the
@@ -585,6 +650,9 @@ fn answer(state: &Mutex<State>, session: &str, req: &Request) -> (usize, Reply) 
         Outcome::Redirect(location) => {
             Response::with_body(302, HTML, "").header("Location", &format!("{base}{location}"))
         }
+        Outcome::Moved(location) => {
+            Response::with_body(301, HTML, "").header("Location", &format!("{base}{location}"))
+        }
         Outcome::Json(v) if wants_json => Response::with_body(200, JSON, v.to_string()),
         Outcome::Json(v) => Response::with_body(200, HTML, html(&format!("{:#}", v))),
         Outcome::Error(status, msg) if wants_json => {
@@ -609,6 +677,8 @@ enum Outcome {
     Json(Value),
     /// A path on this server (made absolute from the request's `Host`).
     Redirect(String),
+    /// 301: a path (and query) on this server, as for a renamed jobset.
+    Moved(String),
     Error(u16, String),
 }
 
@@ -623,6 +693,17 @@ fn route(st: &State, req: &Request) -> Outcome {
         return Outcome::Error(405, format!("Method {} is not allowed here.", req.method));
     }
     let segs: Vec<&str> = req.path().trim_start_matches('/').split('/').collect();
+    if let ["job" | "jobset", project, jobset, ..] = segs.as_slice()
+        && let Some(to) = st.renames.get(&(project.to_string(), jobset.to_string()))
+        && !st
+            .jobsets
+            .contains(&(project.to_string(), jobset.to_string()))
+    {
+        let mut moved = segs.clone();
+        moved[2] = to;
+        let query = req.query().map(|q| format!("?{q}")).unwrap_or_default();
+        return Outcome::Moved(format!("/{}{query}", moved.join("/")));
+    }
     match segs.as_slice() {
         ["job", project, jobset, job, action, rest @ ..] => {
             if !st
@@ -852,7 +933,7 @@ fn build_json(b: &Build) -> Value {
         "id": b.id,
         "finished": if s.finished { 1 } else { 0 },
         "timestamp": b.timestamp,
-        "starttime": b.stoptime.map(|t| t.saturating_sub(1)),
+        "starttime": b.starttime,
         "stoptime": b.stoptime,
         "project": s.project,
         "jobset": s.jobset,
@@ -887,7 +968,16 @@ fn eval_json(st: &State, e: &Eval) -> Value {
         "hasnewbuilds": if has_new_builds(st, e) { 1 } else { 0 },
         "flake": null,
         "builds": e.builds,
-        "jobsetevalinputs": {},
+        // One input, shaped as Hydra shows a git input (values made up).
+        "jobsetevalinputs": {
+            "src": {
+                "type": "git",
+                "uri": format!("https://git.example.com/{}.git", e.project),
+                "revision": format!("{:040x}", e.id),
+                "value": null,
+                "dependency": null,
+            }
+        },
     })
 }
 

@@ -290,7 +290,9 @@ fn overrides() {
     assert!(t.elapsed() >= Duration::from_millis(300));
 
     h.override_path(&path, Override::close());
-    assert!(get(&format!("{}{path}", h.url()), &[JSON]).is_err());
+    // Closed without a byte: no head to read.
+    let err = get(&format!("{}{path}", h.url()), &[JSON]).unwrap_err();
+    assert_eq!(err.to_string(), "no end of headers");
     h.override_path(&path, Override::redirect("http://localhost:1/build/1"));
     let r = get(&format!("{}{path}", h.url()), &[JSON]).unwrap();
     assert_eq!(r.header("Location"), Some("http://localhost:1/build/1"));
@@ -349,4 +351,126 @@ fn cache_publishes_signed_closures_absent_locally() {
         .output()
         .unwrap();
     assert!(!out.status.success(), "an unsigned path was substituted");
+}
+
+#[test]
+fn running_builds_are_not_latest_and_finish_with_both_times() {
+    let h = HydraServer::start();
+    let latest = format!("{}/latest", h.default_job_uri());
+    let ok = h.add_build(BuildSpec::succeeded(P1));
+    let running = h.add_build(BuildSpec::running(P2));
+    let queued = h.add_build(BuildSpec::queued(P2));
+    let (_, r) = json(&format!("{}/build/{running}", h.url()));
+    assert_eq!(
+        (&r["finished"], &r["buildstatus"], &r["stoptime"]),
+        (&Value::from(0), &Value::Null, &Value::Null)
+    );
+    assert!(r["starttime"].as_u64().is_some(), "{r}");
+    let (_, q) = json(&format!("{}/build/{queued}", h.url()));
+    assert_eq!(
+        (&q["starttime"], &q["stoptime"]),
+        (&Value::Null, &Value::Null)
+    );
+    // Hydra's latest: finished and succeeded only.
+    let at = |id: u64| Some(format!("{}/build/{id}", h.url()));
+    let location = || {
+        get(&latest, &[JSON])
+            .unwrap()
+            .header("Location")
+            .map(str::to_string)
+    };
+    assert_eq!(location(), at(ok));
+    h.mark_running(queued);
+    let (_, q) = json(&format!("{}/build/{queued}", h.url()));
+    assert!(q["starttime"].as_u64().is_some(), "{q}");
+    assert_eq!(location(), at(ok));
+    h.mark_finished(running);
+    let (_, r) = json(&format!("{}/build/{running}", h.url()));
+    let (start, stop) = (r["starttime"].as_u64(), r["stoptime"].as_u64());
+    assert!(start.is_some() && start <= stop, "{r}");
+    assert_eq!(location(), at(running));
+}
+
+#[test]
+fn stoptime_and_clock_are_settable() {
+    let h = HydraServer::start();
+    let id = h.add_build(BuildSpec::succeeded(P1));
+    h.set_stoptime(id, 1_717_430_587);
+    let (_, b) = json(&format!("{}/build/{id}", h.url()));
+    assert_eq!(b["stoptime"], 1_717_430_587);
+    assert!(b["starttime"].as_u64() <= b["stoptime"].as_u64(), "{b}");
+
+    // A day ahead: new builds and the `Date:` header follow Hydra's clock.
+    h.set_clock_ahead(86_400);
+    let id = h.add_build(BuildSpec::succeeded(P1));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let r = get(&format!("{}/build/{id}", h.url()), &[JSON]).unwrap();
+    let b: Value = serde_json::from_slice(&r.body).unwrap();
+    let stop = b["stoptime"].as_u64().unwrap();
+    assert!(stop.abs_diff(now + 86_400) < 60, "{stop} vs {now}");
+    let date = r.header("Date").unwrap();
+    let date = jiff::fmt::rfc2822::parse(date)
+        .unwrap()
+        .timestamp()
+        .as_second() as u64;
+    assert!(date.abs_diff(now + 86_400) < 60, "{date} vs {now}");
+}
+
+#[test]
+fn a_renamed_jobset_answers_301_to_its_new_name() {
+    let h = HydraServer::start();
+    let ok = h.add_build(BuildSpec::succeeded(P1));
+    h.rename_jobset("hail", "test", "main");
+    for (old, new) in [
+        (
+            "/job/hail/test/profile/latest",
+            "/job/hail/main/profile/latest",
+        ),
+        (
+            "/jobset/hail/test/evals?page=2",
+            "/jobset/hail/main/evals?page=2",
+        ),
+        (
+            "/jobset/hail/test/latest-eval",
+            "/jobset/hail/main/latest-eval",
+        ),
+    ] {
+        let r = get(&format!("{}{old}", h.url()), &[JSON]).unwrap();
+        assert_eq!(r.status, 301, "{old}");
+        assert_eq!(
+            r.header("Location"),
+            Some(format!("{}{new}", h.url()).as_str()),
+            "{old}"
+        );
+    }
+    let r = get(
+        &format!("{}/job/hail/main/profile/latest", h.url()),
+        &[JSON],
+    )
+    .unwrap();
+    assert_eq!(
+        r.header("Location"),
+        Some(format!("{}/build/{ok}", h.url()).as_str())
+    );
+    let (_, b) = json(&format!("{}/build/{ok}", h.url()));
+    assert_eq!(b["jobset"], "main");
+    // Renamed again: the oldest name leads to the newest; an unknown one is still a 404.
+    h.rename_jobset("hail", "main", "prod");
+    let r = get(
+        &format!("{}/job/hail/test/profile/latest", h.url()),
+        &[JSON],
+    )
+    .unwrap();
+    assert_eq!(
+        r.header("Location"),
+        Some(format!("{}/job/hail/prod/profile/latest", h.url()).as_str())
+    );
+    let (s, e) = json(&format!("{}/job/hail/nope/profile/latest", h.url()));
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (404, Some("Jobset ‘nope’ doesn't exist."))
+    );
 }

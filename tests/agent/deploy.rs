@@ -386,5 +386,5 @@ fn oneshot_usage_and_configuration_errors() {
 }
 
 fn fs_absent(p: &Path) -> bool {
-    std::fs::symlink_metadata(p).is_err()
+    std::fs::symlink_metadata(p).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
 }

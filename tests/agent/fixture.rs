@@ -3,10 +3,11 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use hail_testkit::cache::{Cache, ProfileSpec, Published};
-use hail_testkit::hail::{Hail, Running};
+use hail_testkit::hail::{Finished, Hail, Running};
 use hail_testkit::hydra::{BuildSpec, HydraServer};
 use tempfile::TempDir;
 
@@ -137,7 +138,8 @@ impl Fixture {
     /// cache.
     pub fn assert_untouched(&self, output: &str) {
         assert!(
-            fs::symlink_metadata(&self.hail.profile).is_err(),
+            fs::symlink_metadata(&self.hail.profile)
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound),
             "the profile was created; hail's output:\n{output}"
         );
         assert_eq!(
@@ -161,6 +163,52 @@ impl Fixture {
             Vec::<String>::new(),
             "the cache was asked; hail's output:\n{output}"
         );
+    }
+
+    /// Runs `hail --oneshot extra…` in a mount namespace of its own whose `/etc` shows `files`
+    /// (name → content, mode 0600) over the host's, which stays untouched (an overlay on a
+    /// tmpfs, both gone with the namespace). `None` when `unshare` or root is missing.
+    pub fn oneshot_with_etc(&self, files: &[(&str, &str)], extra: &[&str]) -> Option<Finished> {
+        if !hail_testkit::prereq::require(&["root", "unshare", "mount"]) {
+            return None;
+        }
+        let layers = tempfile::Builder::new()
+            .prefix("etc-")
+            .tempdir_in(self.tmp.path())
+            .unwrap();
+        let mut prelude = format!(
+            "mount -t tmpfs hail-test-etc {d} && mkdir {d}/upper {d}/work && ",
+            d = layers.path().display()
+        );
+        for (i, (name, content)) in files.iter().enumerate() {
+            let source = self.tmp.path().join(format!("etc-file-{i}"));
+            fs::write(&source, content).unwrap();
+            prelude.push_str(&format!(
+                "install -m 0600 {} {}/upper/{name} && ",
+                source.display(),
+                layers.path().display()
+            ));
+        }
+        prelude.push_str(&format!(
+            "mount -t overlay hail-test-etc -o lowerdir=/etc,upperdir={d}/upper,workdir={d}/work /etc && ",
+            d = layers.path().display()
+        ));
+        let mut args = vec!["--oneshot"];
+        args.extend_from_slice(extra);
+        let hail = self.hail.command(&args);
+        let mut c = Command::new("unshare");
+        c.env_clear();
+        for (k, v) in hail.get_envs() {
+            if let Some(v) = v {
+                c.env(k, v);
+            }
+        }
+        c.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+            .arg(format!("{prelude}exec \"$@\""))
+            .arg("sh")
+            .arg(hail.get_program())
+            .args(hail.get_args());
+        Some(Running::start(c).finish_within(RUN))
     }
 
     /// Requests hail made for the job's `/latest`.

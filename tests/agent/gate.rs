@@ -83,6 +83,60 @@ fn an_unfinished_newest_evaluation_is_passed_over_unread() {
     );
 }
 
+/// The job's build running again in an evaluation Hydra had called finished (a build restarted
+/// between `latest-eval` and the read of its builds): it is not deployed, and said why.
+#[test]
+fn a_running_build_of_a_finished_evaluation_is_not_deployed() {
+    let Some(f) = Fixture::new() else { return };
+    let (v1, v2) = (f.publish("1"), f.publish("2"));
+    let (_, b1) = f.eval_with(&v1, 2, &BuildSpec::succeeded(OTHER));
+    let e2 = f.hydra.add_eval(DEFAULT_PROJECT, DEFAULT_JOBSET);
+    f.hydra
+        .add_build(BuildSpec::running(&v2.out_path).in_evals(&[e2]));
+    f.hydra
+        .add_other_builds(e2, 2, &BuildSpec::succeeded(OTHER));
+    let latest_eval = format!("/jobset/{DEFAULT_PROJECT}/{DEFAULT_JOBSET}/latest-eval");
+    let at = format!("{}/eval/{e2}?name={DEFAULT_JOBSET}", f.hydra.url());
+    f.hydra
+        .override_path(&latest_eval, Override::redirect(&at).times(1));
+    let r = f.gated(&[]);
+    assert_eq!(r.code(), Some(0), "{}", r.output);
+    assert_eq!(f.profile_target().as_deref(), Some(v1.out_path.as_str()));
+    assert!(
+        r.output.contains(&format!("deployed build {b1}")),
+        "{}",
+        r.output
+    );
+    assert!(
+        r.output
+            .contains(&format!("evaluation {e2}: 1 of 3 builds unfinished")),
+        "{}",
+        r.output
+    );
+    assert_eq!(f.builds_reads(e2), 1);
+}
+
+/// A renamed jobset: Hydra answers 301 on its evaluation routes too. Under the gate hail stops
+/// there and names the new place (exit 5, nothing touched).
+#[test]
+fn a_renamed_jobset_is_reported_by_the_gate() {
+    let Some(f) = Fixture::new() else { return };
+    let v1 = f.publish("1");
+    f.eval_with(&v1, 2, &BuildSpec::succeeded(OTHER));
+    f.hydra
+        .rename_jobset(DEFAULT_PROJECT, DEFAULT_JOBSET, "renamed");
+    let r = f.gated(&[]);
+    assert_eq!(r.code(), Some(5), "{}", r.output);
+    f.assert_untouched(&r.output);
+    assert!(
+        r.output
+            .contains(&format!("/jobset/{DEFAULT_PROJECT}/renamed/latest-eval\""))
+            && r.output.contains("job URI under its new name"),
+        "{}",
+        r.output
+    );
+}
+
 #[test]
 fn all_green_deploys_the_newest_and_steady_polls_read_no_builds() {
     let Some(f) = Fixture::new() else { return };

@@ -4,11 +4,12 @@
 //! Where it matters, the bad answer names a real, signed, published closure, so a hail that
 //! ignored the problem would deploy it and the test would fail.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::fixture::{Fixture, RUN, assert_running, wait_until};
 use hail_testkit::hail::{Finished, Running};
-use hail_testkit::hydra::{BuildSpec, Override};
+use hail_testkit::hydra::{BuildSpec, DEFAULT_JOB, DEFAULT_JOBSET, DEFAULT_PROJECT, Override};
 
 /// Runs `hail --oneshot`, expects exit 5 and an untouched system.
 fn refused(f: &Fixture, extra: &[&str]) -> Finished {
@@ -40,6 +41,49 @@ fn unfinished_build() {
     let id = f.hydra.add_build(BuildSpec::queued(&p.out_path));
     latest_points_at(&f, id);
     refused(&f, &[]);
+}
+
+/// A build being built (`starttime` set, `stoptime` null, `finished` 0) is never deployed: Hydra's
+/// `/latest` passes over it, and a `/latest` pointing at it anyway is refused.
+#[test]
+fn a_running_build_is_never_deployed() {
+    let Some(f) = Fixture::new() else { return };
+    let (v1, _) = f.release("1");
+    let v2 = f.publish("2");
+    let running = f.hydra.add_build(BuildSpec::running(&v2.out_path));
+    let r = f.hail.oneshot(&[], RUN);
+    assert_eq!(r.code(), Some(0), "{}", r.output);
+    assert_eq!(f.profile_target().as_deref(), Some(v1.out_path.as_str()));
+
+    latest_points_at(&f, running);
+    let r = f.hail.oneshot(&[], RUN);
+    assert_eq!(r.code(), Some(5), "{}", r.output);
+    assert!(
+        r.output
+            .contains(&format!("build {running} has not finished")),
+        "{}",
+        r.output
+    );
+    assert_eq!(f.profile_target().as_deref(), Some(v1.out_path.as_str()));
+    assert!(
+        !Path::new(&v2.out_path).exists(),
+        "the running build was realised"
+    );
+}
+
+/// Hydra answers 301 for a jobset renamed in its settings; hail follows it to the new name.
+#[test]
+fn a_renamed_jobset_is_followed() {
+    let Some(f) = Fixture::new() else { return };
+    let (v1, _) = f.release("1");
+    f.hydra
+        .rename_jobset(DEFAULT_PROJECT, DEFAULT_JOBSET, "renamed");
+    let r = f.hail.oneshot(&[], RUN);
+    assert_eq!(r.code(), Some(0), "{}", r.output);
+    assert_eq!(f.profile_target().as_deref(), Some(v1.out_path.as_str()));
+    let moved = format!("/job/{DEFAULT_PROJECT}/renamed/{DEFAULT_JOB}/latest");
+    assert_eq!(f.latest_requests(), 1);
+    assert_eq!(f.hydra.requests_to(&moved).len(), 1, "{}", r.output);
 }
 
 #[test]

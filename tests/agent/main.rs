@@ -15,6 +15,7 @@ mod monitoring;
 mod netrc;
 mod notify;
 mod profile;
+mod promises;
 mod proven;
 mod state;
 mod status;

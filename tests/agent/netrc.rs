@@ -214,3 +214,24 @@ fn misspelt_keyword_is_warned_about_without_the_secret() {
     assert!(r.output.contains("no password"), "{}", r.output);
     assert_no_secret(&r.output, &[PASSWORD]);
 }
+
+/// Without `--netrc-file`, hail reads `/etc/netrc` when it exists (here in a mount namespace of
+/// its own, so the host's `/etc` is untouched).
+#[test]
+fn etc_netrc_is_the_default() {
+    let Some(f) = Fixture::new() else { return };
+    let (p, _) = f.release("1");
+    let Some(r) = f.oneshot_with_etc(&[("netrc", &alice())], &[]) else {
+        return;
+    };
+    assert_eq!(r.code(), Some(0), "{}", r.output);
+    assert_eq!(f.profile_target().as_deref(), Some(p.out_path.as_str()));
+    let auth: Vec<Option<String>> = f
+        .hydra
+        .requests_to(&f.hydra.default_latest_path())
+        .iter()
+        .map(|q| q.header("Authorization").map(str::to_string))
+        .collect();
+    assert_eq!(auth, [Some(basic("alice", PASSWORD))], "{}", r.output);
+    assert_no_secret(&r.output, &[PASSWORD]);
+}

@@ -1,7 +1,9 @@
 //! Stopping while a deployment is under way: a realise that hangs (a binary cache that accepts
-//! connections and never answers) is cut short by SIGTERM, with the profile untouched.
+//! connections and never answers) is cut short by SIGTERM, with the profile untouched; under
+//! `--oneshot` hail then exits 1.
 
 use std::net::TcpListener;
+use std::process::ExitStatus;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -14,8 +16,26 @@ use hail_testkit::notify::NotifySocket;
 
 #[test]
 fn sigterm_during_a_hanging_realise_stops_promptly() {
-    if !hail_testkit::prereq::require_nix() {
+    let Some(status) = sigterm_during_a_hanging_realise(&["--poll-period", "1h"]) else {
         return;
+    };
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn oneshot_stopped_by_sigterm_exits_1() {
+    let Some(status) = sigterm_during_a_hanging_realise(&["--oneshot"]) else {
+        return;
+    };
+    assert_eq!(status.code(), Some(1));
+}
+
+/// Runs hail with `args` until its realise hangs, sends SIGTERM, checks that it stopped promptly
+/// with nothing deployed, and returns how it ended (`None`: a prerequisite is missing).
+fn sigterm_during_a_hanging_realise(args: &[&str]) -> Option<ExitStatus> {
+    let service = !args.contains(&"--oneshot");
+    if !hail_testkit::prereq::require_nix() {
+        return None;
     }
     // Accepts and holds connections (counting them); never sends a byte.
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -36,17 +56,20 @@ fn sigterm_during_a_hanging_realise_stops_promptly() {
     let nix_config = format!("substituters = http://127.0.0.1:{port}\nconnect-timeout = 0\n");
     let notify = NotifySocket::bind();
     let hail = Hail::new(HAIL, &hydra.default_job_uri(), &nix_config).notify(&notify);
-    let mut running = hail.spawn(&["--poll-period", "1h"]);
+    let mut running = hail.spawn(args);
 
-    let deploying = notify.wait_for(
-        |l| l.starts_with("STATUS=") && l.contains("deploying build"),
-        RUN,
-    );
-    assert!(
-        deploying.is_some(),
-        "no deployment started: {}",
-        running.output()
-    );
+    // The service tells systemd (`--oneshot` does not).
+    if service {
+        let deploying = notify.wait_for(
+            |l| l.starts_with("STATUS=") && l.contains("deploying build"),
+            RUN,
+        );
+        assert!(
+            deploying.is_some(),
+            "no deployment started: {}",
+            running.output()
+        );
+    }
     // The realise hangs: Nix has connected to the cache.
     assert!(
         wait_until(RUN, || connections.load(Ordering::SeqCst) >= 1),
@@ -62,13 +85,16 @@ fn sigterm_during_a_hanging_realise_stops_promptly() {
         running.output()
     );
     assert!(asked.elapsed() < Duration::from_secs(15));
-    assert!(
-        notify.wait_for_line("STOPPING=1", RUN),
-        "{:?}",
-        notify.lines()
-    );
+    if service {
+        assert!(
+            notify.wait_for_line("STOPPING=1", RUN),
+            "{:?}",
+            notify.lines()
+        );
+    }
     assert!(!hail.profile.exists(), "the profile was created");
     assert!(!std::path::Path::new(&path).exists());
+    status
 }
 
 /// 32 characters of Nix's base-32 alphabet, different in every run.

@@ -58,7 +58,8 @@ fn a_path_that_is_not_a_system_is_refused_with_the_profile_untouched() {
         r.output
     );
     assert!(
-        fs::symlink_metadata(&f.hail.profile).is_err(),
+        fs::symlink_metadata(&f.hail.profile)
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound),
         "{}",
         r.output
     );
