@@ -200,8 +200,8 @@ fn rows(text: &str) -> Vec<Row> {
     rows
 }
 
-/// Whether `file` defines `fn name` marked `#[test]` (other attributes and doc comments may sit
-/// between them).
+/// Whether `file` defines `fn name` marked `#[test]` or `#[tokio::test…]` (other attributes and
+/// doc comments may sit between them).
 fn defines_test(file: &Path, name: &str) -> bool {
     let Ok(text) = std::fs::read_to_string(file) else {
         return false;
@@ -209,7 +209,7 @@ fn defines_test(file: &Path, name: &str) -> bool {
     let mut marked = false;
     for line in text.lines() {
         let line = line.trim();
-        if line.starts_with("#[test]") {
+        if line.starts_with("#[test]") || line.starts_with("#[tokio::test") {
             marked = true;
         } else if let Some(at) = line.find("fn ") {
             let rest = &line[at + 3..];
