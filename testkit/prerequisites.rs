@@ -15,7 +15,7 @@ pub enum Need {
     File(&'static str),
     /// A file under one of `/usr/lib`'s directories (the multiarch one, `/usr/lib/<triple>/…`).
     Library(&'static str),
-    /// A module that `python3` imports.
+    /// A module that Debian's Python (`/usr/bin/python3`, whatever `PATH` finds first) imports.
     PythonModule(&'static str),
 }
 
@@ -67,10 +67,7 @@ pub const NAMESPACES: Group = Group {
 /// The Prometheus text-format parser (Debian's python3-prometheus-client).
 pub const PROMETHEUS_PARSER: Group = Group {
     name: "prometheus_parser",
-    needs: &[
-        Need::Command("python3"),
-        Need::PythonModule("prometheus_client.parser"),
-    ],
+    needs: &[Need::PythonModule("prometheus_client.parser")],
 };
 
 /// Prometheus' `promtool` (Debian's prometheus).
@@ -149,7 +146,7 @@ pub fn present(need: &Need) -> bool {
         Need::Command(command) => on_path(command),
         Need::File(path) => std::path::Path::new(path).is_file(),
         Need::Library(name) => library(name).is_some(),
-        Need::PythonModule(module) => std::process::Command::new("python3")
+        Need::PythonModule(module) => std::process::Command::new("/usr/bin/python3")
             .args(["-c", &format!("import {module}")])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

@@ -32,7 +32,7 @@ pub fn require(group: &Group) {
             Need::Command(c) => format!("`{c}` on PATH"),
             Need::File(f) => f.to_string(),
             Need::Library(l) => format!("/usr/lib/*/{l}"),
-            Need::PythonModule(m) => format!("python3's module `{m}`"),
+            Need::PythonModule(m) => format!("/usr/bin/python3's module `{m}`"),
         })
         .collect();
     if !missing.is_empty() {
