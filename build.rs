@@ -1,7 +1,12 @@
-//! Link flags for hail.
+//! Link flags for hail, and its tests whose prerequisites are missing marked as ignored when
+//! asked to (see `testkit/prerequisites.rs`).
+
+include!("testkit/prerequisites.rs");
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=testkit/prerequisites.rs");
+    skip_missing_prerequisites();
     // Relative relocations packed as DT_RELR (glibc 2.36+): about 130 KiB of `.rela.dyn` that every
     // agent would otherwise read at start-up and keep resident shrink to 2 KiB.
     println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");

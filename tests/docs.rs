@@ -14,10 +14,8 @@ const HAIL: &str = env!("CARGO_BIN_EXE_hail");
 
 /// Builds the book into a temporary directory with the real mdbook (so a chapter listed in
 /// SUMMARY.md but missing fails, `create-missing = false`), and returns it.
-fn build_book() -> Option<tempfile::TempDir> {
-    if !prereq::require(&["mdbook"]) {
-        return None;
-    }
+fn build_book() -> tempfile::TempDir {
+    prereq::require(&prereq::MDBOOK);
     let out = tempfile::tempdir().unwrap();
     let run = Command::new("mdbook")
         .arg("build")
@@ -35,7 +33,7 @@ fn build_book() -> Option<tempfile::TempDir> {
     // mdbook only warns about these; they are mistakes all the same (an unclosed `<name>` in
     // prose swallows the text after it).
     assert!(!log.contains("WARN"), "mdbook warned:\n{log}");
-    Some(out)
+    out
 }
 
 /// Every value of `attr="…"` in an HTML text.
@@ -86,8 +84,9 @@ fn html_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 #[test]
+#[cfg_attr(hail_skip_mdbook, ignore = "needs mdbook (HAIL_TEST_SKIP_MISSING=1)")]
 fn every_link_in_the_built_book_leads_to_a_page_and_anchor_that_exist() {
-    let Some(book) = build_book() else { return };
+    let book = build_book();
     let book = book.path();
     let pages = html_files(book);
     assert!(pages.len() > 40, "too few pages: {pages:?}");
@@ -252,18 +251,19 @@ fn script_check(script: &str, args: &[&str]) {
 }
 
 #[test]
+#[cfg_attr(hail_skip_python3, ignore = "needs python3 (HAIL_TEST_SKIP_MISSING=1)")]
 fn the_command_line_reference_is_the_binarys_help() {
-    if !prereq::require(&["python3"]) {
-        return;
-    }
+    prereq::require(&prereq::PYTHON);
     script_check("scripts/gen-cli-doc", &["--check", "--hail", HAIL]);
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_dot,
+    ignore = "needs python3 and Graphviz' dot (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn the_diagrams_are_rendered_from_their_sources() {
-    if !prereq::require(&["python3", "dot"]) {
-        return;
-    }
+    prereq::require(&prereq::DOT);
     script_check("scripts/gen-diagrams", &["--check"]);
 }
 

@@ -134,10 +134,9 @@ fn has_entry(text: &str, name: &str) -> bool {
 }
 
 #[test]
+#[cfg_attr(hail_skip_man, ignore = "needs man (HAIL_TEST_SKIP_MISSING=1)")]
 fn the_man_page_documents_every_option_of_every_command() {
-    if !prereq::require(&["man"]) {
-        return;
-    }
+    prereq::require(&prereq::MAN);
     let page = rendered_man_page();
     let sections = sections(&page);
     let headings: Vec<&str> = sections.iter().map(|(h, _)| h.as_str()).collect();
@@ -226,14 +225,12 @@ printf '%s\n' "${COMPREPLY[@]}"
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_bash_completion,
+    ignore = "needs bash-completion (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn bash_completes_every_option_of_every_command() {
-    if !prereq::require(&["bash"]) {
-        return;
-    }
-    if !Path::new(BASH_COMPLETION).exists() {
-        prereq::missing_one(&format!("bash-completion ({BASH_COMPLETION})"));
-        return;
-    }
+    prereq::require(&prereq::BASH_COMPLETION);
     let share = tempfile::tempdir().unwrap();
     let completions = share.path().join("bash-completion/completions");
     std::fs::create_dir_all(&completions).unwrap();

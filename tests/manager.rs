@@ -18,7 +18,7 @@ const HAIL: &str = env!("CARGO_BIN_EXE_hail");
 
 const MSG_ACTIVATION_FAILED: &str = "5be39f6dd3a846e28ede5e841d6f7288";
 
-fn rig(label: &str) -> Option<ManagerRig> {
+fn rig(label: &str) -> ManagerRig {
     ManagerRig::new(label, Path::new(HAIL))
 }
 
@@ -26,10 +26,12 @@ fn rig(label: &str) -> Option<ManagerRig> {
 /// one and removes one. An instance that the system configures under /etc (as NixOS does) is
 /// never touched, whether the set names it or not.
 #[test]
+#[cfg_attr(
+    any(hail_skip_nix, hail_skip_container),
+    ignore = "needs root, Nix, debootstrap and systemd-nspawn (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn manager_deploys_adds_changes_and_removes_instances() {
-    let Some(rig) = rig("mgr-set") else {
-        return;
-    };
+    let rig = rig("mgr-set");
     let c = &rig.c;
 
     // A system-owned instance: a drop-in under /etc, as NixOS's services.hail.sys writes.
@@ -139,10 +141,12 @@ fn manager_deploys_adds_changes_and_removes_instances() {
 /// A set that changes the manager's own configuration: the manager restarts, the activation
 /// that restarted it completes (in its own transient unit), and every instance ends configured.
 #[test]
+#[cfg_attr(
+    any(hail_skip_nix, hail_skip_container),
+    ignore = "needs root, Nix, debootstrap and systemd-nspawn (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn manager_restarts_itself_and_its_activation_completes() {
-    let Some(rig) = rig("mgr-self") else {
-        return;
-    };
+    let rig = rig("mgr-self");
     let c = &rig.c;
     let set1 = rig.set(&[("a", json!({}))]);
     let m1 = rig.bootstrap(&set1, &["a", "manager"]);
@@ -203,10 +207,12 @@ fn manager_restarts_itself_and_its_activation_completes() {
 /// The manager and its apply are killed in the middle of a removal; the manager's next start
 /// re-runs the activation of its profile, which finishes the removal and converges.
 #[test]
+#[cfg_attr(
+    any(hail_skip_nix, hail_skip_container),
+    ignore = "needs root, Nix, debootstrap and systemd-nspawn (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn interrupted_apply_converges_at_the_next_start() {
-    let Some(rig) = rig("mgr-kill") else {
-        return;
-    };
+    let rig = rig("mgr-kill");
     let c = &rig.c;
     let set1 = rig.set(&[("a", json!({})), ("gone", json!({}))]);
     rig.bootstrap(&set1, &["a", "gone", "manager"]);
@@ -263,10 +269,12 @@ fn interrupted_apply_converges_at_the_next_start() {
 /// rolls its profile back, and the previous set is applied again (the new instance removed, the
 /// changed one back to its old settings).
 #[test]
+#[cfg_attr(
+    any(hail_skip_nix, hail_skip_container),
+    ignore = "needs root, Nix, debootstrap and systemd-nspawn (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn a_set_that_cannot_start_is_rolled_back() {
-    let Some(rig) = rig("mgr-bad") else {
-        return;
-    };
+    let rig = rig("mgr-bad");
     let c = &rig.c;
     let set1 = rig.set(&[("a", json!({}))]);
     let m1 = rig.bootstrap(&set1, &["a", "manager"]);
@@ -316,10 +324,12 @@ fn a_set_that_cannot_start_is_rolled_back() {
 /// start-up activation writes every drop-in again, starts every instance, and restarts the
 /// manager once with the set's settings.
 #[test]
+#[cfg_attr(
+    any(hail_skip_nix, hail_skip_container),
+    ignore = "needs root, Nix, debootstrap and systemd-nspawn (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn after_a_reboot_the_managers_start_restores_the_set() {
-    let Some(rig) = rig("mgr-boot") else {
-        return;
-    };
+    let rig = rig("mgr-boot");
     let c = &rig.c;
     let set = rig.set(&[
         ("manager", json!({"pollPeriod": "2h"})),

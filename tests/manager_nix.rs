@@ -55,21 +55,21 @@ fn build(tmp: &Path, instances: &Value) -> Result<PathBuf, String> {
     }
 }
 
-fn tmp() -> Option<TempDir> {
-    if !hail_testkit::prereq::require(&["root", "nix-build", "nix-instantiate", "nix-store"]) {
-        return None;
-    }
-    Some(
-        tempfile::Builder::new()
-            .prefix("hail-manager-nix-")
-            .tempdir()
-            .unwrap(),
-    )
+fn tmp() -> TempDir {
+    hail_testkit::prereq::require_nix();
+    tempfile::Builder::new()
+        .prefix("hail-manager-nix-")
+        .tempdir()
+        .unwrap()
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn builds_a_manager_profile_without_nixpkgs() {
-    let Some(tmp) = tmp() else { return };
+    let tmp = tmp();
     let instances = json!({
         "manager": {"jobUri": "https://hydra.example.org/job/infra/hosts/manager", "pollPeriod": "1m"},
         "web": {
@@ -226,8 +226,12 @@ fn eval_error(instances: &str) -> String {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn bad_settings_fail_the_evaluation_naming_the_setting() {
-    let Some(_tmp) = tmp() else { return };
+    let _tmp = tmp();
     let cases = [
         (r#"{ web.jobUri = "ftp://x"; }"#, "instances.web.jobUri"),
         (
@@ -294,8 +298,12 @@ fn bad_settings_fail_the_evaluation_naming_the_setting() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn path_puts_packages_first_on_every_instances_path() {
-    let Some(tmp) = tmp() else { return };
+    let tmp = tmp();
     let expr = format!(
         "(import {}/nix/manager.nix {{ hail = \"/nix/store/00000000000000000000000000000000-hail\"; \
          shell = \"/bin/sh\"; system = \"x86_64-linux\"; path = [ \"/opt/nix\" ]; instances = {{ \
@@ -311,8 +319,12 @@ fn path_puts_packages_first_on_every_instances_path() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn instance_settings_map_to_unit_settings() {
-    let Some(tmp) = tmp() else { return };
+    let tmp = tmp();
     let expr = format!(
         "import {}/nix/instance.nix {{ name = \"web\"; jobUri = \"https://h/job/p/j/web\"; \
          pollPeriod = 5; activationTimeout = \"90s\"; netrcFile = \"/etc/hail/netrc\"; \
@@ -386,8 +398,12 @@ fn every_setting() -> Value {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn a_set_with_every_setting_applies() {
-    let Some(tmp) = tmp() else { return };
+    let tmp = tmp();
     let out =
         build(tmp.path(), &every_setting()).unwrap_or_else(|e| panic!("nix-build failed:\n{e}"));
     let dropins = apply_check(&out);
@@ -412,8 +428,12 @@ fn a_set_with_every_setting_applies() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn every_instance_finds_nix_from_its_installer() {
-    let Some(tmp) = tmp() else { return };
+    let tmp = tmp();
     let expr = format!(
         "(import {}/nix/manager.nix {{ hail = \"/nix/store/00000000000000000000000000000000-hail\"; \
          shell = \"/bin/sh\"; system = \"x86_64-linux\"; instances.a = \"http://h/job/p/j/a\"; }}).instancesJson",
@@ -428,8 +448,12 @@ fn every_instance_finds_nix_from_its_installer() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn pure_evaluation_needs_no_current_system() {
-    let Some(tmp) = tmp() else { return };
+    let tmp = tmp();
     // As under flakes: no builtins.currentSystem. The system comes from the hail derivation, or
     // an error says to pass it.
     let call = |hail: &str| {

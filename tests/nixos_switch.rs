@@ -207,9 +207,7 @@ fn job(name: &str) -> String {
 #[ignore = "needs NIXPKGS_LIB (nixpkgs' lib directory)"]
 fn instances_added_changed_removed_disabled_renamed_under_switch_decisions_reimplemented_here() {
     hail_testkit::nixos::nixpkgs_lib();
-    if !container::require() {
-        return;
-    }
+    container::require();
     let instance = |name: &str, job_uri: &str, extra: &str| {
         format!(r#"services.hail.{name} = {{ jobUri = "{job_uri}"; pollPeriod = "1h"; {extra} }};"#)
     };

@@ -79,10 +79,12 @@ fn reload(rig: &Rig) {
 }
 
 #[test]
+#[cfg_attr(
+    any(hail_skip_nix, hail_skip_container),
+    ignore = "needs root, Nix, debootstrap and systemd-nspawn (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn switch_boot_test_rollback_and_reboot_needed() {
-    let Some(rig) = Rig::new("nixos", Path::new(HAIL)) else {
-        return;
-    };
+    let rig = Rig::new("nixos", Path::new(HAIL));
     let c = &rig.c;
     // A path that is not a system is refused: nothing switched, no profile.
     let plain = rig.cache.publish_nix(
@@ -205,10 +207,12 @@ fn switch_boot_test_rollback_and_reboot_needed() {
 }
 
 #[test]
+#[cfg_attr(
+    any(hail_skip_nix, hail_skip_container),
+    ignore = "needs root, Nix, debootstrap and systemd-nspawn (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn a_switch_that_restarts_hail_completes_and_the_new_hail_takes_over() {
-    let Some(rig) = Rig::new("nixself", Path::new(HAIL)) else {
-        return;
-    };
+    let rig = Rig::new("nixself", Path::new(HAIL));
     let c = &rig.c;
     configure(&rig, "");
     let (_, b1) = release(&rig, "1", "1", 0, "");
@@ -287,10 +291,12 @@ fn window(rig: &Rig, from: i32, to: i32) -> String {
 }
 
 #[test]
+#[cfg_attr(
+    any(hail_skip_nix, hail_skip_container),
+    ignore = "needs root, Nix, debootstrap and systemd-nspawn (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn a_reboot_waits_for_its_window_and_goes_through_systemd() {
-    let Some(mut rig) = Rig::new("nixreboot", Path::new(HAIL)) else {
-        return;
-    };
+    let mut rig = Rig::new("nixreboot", Path::new(HAIL));
     let later = window(&rig, 2, 3);
     configure(
         &rig,
@@ -364,10 +370,12 @@ fn a_reboot_waits_for_its_window_and_goes_through_systemd() {
 /// A new system that cuts the host off from Hydra is undone with switch-to-configuration: hail
 /// cannot confirm contact after the switch, so it switches back to the last good system.
 #[test]
+#[cfg_attr(
+    any(hail_skip_nix, hail_skip_container),
+    ignore = "needs root, Nix, debootstrap and systemd-nspawn (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn a_system_that_cuts_contact_is_switched_back() {
-    let Some(rig) = Rig::new("nixcontact", Path::new(HAIL)) else {
-        return;
-    };
+    let rig = Rig::new("nixcontact", Path::new(HAIL));
     let c = &rig.c;
     configure(&rig, "HAIL_CONFIRM_TIMEOUT=3s\n");
     let (v1, b1) = release(&rig, "1", "1", 0, "");
@@ -406,10 +414,12 @@ fn a_system_that_cuts_contact_is_switched_back() {
 /// A switch that restarts hail and then fails (exit 4): the restarted hail follows the switch's
 /// unit to its end, judges its result, rolls the system back and makes the build known-bad.
 #[test]
+#[cfg_attr(
+    any(hail_skip_nix, hail_skip_container),
+    ignore = "needs root, Nix, debootstrap and systemd-nspawn (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn a_switch_that_restarts_hail_and_fails_is_rolled_back_by_the_new_hail() {
-    let Some(rig) = Rig::new("nixselffail", Path::new(HAIL)) else {
-        return;
-    };
+    let rig = Rig::new("nixselffail", Path::new(HAIL));
     let c = &rig.c;
     configure(&rig, "");
     let (v1, b1) = release(&rig, "1", "1", 0, "");

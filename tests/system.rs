@@ -37,7 +37,7 @@ const MSG_PROCESS_EXIT: &str = "98e322203f7a4ed290d09fe03c09fe15";
 const HOLD: &str = "/var/lib/hail-demo/hold";
 const HELD: &str = "/var/lib/hail-demo/held";
 
-fn rig(label: &str) -> Option<Rig> {
+fn rig(label: &str) -> Rig {
     Rig::new(label, Path::new(HAIL))
 }
 
@@ -280,8 +280,12 @@ fn assert_catalog_explains_deployed(c: &Container, build: u64, store_path: &str)
 /// entries, a failing activation that a restart remembers, an unreachable Hydra, a clean stop.
 /// The instance has no netrc.
 #[test]
+#[cfg_attr(
+    any(hail_skip_nix, hail_skip_container),
+    ignore = "needs root, Nix, debootstrap and systemd-nspawn (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn service_deploys_reloads_reports_and_stops() {
-    let Some(rig) = rig("svc") else { return };
+    let rig = rig("svc");
     let c = &rig.c;
 
     // The template as systemd 252 understands it.
@@ -577,10 +581,12 @@ fn service_deploys_reloads_reports_and_stops() {
 /// restarted with the deployed generation intact; a stop in the middle of an activation lets it
 /// finish.
 #[test]
+#[cfg_attr(
+    any(hail_skip_nix, hail_skip_container),
+    ignore = "needs root, Nix, debootstrap and systemd-nspawn (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn watchdog_restarts_a_stuck_agent() {
-    let Some(rig) = rig("watchdog") else {
-        return;
-    };
+    let rig = rig("watchdog");
     let c = &rig.c;
     let unit = "hail@wd.service";
     let profile = "/nix/var/nix/profiles/hail-wd-custom";
@@ -755,8 +761,12 @@ fn start_web(rig: &Rig) -> (Published, u64) {
 /// (or JSON object) per hail@ instance with state in /var/lib/hail; with one named, its agent is
 /// the unit's main process.
 #[test]
+#[cfg_attr(
+    any(hail_skip_nix, hail_skip_container),
+    ignore = "needs root, Nix, debootstrap and systemd-nspawn (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn status_lists_the_instances() {
-    let Some(rig) = rig("status") else { return };
+    let rig = rig("status");
     let c = &rig.c;
     let (_, b1) = start_web(&rig);
     // hail@api's job has no build: it only polls.
@@ -801,11 +811,13 @@ fn status_lists_the_instances() {
 /// names its instance (`name`), so node_exporter, which serves the files as one, sees no
 /// duplicates, and the alerts can say `hail status NAME`.
 #[test]
+#[cfg_attr(
+    any(hail_skip_nix, hail_skip_container, hail_skip_prometheus_parser),
+    ignore = "needs root, Nix, debootstrap, systemd-nspawn and python3-prometheus-client (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn each_instances_metrics_name_the_instance() {
-    let Some(rig) = rig("metrics") else { return };
-    if !hail_testkit::prometheus::available() {
-        return;
-    }
+    let rig = rig("metrics");
+    hail_testkit::prereq::require(&hail_testkit::prereq::PROMETHEUS_PARSER);
     let c = &rig.c;
     let dir = "/var/lib/prometheus-node-exporter-text";
     let (_, b1) = rig.release("1", 0);
@@ -833,8 +845,12 @@ fn each_instances_metrics_name_the_instance() {
 /// `hail pause` and `hail resume` against the running service: the pause shows in the unit's
 /// status, holds a new release back (also across a restart), and a resume deploys it at once.
 #[test]
+#[cfg_attr(
+    any(hail_skip_nix, hail_skip_container),
+    ignore = "needs root, Nix, debootstrap and systemd-nspawn (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn pause_and_resume_through_the_service() {
-    let Some(rig) = rig("pause") else { return };
+    let rig = rig("pause");
     let c = &rig.c;
     let (v1, _) = start_web(&rig);
 
@@ -876,8 +892,12 @@ fn pause_and_resume_through_the_service() {
 /// restarts hail, which sees the deployment through. A failing build is rolled back to the last
 /// good one (its demo service put back), a good one ends deployed.
 #[test]
+#[cfg_attr(
+    any(hail_skip_nix, hail_skip_container),
+    ignore = "needs root, Nix, debootstrap and systemd-nspawn (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn killed_mid_activation_under_systemd_hail_restarts_and_converges() {
-    let Some(rig) = rig("kill") else { return };
+    let rig = rig("kill");
     let c = &rig.c;
     let (_, b1) = rig.release("1", 0);
     // The success hook says which instance it ran for.
@@ -935,8 +955,12 @@ fn killed_mid_activation_under_systemd_hail_restarts_and_converges() {
 /// The exposure `systemd-analyze security` gives the shipped unit (systemd 252), held to the
 /// book's figure (docs/src/security/sandbox.md) so that a change that weakens the unit is seen.
 #[test]
+#[cfg_attr(
+    any(hail_skip_nix, hail_skip_container),
+    ignore = "needs root, Nix, debootstrap and systemd-nspawn (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn the_units_security_exposure_is_the_books() {
-    let Some(rig) = rig("security") else { return };
+    let rig = rig("security");
     rig.configure("svc", "");
     let out = rig
         .c
@@ -963,8 +987,12 @@ fn the_units_security_exposure_is_the_books() {
 /// its fields: a deployment that could not fetch its build, a failing health check, a manual
 /// rollback, a state file that could not be read. Each is made to happen for real.
 #[test]
+#[cfg_attr(
+    any(hail_skip_nix, hail_skip_container),
+    ignore = "needs root, Nix, debootstrap and systemd-nspawn (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn each_operator_facing_event_reaches_the_journal_with_its_message_id() {
-    let Some(rig) = rig("events") else { return };
+    let rig = rig("events");
     let c = &rig.c;
     let unhealthy = "/var/lib/hail-demo/unhealthy";
     let (v1, b1) = rig.release("1", 0);
@@ -1072,8 +1100,12 @@ fn each_operator_facing_event_reaches_the_journal_with_its_message_id() {
 /// start (another process holds its profile's lock, exit 4) is retried every `RestartSec=` until
 /// systemd's start limit (`StartLimitBurst=5` in `StartLimitIntervalSec=10min`) stops it.
 #[test]
+#[cfg_attr(
+    any(hail_skip_nix, hail_skip_container),
+    ignore = "needs root, Nix, debootstrap and systemd-nspawn (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn the_units_sandbox_and_start_limit_take_effect() {
-    let Some(rig) = rig("limits") else { return };
+    let rig = rig("limits");
     let c = &rig.c;
     let tried = "/var/lib/hail-demo/setarch";
     let (_, b1) = rig.release("1", 0);

@@ -41,8 +41,8 @@ impl Deref for ManagerRig {
 
 impl ManagerRig {
     /// As [`Rig::new`]; `hail` is also the package of every instance.
-    pub fn new(label: &str, hail: &Path) -> Option<ManagerRig> {
-        let rig = Rig::new(label, hail)?;
+    pub fn new(label: &str, hail: &Path) -> ManagerRig {
+        let rig = Rig::new(label, hail);
         let tmp = tempfile::Builder::new()
             .prefix("hail-manager-test-")
             .tempdir()
@@ -59,11 +59,11 @@ impl ManagerRig {
         if !stripped {
             std::fs::copy(hail, package.join("bin/hail")).unwrap();
         }
-        Some(ManagerRig {
+        ManagerRig {
             rig,
             package,
             _tmp: tmp,
-        })
+        }
     }
 
     /// Publishes `manager-instance-profile.nix` for `instance` at `version` as the latest build of

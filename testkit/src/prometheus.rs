@@ -31,17 +31,6 @@ pub struct Sample {
     pub value: f64,
 }
 
-/// Whether the parser is there; as [`crate::prereq::require`] (a missing one fails the test,
-/// unless skipping was asked for).
-pub fn available() -> bool {
-    let ok = Command::new(PYTHON)
-        .args(["-c", "import prometheus_client.parser"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    ok || crate::prereq::missing_one("the Prometheus parser (Debian's python3-prometheus-client)")
-}
-
 /// Parses `text`; panics with the parser's complaint when it is not valid exposition format.
 pub fn parse(text: &str) -> Vec<Sample> {
     let mut child = Command::new(PYTHON)

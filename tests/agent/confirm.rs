@@ -35,8 +35,12 @@ fn cut_contact_during_activation(f: &Fixture, started: &Path, go: &Path) {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn a_deployment_that_cuts_contact_with_hydra_is_rolled_back() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let (v1, b1) = f.release("1");
     assert_eq!(f.hail.oneshot(&[], RUN).code(), Some(0));
     let (_, b2, started, go) = release_waiting(&f, "2");
@@ -82,8 +86,12 @@ fn a_deployment_that_cuts_contact_with_hydra_is_rolled_back() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn without_a_confirm_timeout_such_a_build_stays() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     f.release("1");
     assert_eq!(f.hail.oneshot(&[], RUN).code(), Some(0));
     let (v2, _, started, go) = release_waiting(&f, "2");
@@ -95,8 +103,12 @@ fn without_a_confirm_timeout_such_a_build_stays() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn stopped_while_confirming_the_next_start_confirms_again() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     f.release("1");
     assert_eq!(f.hail.oneshot(&[], RUN).code(), Some(0));
     let (v2, b2, started, go) = release_waiting(&f, "2");

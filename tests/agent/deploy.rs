@@ -9,8 +9,12 @@ use crate::fixture::{Fixture, RUN, activated, assert_running, wait_until};
 use hail_testkit::notify::NotifySocket;
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn first_deploy_substitutes_switches_and_activates_once() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let (p, _) = f.release("1");
     assert!(!Path::new(&p.out_path).exists());
 
@@ -37,8 +41,12 @@ fn first_deploy_substitutes_switches_and_activates_once() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn oneshot_again_is_a_no_op() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let p = f.deployed("1");
     let fetched = f.cache.requests().len();
 
@@ -54,8 +62,12 @@ fn oneshot_again_is_a_no_op() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn trailing_slash_and_environment_variables() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let (p, _) = f.release("1");
     let job = format!("{}/", f.hail.job_uri);
     let profile = f.hail.profile.to_str().unwrap().to_string();
@@ -76,10 +88,14 @@ fn trailing_slash_and_environment_variables() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn output_is_plain_text_when_not_a_terminal() {
     // stderr is a pipe here (as under a supervisor that is not journald, or `2> file`):
     // the "readable lines" must not carry terminal colour codes.
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     f.release("1");
     let r = f.hail.oneshot(&[], RUN);
     assert_eq!(r.code(), Some(0), "{}", r.output);
@@ -91,8 +107,12 @@ fn output_is_plain_text_when_not_a_terminal() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn service_no_op_polls_then_deploys_the_next_build_once() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let (p1, _) = f.release("1");
     let mut hail = f.hail.spawn(&["--poll-period", "1s"]);
 
@@ -119,8 +139,12 @@ fn service_no_op_polls_then_deploys_the_next_build_once() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn startup_activation_runs_once_before_ready() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let (p, _) = f.release("1");
     let r = f.hail.oneshot(&[], RUN);
     assert_eq!(r.code(), Some(0), "{}", r.output);
@@ -150,8 +174,12 @@ fn startup_activation_runs_once_before_ready() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn unsigned_path_is_refused_and_nothing_changes() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let p = f.cache.publish_unsigned(&f.spec("1"));
     f.make_latest(&p);
 
@@ -167,8 +195,12 @@ fn unsigned_path_is_refused_and_nothing_changes() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn path_signed_by_an_untrusted_key_is_refused_and_the_profile_stays() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let p1 = f.deployed("1");
 
     let p2 = f.cache.publish_untrusted(&f.spec("2"));
@@ -188,8 +220,12 @@ fn path_signed_by_an_untrusted_key_is_refused_and_the_profile_stays() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn failed_activation_exits_7_and_switches_back() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let p1 = f.deployed("1");
 
     let (p2, _) = f.release_spec(&f.spec("2").exit_code(3));
@@ -211,8 +247,12 @@ fn failed_activation_exits_7_and_switches_back() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn activation_timeout_exits_7_and_switches_back() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let p1 = f.deployed("1");
 
     f.release_spec(&f.spec("2").sleep(60.0));
@@ -233,8 +273,12 @@ fn activation_timeout_exits_7_and_switches_back() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn service_does_not_redeploy_a_build_whose_activation_failed() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let (p1, _) = f.release("1");
     let mut hail = f.hail.spawn(&["--poll-period", "1s"]);
     f.wait_activations(1, RUN);
@@ -270,8 +314,12 @@ fn service_does_not_redeploy_a_build_whose_activation_failed() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn sighup_polls_at_once() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let (p1, _) = f.release("1");
     let notify = NotifySocket::bind();
     let hail = f.hail.spawn_env(&["--poll-period", "1h"], &[notify.env()]);
@@ -296,8 +344,12 @@ fn sighup_polls_at_once() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn second_hail_on_the_same_profile_exits_4() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     f.release("1");
     let notify = NotifySocket::bind();
     let mut first = f.hail.spawn_env(&["--poll-period", "1h"], &[notify.env()]);
@@ -321,8 +373,12 @@ fn second_hail_on_the_same_profile_exits_4() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn an_activation_timeout_kills_what_the_activation_started() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     f.deployed("1");
     let child = f.tmp.path().join("child.pid");
     let spec = f.spec("2").extra(&format!(
@@ -345,8 +401,12 @@ fn an_activation_timeout_kills_what_the_activation_started() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn oneshot_usage_and_configuration_errors() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let profile = f.hail.profile.to_str().unwrap().to_string();
     let job = f.hail.job_uri.clone();
     let with_job = |extra: &[&str]| -> Vec<String> {

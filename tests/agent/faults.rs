@@ -70,16 +70,19 @@ fn status(f: &Fixture) -> Value {
     serde_json::from_str(&r.output).unwrap_or_else(|e| panic!("{e}: {}", r.output))
 }
 
-fn fixture() -> Option<Fixture> {
-    if !hail_testkit::prereq::require(&["root", "mount", "umount"]) {
-        return None;
-    }
+/// A [`Fixture`] for the tests that mount (a small tmpfs, a namespace of hail's own).
+fn fixture() -> Fixture {
+    hail_testkit::prereq::require(&hail_testkit::prereq::NAMESPACES);
     Fixture::new()
 }
 
 #[test]
+#[cfg_attr(
+    any(hail_skip_nix, hail_skip_namespaces),
+    ignore = "needs root, Nix, mount, unshare and nsenter (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn a_full_state_directory_switches_nothing_until_it_can_record_it() {
-    let Some(f) = fixture() else { return };
+    let f = fixture();
     let dir = f.state_dir();
     let _fs = Mounted::new(&dir, &["-t", "tmpfs", "-o", "size=1m", "tmpfs"]);
     let v1 = f.deployed("1");
@@ -110,8 +113,12 @@ fn a_full_state_directory_switches_nothing_until_it_can_record_it() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn a_state_directory_removed_while_hail_runs_is_made_again() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let (v1, _) = f.release("1");
     let mut running = f.hail.spawn(&["--poll-period", "1h"]);
     assert!(
@@ -146,8 +153,12 @@ fn a_state_directory_removed_while_hail_runs_is_made_again() {
 }
 
 #[test]
+#[cfg_attr(
+    any(hail_skip_nix, hail_skip_namespaces),
+    ignore = "needs root, Nix, mount, unshare and nsenter (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn a_read_only_state_directory_is_said_as_such() {
-    let Some(f) = fixture() else { return };
+    let f = fixture();
     f.deployed("1");
     let dir = f.state_dir();
     let _bind = Mounted::new(&dir, &["--bind", dir.to_str().unwrap()]);
@@ -173,8 +184,12 @@ fn kill_with_activation(hail: &mut hail_testkit::hail::Running, pid_file: &Path)
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn an_activation_cut_short_by_a_kill_is_finished_and_rolled_back_at_the_next_start() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let (v1, b1) = f.release("1");
     assert_eq!(f.hail.oneshot(&[], RUN).code(), Some(0));
     // Build 2's activation fails; the first time it runs, it hangs until it is killed.
@@ -196,8 +211,12 @@ fn an_activation_cut_short_by_a_kill_is_finished_and_rolled_back_at_the_next_sta
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn a_rollback_cut_short_by_a_kill_is_finished_without_activating_the_failed_build_again() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     // Build 1's activation hangs once build 2's failed activation armed it: the rollback's
     // re-activation of build 1 is where hail is killed.
     let arm = f.tmp.path().join("arm");
@@ -237,8 +256,12 @@ fn a_rollback_cut_short_by_a_kill_is_finished_without_activating_the_failed_buil
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn a_rollback_returns_to_the_last_good_build_not_the_generation_below() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let fast = ["--health-interval", "100ms", "--health-timeout", "1s"];
     let (v1, b1) = f.release("1");
     assert_eq!(f.hail.oneshot(&fast, RUN).code(), Some(0));
@@ -276,8 +299,12 @@ fn a_rollback_returns_to_the_last_good_build_not_the_generation_below() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn a_good_build_whose_generation_was_deleted_is_set_again() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let (v1, b1) = f.release("1");
     assert_eq!(f.hail.oneshot(&[], RUN).code(), Some(0));
     let started = f.tmp.path().join("activation-2.pid");
@@ -309,9 +336,13 @@ fn a_good_build_whose_generation_was_deleted_is_set_again() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn a_flapping_hydra_changes_nothing_until_it_answers_well() {
     use hail_testkit::hydra::Override;
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let (v1, _) = f.release("1");
     assert_eq!(f.hail.oneshot(&[], RUN).code(), Some(0));
     let (v2, b2) = f.release("2");
@@ -383,8 +414,12 @@ fn a_flapping_hydra_changes_nothing_until_it_answers_well() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn an_agent_killed_while_a_pause_waits_for_it_loses_nothing() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let (v1, _) = f.release("1");
     let mut running = f.hail.spawn(&["--poll-period", "1h"]);
     assert!(
@@ -473,11 +508,12 @@ fn own_store(hail: &Running) -> PathBuf {
 }
 
 #[test]
+#[cfg_attr(
+    any(hail_skip_nix, hail_skip_namespaces),
+    ignore = "needs root, Nix, mount, unshare and nsenter (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn a_full_nix_store_fails_the_realise_and_keeps_the_deployed_build() {
-    let Some(f) = fixture() else { return };
-    if !hail_testkit::prereq::require(&["unshare"]) {
-        return;
-    }
+    let f = fixture();
     let (v1, b1) = f.release("1");
     let mut running = spawn_with_own_store(&f, &["--poll-period", "1h"], &[]);
     assert!(
@@ -562,11 +598,12 @@ fn kill_with_children(pid: i32) {
 }
 
 #[test]
+#[cfg_attr(
+    any(hail_skip_nix, hail_skip_namespaces),
+    ignore = "needs root, Nix, mount, unshare and nsenter (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn the_nix_daemon_killed_mid_realise_fails_the_realise_and_keeps_the_deployed_build() {
-    let Some(f) = fixture() else { return };
-    if !hail_testkit::prereq::require(&["unshare", "nsenter", "nix-daemon"]) {
-        return;
-    }
+    let f = fixture();
     let (v1, b1) = f.release("1");
     // hail talks to a Nix daemon in its own namespace, as on a host where it is not root (the
     // daemon itself opens the store).

@@ -24,11 +24,10 @@ pub struct Fixture {
 }
 
 impl Fixture {
-    /// `None` (after a printed reason) when root or Nix is missing and `CI` is not `true`.
-    pub fn new() -> Option<Fixture> {
-        if !hail_testkit::prereq::require_nix() {
-            return None;
-        }
+    /// Panics when root or Nix is missing: a test using it is marked
+    /// `#[cfg_attr(hail_skip_nix, ignore = "…")]` (see `hail_testkit::prereq`).
+    pub fn new() -> Fixture {
+        hail_testkit::prereq::require_nix();
         let hydra = HydraServer::start();
         let cache = Cache::start();
         let hail = Hail::new(HAIL, &hydra.default_job_uri(), &cache.nix_config());
@@ -36,12 +35,12 @@ impl Fixture {
             .prefix("hail-test-")
             .tempdir()
             .unwrap();
-        Some(Fixture {
+        Fixture {
             hydra,
             cache,
             hail,
             tmp,
-        })
+        }
     }
 
     /// The file every test profile's `bin/activate` appends to.
@@ -167,11 +166,9 @@ impl Fixture {
 
     /// Runs `hail --oneshot extra…` in a mount namespace of its own whose `/etc` shows `files`
     /// (name → content, mode 0600) over the host's, which stays untouched (an overlay on a
-    /// tmpfs, both gone with the namespace). `None` when `unshare` or root is missing.
-    pub fn oneshot_with_etc(&self, files: &[(&str, &str)], extra: &[&str]) -> Option<Finished> {
-        if !hail_testkit::prereq::require(&["root", "unshare", "mount"]) {
-            return None;
-        }
+    /// tmpfs, both gone with the namespace). Needs [`NAMESPACES`](hail_testkit::prereq::NAMESPACES).
+    pub fn oneshot_with_etc(&self, files: &[(&str, &str)], extra: &[&str]) -> Finished {
+        hail_testkit::prereq::require(&hail_testkit::prereq::NAMESPACES);
         let layers = tempfile::Builder::new()
             .prefix("etc-")
             .tempdir_in(self.tmp.path())
@@ -208,7 +205,7 @@ impl Fixture {
             .arg("sh")
             .arg(hail.get_program())
             .args(hail.get_args());
-        Some(Running::start(c).finish_within(RUN))
+        Running::start(c).finish_within(RUN)
     }
 
     /// Requests hail made for the job's `/latest`.

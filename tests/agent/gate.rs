@@ -37,8 +37,12 @@ impl Fixture {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn a_failed_newest_evaluation_is_passed_over_for_the_last_green_one() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let (v1, v2) = (f.publish("1"), f.publish("2"));
     let (_, b1) = f.eval_with(&v1, 5, &BuildSpec::succeeded(OTHER));
     let (e2, _) = f.eval_with(&v2, 2, &BuildSpec::succeeded(OTHER));
@@ -61,8 +65,12 @@ fn a_failed_newest_evaluation_is_passed_over_for_the_last_green_one() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn an_unfinished_newest_evaluation_is_passed_over_unread() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let (v1, v2) = (f.publish("1"), f.publish("2"));
     f.eval_with(&v1, 2, &BuildSpec::succeeded(OTHER));
     let (e2, _) = f.eval_with(&v2, 2, &BuildSpec::succeeded(OTHER));
@@ -86,8 +94,12 @@ fn an_unfinished_newest_evaluation_is_passed_over_unread() {
 /// The job's build running again in an evaluation Hydra had called finished (a build restarted
 /// between `latest-eval` and the read of its builds): it is not deployed, and said why.
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn a_running_build_of_a_finished_evaluation_is_not_deployed() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let (v1, v2) = (f.publish("1"), f.publish("2"));
     let (_, b1) = f.eval_with(&v1, 2, &BuildSpec::succeeded(OTHER));
     let e2 = f.hydra.add_eval(DEFAULT_PROJECT, DEFAULT_JOBSET);
@@ -119,8 +131,12 @@ fn a_running_build_of_a_finished_evaluation_is_not_deployed() {
 /// A renamed jobset: Hydra answers 301 on its evaluation routes too. Under the gate hail stops
 /// there and names the new place (exit 5, nothing touched).
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn a_renamed_jobset_is_reported_by_the_gate() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let v1 = f.publish("1");
     f.eval_with(&v1, 2, &BuildSpec::succeeded(OTHER));
     f.hydra
@@ -138,8 +154,12 @@ fn a_renamed_jobset_is_reported_by_the_gate() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn all_green_deploys_the_newest_and_steady_polls_read_no_builds() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let (v1, v2) = (f.publish("1"), f.publish("2"));
     f.eval_with(&v1, 3, &BuildSpec::succeeded(OTHER));
     let (e2, b2) = f.eval_with(&v2, 3, &BuildSpec::succeeded(OTHER));
@@ -170,8 +190,12 @@ fn all_green_deploys_the_newest_and_steady_polls_read_no_builds() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn the_look_back_ends_at_the_gate_depth() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let (v1, v2) = (f.publish("1"), f.publish("2"));
     f.eval_with(&v1, 1, &BuildSpec::succeeded(OTHER));
     let (e2, _) = f.eval_with(&v2, 1, &BuildSpec::succeeded(OTHER));
@@ -191,8 +215,12 @@ fn the_look_back_ends_at_the_gate_depth() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn bad_answers_on_the_evaluation_routes_change_nothing() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let v1 = f.publish("1");
     let (e1, _) = f.eval_with(&v1, 2, &BuildSpec::succeeded(OTHER));
     let builds = format!("/eval/{e1}/builds");
@@ -226,8 +254,12 @@ fn bad_answers_on_the_evaluation_routes_change_nothing() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn a_job_uri_without_a_jobset_cannot_be_gated() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let uri = format!("{}/not-a-job", f.hydra.url());
     let profile = f.hail.profile.to_str().unwrap().to_owned();
     let r = f.hail.run_bare(

@@ -35,8 +35,12 @@ fn latest_points_at(f: &Fixture, id: u64) {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn unfinished_build() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let p = f.publish("1");
     let id = f.hydra.add_build(BuildSpec::queued(&p.out_path));
     latest_points_at(&f, id);
@@ -46,8 +50,12 @@ fn unfinished_build() {
 /// A build being built (`starttime` set, `stoptime` null, `finished` 0) is never deployed: Hydra's
 /// `/latest` passes over it, and a `/latest` pointing at it anyway is refused.
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn a_running_build_is_never_deployed() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let (v1, _) = f.release("1");
     let v2 = f.publish("2");
     let running = f.hydra.add_build(BuildSpec::running(&v2.out_path));
@@ -73,8 +81,12 @@ fn a_running_build_is_never_deployed() {
 
 /// Hydra answers 301 for a jobset renamed in its settings; hail follows it to the new name.
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn a_renamed_jobset_is_followed() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let (v1, _) = f.release("1");
     f.hydra
         .rename_jobset(DEFAULT_PROJECT, DEFAULT_JOBSET, "renamed");
@@ -87,8 +99,12 @@ fn a_renamed_jobset_is_followed() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn failed_build() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let p = f.publish("1");
     let id = f.hydra.add_build(BuildSpec::failed(&p.out_path, 1));
     latest_points_at(&f, id);
@@ -96,8 +112,12 @@ fn failed_build() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn null_out_path() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let p = f.publish("1");
     f.hydra
         .add_build(BuildSpec::succeeded(&p.out_path).outputs(&[("out", None)]));
@@ -105,8 +125,12 @@ fn null_out_path() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn missing_out_output() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let p = f.publish("1");
     f.hydra
         .add_build(BuildSpec::succeeded(&p.out_path).outputs(&[("bin", Some(&p.out_path))]));
@@ -114,8 +138,12 @@ fn missing_out_output() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn paths_that_are_not_store_paths() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     for bad in [
         "/etc/passwd",
         "/nix/store/../x",
@@ -134,8 +162,12 @@ fn paths_that_are_not_store_paths() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn html_instead_of_json() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let (_, id) = f.release("1");
     let html = "<!DOCTYPE html><html><body>Hydra</body></html>";
     f.hydra.override_path(
@@ -146,8 +178,12 @@ fn html_instead_of_json() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn json_that_is_not_a_build() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let (_, id) = f.release("1");
     let path = format!("/build/{id}");
     for body in [
@@ -166,8 +202,12 @@ fn json_that_is_not_a_build() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn no_successful_build_404() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let p = f.publish("1");
     f.hydra.add_build(BuildSpec::failed(&p.out_path, 1));
     let r = refused(&f, &[]);
@@ -180,8 +220,12 @@ fn no_successful_build_404() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn unknown_jobset_404() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     f.release("1");
     let mut f = f;
     f.hail.job_uri = f.hydra.job_uri("hail", "no-such-jobset", "profile");
@@ -189,8 +233,12 @@ fn unknown_jobset_404() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn private_hydra_403() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     f.release("1");
     f.hydra.set_private(true);
     let r = refused(&f, &[]);
@@ -202,8 +250,12 @@ fn private_hydra_403() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn server_error_500() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     f.release("1");
     f.hydra.override_path(
         &f.hydra.default_latest_path(),
@@ -213,8 +265,12 @@ fn server_error_500() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn connection_closed_without_answer() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     f.release("1");
     f.hydra
         .override_path(&f.hydra.default_latest_path(), Override::close());
@@ -222,8 +278,12 @@ fn connection_closed_without_answer() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn unreachable_hydra() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     // A port nobody listens on: bind one, note it, free it.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -236,8 +296,12 @@ fn unreachable_hydra() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn slow_answer_times_out() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let (_, id) = f.release("1");
     f.hydra.override_path(
         &format!("/build/{id}"),
@@ -253,8 +317,12 @@ fn slow_answer_times_out() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn huge_body_is_refused() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let (_, id) = f.release("1");
     // A valid build, padded to 64 MiB: only a size limit refuses it.
     let build = f.hydra.build_json(id);
@@ -266,10 +334,14 @@ fn huge_body_is_refused() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn the_same_build_unpadded_is_deployed() {
     // The counterpart of `huge_body_is_refused`: the override mechanism itself is not what
     // makes hail refuse.
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let (p, id) = f.release("1");
     let build = f.hydra.build_json(id);
     f.hydra
@@ -297,8 +369,12 @@ fn backs_off(f: &Fixture) -> Running {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn failing_polls_back_off() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     f.hydra.override_path(
         &f.hydra.default_latest_path(),
         Override::respond(500, "text/plain", "down"),
@@ -313,8 +389,12 @@ fn failing_polls_back_off() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn failing_deploys_back_off() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let p = f.cache.publish_unsigned(&f.spec("1"));
     f.make_latest(&p);
     let _hail = backs_off(&f);
@@ -332,8 +412,12 @@ fn failing_deploys_back_off() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn failing_polls_back_off_as_the_agent_runs() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let latest = f.hydra.default_latest_path();
     f.hydra
         .override_path(&latest, Override::respond(500, "text/plain", "down"));

@@ -102,10 +102,12 @@ fn dashboard_queries(d: &Value) -> Vec<(String, Option<String>)> {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_promtool,
+    ignore = "needs promtool (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn the_alert_rules_pass_promtools_checks_and_their_unit_tests() {
-    if !prereq::require(&["promtool"]) {
-        return;
-    }
+    prereq::require(&prereq::PROMTOOL);
     let checked = promtool(&["check", "rules", "alerts.yml"]);
     assert!(
         checked.contains(&format!("SUCCESS: {} rules found", alert_rules().len())),
@@ -363,11 +365,13 @@ fn used_by_monitoring() -> Used {
 /// The names are those of a real hail's metrics file, not a list of ours: renaming a metric,
 /// a label or a value of `result` in src/metrics.rs fails this test until monitoring/ follows.
 #[test]
+#[cfg_attr(
+    any(hail_skip_nix, hail_skip_prometheus_parser),
+    ignore = "needs root, Nix and python3-prometheus-client (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn the_rules_and_the_dashboard_name_only_what_hail_writes() {
-    let Some(f) = Fixture::new() else { return };
-    if !prometheus::available() {
-        return;
-    }
+    let f = Fixture::new();
+    prereq::require(&prereq::PROMETHEUS_PARSER);
     // After a deployment every metric is there (a few are left out while unknown).
     let file = f.tmp.path().join("hail.prom");
     f.release("1");

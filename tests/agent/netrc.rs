@@ -67,8 +67,12 @@ fn assert_no_secret(output: &str, secrets: &[&str]) {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn credentials_are_sent_to_the_job_uris_host() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let (p, _) = f.release("1");
     let (r, _) = oneshot_with_netrc(&f, &alice());
     assert_eq!(r.code(), Some(0), "{}", r.output);
@@ -86,8 +90,12 @@ fn credentials_are_sent_to_the_job_uris_host() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn credentials_are_not_sent_to_another_host_after_a_redirect() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let (p, id) = f.release("1");
     // Same server, another host name: what a misconfigured proxy in front of Hydra produces.
     let elsewhere = format!("http://localhost:{}/build/{id}", f.hydra.port());
@@ -123,8 +131,12 @@ fn credentials_are_not_sent_to_another_host_after_a_redirect() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn netrc_with_comments_and_quoted_tokens() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     f.release("1");
     let (r, _) = oneshot_with_netrc(
         &f,
@@ -146,8 +158,12 @@ fn netrc_with_comments_and_quoted_tokens() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn unparsable_netrc_is_a_configuration_error() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     f.release("1");
     for text in [
         format!("machine 127.0.0.1 login alice password \"{PASSWORD}\n"),
@@ -171,8 +187,12 @@ fn unparsable_netrc_is_a_configuration_error() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn credentials_never_appear_in_the_output() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let netrc = write_netrc(&f, &alice());
     let b64 = base64(format!("alice:{PASSWORD}").as_bytes());
     // Failing polls (private Hydra: 403), then a deploy, all at RUST_LOG=debug.
@@ -202,8 +222,12 @@ fn credentials_never_appear_in_the_output() {
 /// A misspelt keyword is skipped, as curl skips it: hail warns (naming the line, not the word)
 /// and says that the host's entry gives no password.
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn misspelt_keyword_is_warned_about_without_the_secret() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     f.release("1");
     let (r, _) = oneshot_with_netrc(
         &f,
@@ -218,12 +242,14 @@ fn misspelt_keyword_is_warned_about_without_the_secret() {
 /// Without `--netrc-file`, hail reads `/etc/netrc` when it exists (here in a mount namespace of
 /// its own, so the host's `/etc` is untouched).
 #[test]
+#[cfg_attr(
+    any(hail_skip_nix, hail_skip_namespaces),
+    ignore = "needs root, Nix, mount, unshare and nsenter (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn etc_netrc_is_the_default() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let (p, _) = f.release("1");
-    let Some(r) = f.oneshot_with_etc(&[("netrc", &alice())], &[]) else {
-        return;
-    };
+    let r = f.oneshot_with_etc(&[("netrc", &alice())], &[]);
     assert_eq!(r.code(), Some(0), "{}", r.output);
     assert_eq!(f.profile_target().as_deref(), Some(p.out_path.as_str()));
     let auth: Vec<Option<String>> = f

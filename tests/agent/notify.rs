@@ -8,8 +8,12 @@ use crate::fixture::{Fixture, RUN, wait_until};
 use hail_testkit::notify::NotifySocket;
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn ready_status_watchdog_and_stopping() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let (p, id) = f.release("1");
     let notify = NotifySocket::bind();
     let mut hail = f.hail.spawn_env(
@@ -87,8 +91,12 @@ fn ready_status_watchdog_and_stopping() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn no_watchdog_pings_without_watchdog_usec() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     f.release("1");
     let notify = NotifySocket::bind();
     let hail = f.hail.spawn_env(&["--poll-period", "1h"], &[notify.env()]);
@@ -99,8 +107,12 @@ fn no_watchdog_pings_without_watchdog_usec() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn status_reports_a_failing_poll() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     f.hydra.set_private(true);
     let notify = NotifySocket::bind();
     let hail = f.hail.spawn_env(&["--poll-period", "1h"], &[notify.env()]);
@@ -120,8 +132,12 @@ fn status_reports_a_failing_poll() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn ready_waits_for_a_slow_startup_activation() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     f.release_spec(&f.spec("1").sleep(3.0));
     let r = f.hail.oneshot(&[], RUN);
     assert_eq!(r.code(), Some(0), "{}", r.output);
@@ -136,8 +152,12 @@ fn ready_waits_for_a_slow_startup_activation() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn children_do_not_inherit_the_notification_variables() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let dump = f.tmp.path().join("activate-env");
     let spec = f.spec("1").extra(&format!(
         "env >> '{}'; echo ---- >> '{}'",
@@ -184,8 +204,12 @@ fn children_do_not_inherit_the_notification_variables() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn stopping_waits_for_a_running_activation() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     // The activation holds until the test removes `hold`.
     let (started, hold) = (f.tmp.path().join("started"), f.tmp.path().join("hold"));
     std::fs::write(&hold, "").unwrap();

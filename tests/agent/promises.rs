@@ -14,8 +14,12 @@ use hail_testkit::hail::{Hail, Running};
 use crate::fixture::{Fixture, HAIL, RUN};
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn oneshot_exits_8_while_its_rollout_slot_has_not_come() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let (v1, _) = f.release("1");
     // A key whose slot is at least ten minutes into the hour's spread.
     let job = f.hail.job_uri.clone();
@@ -42,8 +46,12 @@ fn oneshot_exits_8_while_its_rollout_slot_has_not_come() {
 /// Without `--rollout-key` the slot comes from `/etc/machine-id` (here in a mount namespace of
 /// its own, so the host's is untouched).
 #[test]
+#[cfg_attr(
+    any(hail_skip_nix, hail_skip_namespaces),
+    ignore = "needs root, Nix, mount, unshare and nsenter (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn the_machine_id_is_the_default_rollout_key() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let (v1, b1) = f.release("1");
     // Finished half a minute ago (by Hydra's clock, which is the host's here).
     let now = std::time::SystemTime::now()
@@ -64,30 +72,30 @@ fn the_machine_id_is_the_default_rollout_key() {
         .iter()
         .find(|id| slot(id) < Duration::from_secs(5))
         .unwrap();
-    let Some(r) = f.oneshot_with_etc(
+    let r = f.oneshot_with_etc(
         &[("machine-id", &format!("{late}\n"))],
         &["--rollout-spread", "1h"],
-    ) else {
-        return;
-    };
+    );
     assert_eq!(r.code(), Some(8), "{}", r.output);
     let said = format!("rollout slot: {} after", hail::format::duration(slot(late)));
     assert!(r.output.contains(&said), "{said}: {}", r.output);
     f.assert_untouched(&r.output);
 
-    let r = f
-        .oneshot_with_etc(
-            &[("machine-id", &format!("{now}\n"))],
-            &["--rollout-spread", "1h"],
-        )
-        .unwrap();
+    let r = f.oneshot_with_etc(
+        &[("machine-id", &format!("{now}\n"))],
+        &["--rollout-spread", "1h"],
+    );
     assert_eq!(r.code(), Some(0), "{}", r.output);
     assert_eq!(f.profile_target().as_deref(), Some(v1.out_path.as_str()));
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn a_poll_period_of_zero_is_refused() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     for period in ["0", "0s", "500ms"] {
         let r = f.hail.run(&["--poll-period", period], RUN);
         assert_eq!(r.code(), Some(3), "{period}: {}", r.output);
@@ -102,8 +110,12 @@ fn a_poll_period_of_zero_is_refused() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn health_check_words_are_split_with_quotes_honoured() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let (v1, _) = f.release("1");
     // Passes only when `a b` arrives as one word, the quoted script as another.
     let check = r#"/bin/sh -c 'test "$#" = 1 && test "$1" = "a b"' sh "a b""#;
@@ -130,8 +142,12 @@ fn health_check_words_are_split_with_quotes_honoured() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn a_profile_without_bin_activate_deploys() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let file = f.tmp.path().join("no-activate.nix");
     std::fs::write(
         &file,
@@ -161,8 +177,12 @@ fn a_profile_without_bin_activate_deploys() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn control_commands_exit_2_for_a_bad_name_and_3_for_an_unknown_instance() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let unknown = format!("hail-test-unknown-{}", std::process::id());
     for command in ["status", "pause", "resume", "retry"] {
         let r = f.hail.run_bare(&[command, "../x"], RUN);
@@ -189,8 +209,12 @@ fn control_commands_exit_2_for_a_bad_name_and_3_for_an_unknown_instance() {
 /// hour by default) is still deployed right after it is: hail's own Nix commands set
 /// `narinfo-cache-negative-ttl 0`. Here the Nix configuration does not set it.
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn a_path_nix_missed_before_it_was_published_is_deployed() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let config = format!(
         "substituters = {}\ntrusted-public-keys = {}\n",
         f.cache.url(),

@@ -19,8 +19,12 @@ fn check_script(dir: &Path, name: &str, body: &str) -> String {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn a_failing_health_check_rolls_back_and_the_build_is_known_bad() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let v1 = f.deployed("1");
     let (v2, b2) = f.release("2");
     let env_file = f.tmp.path().join("check-env");
@@ -74,8 +78,12 @@ fn a_failing_health_check_rolls_back_and_the_build_is_known_bad() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn the_profiles_own_check_passing_on_its_third_try() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let tries = f.tmp.path().join("tries");
     // The profile ships bin/health-check: it fails twice, then passes.
     let own = format!(
@@ -98,8 +106,12 @@ fn the_profiles_own_check_passing_on_its_third_try() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn a_hanging_check_is_bounded_and_the_watchdog_stays_fed() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let v1 = f.deployed("1");
     f.release("2");
     let started = f.tmp.path().join("check-started");
@@ -129,8 +141,12 @@ fn a_hanging_check_is_bounded_and_the_watchdog_stays_fed() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn sigterm_during_the_checks_keeps_the_generation_and_the_next_start_checks_it() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let v1 = f.deployed("1");
     let (v2, b2) = f.release("2");
     let started = f.tmp.path().join("check-started");
@@ -194,8 +210,12 @@ fn sigterm_during_the_checks_keeps_the_generation_and_the_next_start_checks_it()
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn a_lower_build_id_is_not_deployed_unless_allowed() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let (v1, _) = f.release("1");
     let (v2, b2) = f.release("2");
     assert_eq!(f.hail.oneshot(&[], RUN).code(), Some(0));
@@ -212,8 +232,12 @@ fn a_lower_build_id_is_not_deployed_unless_allowed() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn a_young_build_waits_and_is_deployed_at_its_slot_without_a_poll_period() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let v1 = f.deployed("1");
     f.release("2");
     // --oneshot: not eligible yet, exit 8, nothing touched.
@@ -254,8 +278,12 @@ fn a_young_build_waits_and_is_deployed_at_its_slot_without_a_poll_period() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn hydras_clock_ahead_holds_no_build_back() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -275,8 +303,12 @@ fn hydras_clock_ahead_holds_no_build_back() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn hydras_clock_behind_fires_no_minimum_age_early() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     // Hydra's clock an hour behind this host's: a build it finished just now is not an hour old.
     f.hydra.set_clock_ahead(-3600);
     let v1 = f.deployed("1");
@@ -292,9 +324,13 @@ fn hydras_clock_behind_fires_no_minimum_age_early() {
 /// build ages are measured on Hydra's clock (its answers' `Date:`), so a minimum age neither
 /// fires early nor stalls; without one, time holds no build back.
 #[test]
+#[cfg_attr(
+    any(hail_skip_nix, hail_skip_faketime),
+    ignore = "needs root, Nix and faketime (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn this_hosts_clock_set_forward_or_back_neither_fires_early_nor_stalls() {
-    let Some(f) = Fixture::new() else { return };
-    let Some(preload) = faketime() else { return };
+    let f = Fixture::new();
+    let preload = faketime();
     let v1 = f.deployed("1");
     let (v2, _) = f.release("2");
     for offset in ["+18000", "-18000"] {
@@ -321,22 +357,10 @@ fn this_hosts_clock_set_forward_or_back_neither_fires_early_nor_stalls() {
 }
 
 /// libfaketime, which sets a process's clock (Debian's `faketime` package).
-fn faketime() -> Option<String> {
-    if !hail_testkit::prereq::require(&["faketime"]) {
-        return None;
-    }
-    let lib = std::fs::read_dir("/usr/lib")
-        .unwrap()
-        .filter_map(|d| d.ok())
-        .map(|d| d.path().join("faketime/libfaketime.so.1"))
-        .find(|p| p.exists());
-    match lib {
-        Some(p) => Some(p.display().to_string()),
-        None => {
-            hail_testkit::prereq::missing_one("libfaketime.so.1 (package faketime)");
-            None
-        }
-    }
+fn faketime() -> String {
+    hail_testkit::prereq::require(&hail_testkit::prereq::FAKETIME);
+    let lib = hail_testkit::prereq::library("faketime/libfaketime.so.1").expect("required");
+    lib.display().to_string()
 }
 
 /// The seconds in `build N waits until it is old enough (in 59m58s)`.

@@ -53,8 +53,12 @@ impl Fixture {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn a_restart_does_not_deploy_a_build_whose_activation_failed() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let v1 = f.deployed("1");
     let (_, b2) = f.release_spec(&f.spec("2").exit_code(1));
     let r = f.hail.oneshot(&[], RUN);
@@ -86,8 +90,12 @@ fn a_restart_does_not_deploy_a_build_whose_activation_failed() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn a_corrupt_or_newer_state_file_is_moved_aside_and_deployment_goes_on() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let v1 = f.deployed("1");
     let file = f.state_dir().join("state.json");
     for (n, text) in ["{\"version\": 1, \"known_bad\": 7", "{\"version\": 99}"]
@@ -122,8 +130,12 @@ fn a_corrupt_or_newer_state_file_is_moved_aside_and_deployment_goes_on() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn a_manual_rollback_is_kept_and_a_newer_build_is_then_deployed() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let (v1, _) = f.release("1");
     let mut running = f.hail.spawn(&["--poll-period", "1h"]);
     f.assert_activations(&[activated("1", &v1)], &running);
@@ -158,8 +170,12 @@ fn a_manual_rollback_is_kept_and_a_newer_build_is_then_deployed() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn pause_and_resume_while_running() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let (v1, _) = f.release("1");
     let mut running = f.hail.spawn(&["--poll-period", "1h"]);
     f.assert_activations(&[activated("1", &v1)], &running);
@@ -205,8 +221,12 @@ fn pause_and_resume_while_running() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn retry_forgets_a_known_bad_build() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     f.deployed("1");
     let (v2, b2) = f.release_spec(&f.spec("2").exit_code(1));
     assert_eq!(f.hail.oneshot(&[], RUN).code(), Some(7));
@@ -227,8 +247,12 @@ fn retry_forgets_a_known_bad_build() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn status_of_a_never_started_a_running_and_a_stopped_agent() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let never = f.status_json();
     assert_eq!(never["started"], false, "{never:#}");
     assert_eq!(never["running"], false);
@@ -274,11 +298,13 @@ fn status_of_a_never_started_a_running_and_a_stopped_agent() {
 }
 
 #[test]
+#[cfg_attr(
+    any(hail_skip_nix, hail_skip_prometheus_parser),
+    ignore = "needs root, Nix and python3-prometheus-client (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn metrics_through_a_deployment_a_failed_activation_and_a_failed_poll() {
-    let Some(f) = Fixture::new() else { return };
-    if !prometheus::available() {
-        return;
-    }
+    let f = Fixture::new();
+    hail_testkit::prereq::require(&hail_testkit::prereq::PROMETHEUS_PARSER);
     let file = f.tmp.path().join("hail.prom");
     let metrics_file = file.to_str().unwrap();
     let read = || prometheus::parse(&std::fs::read_to_string(&file).expect("metrics file"));
@@ -341,8 +367,12 @@ fn metrics_through_a_deployment_a_failed_activation_and_a_failed_poll() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn control_commands_racing_a_deployment_lose_nothing() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     f.deployed("1");
     f.release_spec(&f.spec("2").exit_code(1));
     assert_eq!(f.hail.oneshot(&[], RUN).code(), Some(7));
@@ -382,8 +412,12 @@ fn control_commands_racing_a_deployment_lose_nothing() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn old_generations_are_pruned_and_a_rollback_still_works() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let mut last = Vec::new();
     for v in 1..=12 {
         let (p, _) = f.release(&v.to_string());
@@ -424,8 +458,12 @@ fn wait_for_state(f: &Fixture, running: &Running, cond: impl Fn(&Value) -> bool)
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn the_metrics_files_directory_is_created_when_missing() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     // As node_exporter's textfile directory on a fresh host: nothing has made it yet.
     let dir = f.tmp.path().join("prometheus-node-exporter-text");
     let file = dir.join("hail-web.prom");
@@ -466,8 +504,12 @@ fn the_metrics_files_directory_is_created_when_missing() {
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn a_request_for_an_instance_that_does_not_exist_fails_naming_those_that_do() {
-    let Some(f) = Fixture::new() else { return };
+    let f = Fixture::new();
     let name = format!("no-such-instance-{}", std::process::id());
     let r = f.hail.run_bare(&["pause", &name], RUN);
     assert_eq!(r.code(), Some(3), "{}", r.output);

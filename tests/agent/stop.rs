@@ -15,28 +15,30 @@ use hail_testkit::hydra::{BuildSpec, HydraServer};
 use hail_testkit::notify::NotifySocket;
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn sigterm_during_a_hanging_realise_stops_promptly() {
-    let Some(status) = sigterm_during_a_hanging_realise(&["--poll-period", "1h"]) else {
-        return;
-    };
+    let status = sigterm_during_a_hanging_realise(&["--poll-period", "1h"]);
     assert_eq!(status.code(), Some(0));
 }
 
 #[test]
+#[cfg_attr(
+    hail_skip_nix,
+    ignore = "needs root and Nix (HAIL_TEST_SKIP_MISSING=1)"
+)]
 fn oneshot_stopped_by_sigterm_exits_1() {
-    let Some(status) = sigterm_during_a_hanging_realise(&["--oneshot"]) else {
-        return;
-    };
+    let status = sigterm_during_a_hanging_realise(&["--oneshot"]);
     assert_eq!(status.code(), Some(1));
 }
 
 /// Runs hail with `args` until its realise hangs, sends SIGTERM, checks that it stopped promptly
-/// with nothing deployed, and returns how it ended (`None`: a prerequisite is missing).
-fn sigterm_during_a_hanging_realise(args: &[&str]) -> Option<ExitStatus> {
+/// with nothing deployed, and returns how it ended.
+fn sigterm_during_a_hanging_realise(args: &[&str]) -> ExitStatus {
     let service = !args.contains(&"--oneshot");
-    if !hail_testkit::prereq::require_nix() {
-        return None;
-    }
+    hail_testkit::prereq::require_nix();
     // Accepts and holds connections (counting them); never sends a byte.
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = silent.local_addr().unwrap().port();
@@ -78,12 +80,14 @@ fn sigterm_during_a_hanging_realise(args: &[&str]) -> Option<ExitStatus> {
     );
 
     let asked = Instant::now();
-    let status = running.terminate(Duration::from_secs(15));
-    assert!(
-        status.is_some(),
-        "hail did not stop within 15 s of SIGTERM: {}",
-        running.output()
-    );
+    let status = running
+        .terminate(Duration::from_secs(15))
+        .unwrap_or_else(|| {
+            panic!(
+                "hail did not stop within 15 s of SIGTERM: {}",
+                running.output()
+            )
+        });
     assert!(asked.elapsed() < Duration::from_secs(15));
     if service {
         assert!(
