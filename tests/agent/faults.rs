@@ -262,7 +262,7 @@ fn a_rollback_cut_short_by_a_kill_is_finished_without_activating_the_failed_buil
 )]
 fn a_rollback_returns_to_the_last_good_build_not_the_generation_below() {
     let f = Fixture::new();
-    let fast = ["--health-interval", "100ms", "--health-timeout", "1s"];
+    let fast = ["--health-interval", "100ms", "--health-timeout", "5s"];
     let (v1, b1) = f.release("1");
     assert_eq!(f.hail.oneshot(&fast, RUN).code(), Some(0));
     // Build 2's check fails: rolled back to generation 1; generation 2 stays, below what comes.

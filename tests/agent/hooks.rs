@@ -49,7 +49,7 @@ fn each_outcome_runs_its_hook_with_the_deployments_variables() {
         "--health-interval",
         "100ms",
         "--health-timeout",
-        "1s",
+        "5s",
     ];
     let profile = f.hail.profile.display().to_string();
 

@@ -42,7 +42,7 @@ fn a_failing_health_check_rolls_back_and_the_build_is_known_bad() {
         "--health-interval",
         "100ms",
         "--health-timeout",
-        "1s",
+        "5s",
     ];
     let r = f.hail.oneshot(&args, RUN);
     assert_eq!(r.code(), Some(7), "{}", r.output);
@@ -187,7 +187,7 @@ fn sigterm_during_the_checks_keeps_the_generation_and_the_next_start_checks_it()
         "--health-interval",
         "100ms",
         "--health-timeout",
-        "1s",
+        "5s",
     ]);
     let v1a = activated("1", &v1);
     let v2a = activated("2", &v2);
