@@ -309,7 +309,8 @@ fn a_set_that_cannot_start_is_rolled_back() {
     let why = || {
         let units = failed_units
             .lines()
-            .filter_map(|l| l.split_whitespace().next());
+            .filter_map(|l| l.split_whitespace().next())
+            .chain(["hail@a.service", "hail@bad.service"]);
         units.map(|u| c.unit_log(u)).collect::<Vec<_>>().join("\n")
     };
     assert_eq!(
