@@ -352,7 +352,22 @@ fn restart_and_check(
 ) -> Result<(), HostError> {
     // A unit that hit its start limit refuses to start until reset.
     let _ = process::run_captured(&units::reset_failed(names), QUICK_TIMEOUT);
-    let result = process::run_captured(&units::restart(names), RESTART_TIMEOUT);
+    let mut result = process::run_captured(&units::restart(names), RESTART_TIMEOUT);
+    // systemd failing to set a process up (a cgroup still being torn down, say) is not the
+    // instance's doing: those are started once more.
+    let again: Vec<String> = host::setup_failures(names, QUICK_TIMEOUT)?
+        .into_iter()
+        .map(|(name, status)| {
+            warn!(hail.instance = %name, "systemd could not start hail@{name} (exit status {status}); trying once more");
+            name
+        })
+        .collect();
+    if !again.is_empty() {
+        // A moment for what systemd was tearing down.
+        std::thread::sleep(Duration::from_secs(1));
+        let _ = process::run_captured(&units::reset_failed(&again), QUICK_TIMEOUT);
+        result = process::run_captured(&units::restart(&again), RESTART_TIMEOUT);
+    }
     let running = host::running(names, QUICK_TIMEOUT)?;
     for name in names {
         let expected = set.instances.get(name).map(|i| i.config_id.clone());

@@ -304,10 +304,7 @@ pub async fn switch(
     }
 }
 
-/// systemd's own exit codes for a unit whose process it could not set up (systemd.exec(5)).
-fn never_started(code: i32) -> bool {
-    (200..=243).contains(&code)
-}
+use crate::systemd::setup_failed as never_started;
 
 async fn switch_once(
     system: &Path,

@@ -41,6 +41,13 @@ pub fn stopping(status: &str) {
 
 /// `s` with every control character (a newline, an escape sequence's start) made a space:
 /// STATUS= is one line by protocol, and a newline would end the message.
+/// Whether a unit's exit status is one of systemd's own, for a process it could not set up (a
+/// cgroup, namespace or exec step: 200–243, systemd.exec(5)): not the program's doing, and worth
+/// one more try.
+pub fn setup_failed(status: i32) -> bool {
+    (200..=243).contains(&status)
+}
+
 pub fn one_line(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_control() { ' ' } else { c })

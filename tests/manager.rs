@@ -321,6 +321,42 @@ fn a_set_that_cannot_start_is_rolled_back() {
     );
 }
 
+/// systemd failing to set up an instance's process (here: its executable is not there the first
+/// time, status 203/EXEC; under load, a cgroup not yet torn down gives 219/CGROUP) is not the
+/// instance's doing: the apply starts it once more, and the set is applied.
+#[test]
+#[cfg_attr(
+    any(hail_skip_nix, hail_skip_container),
+    ignore = "needs root, Nix, debootstrap and systemd-nspawn (HAIL_TEST_SKIP_MISSING=1)"
+)]
+fn an_instance_systemd_could_not_set_up_is_started_once_more() {
+    let rig = rig("mgr-setup");
+    let c = &rig.c;
+    let set1 = rig.set(&[("a", json!({}))]);
+    rig.bootstrap(&set1, &["a", "manager"]);
+
+    // An operator's own drop-in beside the manager's: the executable appears when the first start
+    // has failed (ExecStopPost= runs after a failed start too).
+    c.write_file(
+        "/run/systemd/system/hail@b.service.d/zz-once.conf",
+        "[Service]\nExecStart=\nExecStart=/run/hail-once/hail\n\
+         ExecStopPost=/bin/sh -c 'mkdir -p /run/hail-once; ln -sf /usr/local/bin/hail /run/hail-once/hail'\n",
+    );
+    rig.release_instance("b", "1");
+    let set2 = rig.set(&[("a", json!({})), ("b", json!({}))]);
+    rig.apply(&set2);
+    rig.wait_converged(&["a", "b", "manager"]);
+    rig.wait_event("activated b 1");
+    // Said in the apply's own journal (the manager repeats it only when an apply fails).
+    let log = c.unit_log("hail-apply-*");
+    assert!(
+        log.contains("systemd could not start hail@b (exit status 203); trying once more"),
+        "{log}"
+    );
+    let failed_units = c.sh("systemctl list-units --plain --no-legend --failed 'hail-apply-*'");
+    assert_eq!(failed_units.trim(), "", "{failed_units}");
+}
+
 /// After a reboot /run is empty: only the manager starts (from /etc/hail/manager.env), its
 /// start-up activation writes every drop-in again, starts every instance, and restarts the
 /// manager once with the set's settings.

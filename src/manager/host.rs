@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::set::valid_name;
-use super::units::{self, config_id_in_environ, instance_of_unit, parse_show, unit};
+use super::units::{self, Shown, config_id_in_environ, instance_of_unit, parse_show, unit};
 use crate::process::{ProcessError, run_captured};
 
 /// File name of the manager's drop-in in `hail@NAME.service.d/`.
@@ -188,18 +188,39 @@ pub fn running(
     if names.is_empty() {
         return Ok(BTreeMap::new());
     }
-    let out = run_captured(&units::show(names), timeout)?;
     let mut running = BTreeMap::new();
-    for (name, (state, pid)) in parse_show(&out) {
+    for (name, shown) in show(names, timeout)? {
         // auto-restart counts as "activating" but has no process: not running.
-        if matches!(state.as_str(), "active" | "activating" | "reloading") && pid > 0 {
-            let id = std::fs::read(format!("/proc/{pid}/environ"))
+        let up = matches!(shown.state.as_str(), "active" | "activating" | "reloading");
+        if up && shown.pid > 0 {
+            let id = std::fs::read(format!("/proc/{}/environ", shown.pid))
                 .ok()
                 .and_then(|env| config_id_in_environ(&env));
             running.insert(name, id);
         }
     }
     Ok(running)
+}
+
+/// The instances among `names` whose last start failed in systemd's own setup of the process
+/// (see [`crate::systemd::setup_failed`]), with that exit status.
+pub fn setup_failures(
+    names: &[String],
+    timeout: Duration,
+) -> Result<BTreeMap<String, i32>, HostError> {
+    Ok(show(names, timeout)?
+        .into_iter()
+        .filter(|(_, s)| s.pid == 0 && crate::systemd::setup_failed(s.exit_status))
+        .map(|(name, s)| (name, s.exit_status))
+        .collect())
+}
+
+fn show(names: &[String], timeout: Duration) -> Result<BTreeMap<String, Shown>, HostError> {
+    if names.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let out = run_captured(&units::show(names), timeout)?;
+    Ok(parse_show(&out))
 }
 
 #[derive(Debug, thiserror::Error)]

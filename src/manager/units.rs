@@ -35,7 +35,10 @@ fn systemctl(args: &[&str], names: &[String]) -> CommandLine {
 /// What [`parse_show`] reads, for each instance.
 pub fn show(names: &[String]) -> CommandLine {
     systemctl(
-        &["show", "--property=Id,ActiveState,SubState,MainPID"],
+        &[
+            "show",
+            "--property=Id,ActiveState,SubState,MainPID,ExecMainStatus",
+        ],
         names,
     )
 }
@@ -103,25 +106,34 @@ pub fn systemd_run_apply(
 }
 
 /// Parses `systemctl show` output for several units: instance → (ActiveState, MainPID).
-pub fn parse_show(text: &str) -> BTreeMap<String, (String, u32)> {
+pub fn parse_show(text: &str) -> BTreeMap<String, Shown> {
     let mut out = BTreeMap::new();
     for block in text.split("\n\n") {
         let mut id = None;
-        let mut state = String::new();
-        let mut pid = 0;
+        let mut shown = Shown::default();
         for line in block.lines() {
             match line.split_once('=') {
                 Some(("Id", v)) => id = instance_of_unit(v),
-                Some(("ActiveState", v)) => state = v.to_string(),
-                Some(("MainPID", v)) => pid = v.parse().unwrap_or(0),
+                Some(("ActiveState", v)) => shown.state = v.to_string(),
+                Some(("MainPID", v)) => shown.pid = v.parse().unwrap_or(0),
+                Some(("ExecMainStatus", v)) => shown.exit_status = v.parse().unwrap_or(0),
                 _ => {}
             }
         }
         if let Some(id) = id {
-            out.insert(id.to_string(), (state, pid));
+            out.insert(id.to_string(), shown);
         }
     }
     out
+}
+
+/// An instance's unit as `systemctl show` tells it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Shown {
+    pub state: String,
+    pub pid: u32,
+    /// How its main process last exited.
+    pub exit_status: i32,
 }
 
 /// The configuration id in a process's environment (`/proc/PID/environ` text).
@@ -193,11 +205,18 @@ mod tests {
 
     #[test]
     fn show_output_and_environ() {
-        let text = "Id=hail@a.service\nActiveState=active\nSubState=running\nMainPID=42\n\n\
-                    Id=hail@b.service\nActiveState=inactive\nSubState=dead\nMainPID=0\n";
+        let text = "Id=hail@a.service\nActiveState=active\nSubState=running\nMainPID=42\n\
+                    ExecMainStatus=0\n\n\
+                    Id=hail@b.service\nActiveState=failed\nSubState=failed\nMainPID=0\n\
+                    ExecMainStatus=219\n";
         let parsed = parse_show(text);
-        assert_eq!(parsed["a"], ("active".to_string(), 42));
-        assert_eq!(parsed["b"], ("inactive".to_string(), 0));
+        let shown = |state: &str, pid, exit_status| Shown {
+            state: state.into(),
+            pid,
+            exit_status,
+        };
+        assert_eq!(parsed["a"], shown("active", 42, 0));
+        assert_eq!(parsed["b"], shown("failed", 0, 219));
         let environ = b"PATH=/bin\0HAIL_MANAGER_CONFIG=00ff\0X=1\0";
         assert_eq!(config_id_in_environ(environ), Some("00ff".into()));
         assert_eq!(config_id_in_environ(b"PATH=/bin\0"), None);
