@@ -1119,3 +1119,39 @@ fn a_reboot_is_confirmed_at_the_next_start_and_goes_back_once() {
     assert_eq!(s.after_reboot(Some(&path('a'))), AfterReboot::Nothing);
     assert_eq!(s.record().rebooting, None);
 }
+
+#[test]
+fn the_profile_as_seen_and_the_gates_memory_are_kept() {
+    let mut s = fresh(at('a', 3));
+    assert_eq!(s.profile(), &at('a', 3));
+    s.apply(minute(1), polled(at('a', 3), build(8, 'b')));
+    s.apply(minute(2), deployed(build(8, 'b'), at('b', 4)));
+    assert_eq!(s.profile(), &at('b', 4));
+    // An operator's change is seen at the next poll.
+    s.apply(minute(3), polled(at('a', 5), build(8, 'b')));
+    assert_eq!(s.profile(), &at('a', 5));
+
+    assert_eq!(s.gate(), &GateMemory::default());
+    let memory = GateMemory {
+        finished_upto: Some(104),
+        evals: vec![105, 104],
+        depth: 2,
+        verdicts: vec![record::GateVerdict {
+            eval: 104,
+            build: None,
+            refusal: Some("evaluation 104: 3 of 120 builds failed".into()),
+        }],
+    };
+    s.remember_gate(memory.clone());
+    assert_eq!(s.gate(), &memory);
+    // In the record, and so across a restart.
+    let s = State::new(
+        s.record().clone(),
+        Policy::default(),
+        JOB,
+        PROFILE,
+        at('a', 5),
+        minute(4),
+    );
+    assert_eq!(s.gate(), &memory);
+}
