@@ -1155,3 +1155,50 @@ fn the_profile_as_seen_and_the_gates_memory_are_kept() {
     );
     assert_eq!(s.gate(), &memory);
 }
+
+#[test]
+fn each_deployment_outcome_has_its_counter() {
+    use DeploymentResult::*;
+    let counts = |c: &record::Counters| {
+        [
+            c.deployments_deployed,
+            c.deployments_activation_failed,
+            c.deployments_health_check_failed,
+            c.deployments_contact_lost,
+            c.deployments_failed,
+        ]
+    };
+    // Two deployments of each outcome (builds 8 and 9 over build 7): its counter says 2, the
+    // others 0.
+    let outcomes = [Deployed, ActivationFailed, HealthCheckFailed, ContactLost, Failed];
+    for (i, outcome) in outcomes.into_iter().enumerate() {
+        let mut s = fresh(at('a', 3));
+        for (id, c) in [(8, 'b'), (9, 'c')] {
+            s.apply(minute(1), polled(at('a', 3), build(id, c)));
+            let result = match outcome {
+                Deployed => Ok(()),
+                _ => Err(DeployFailure {
+                    result: outcome,
+                    message: "it broke".into(),
+                    reason: "it broke".into(),
+                }),
+            };
+            let profile = if outcome == Deployed {
+                at(c, id)
+            } else {
+                at('a', 3)
+            };
+            s.apply(
+                minute(2),
+                Event::Deployed {
+                    build: build(id, c),
+                    profile,
+                    result,
+                },
+            );
+        }
+        let mut want = [0; 5];
+        want[i] = 2;
+        assert_eq!(counts(&s.record().counters), want, "{outcome:?}");
+    }
+}
