@@ -1202,3 +1202,41 @@ fn each_deployment_outcome_has_its_counter() {
         assert_eq!(counts(&s.record().counters), want, "{outcome:?}");
     }
 }
+
+/// A record written before hail kept `good` (no such key): what runs is taken as good at the
+/// start, unless it is known-bad or a deployment the last hail did not see through.
+#[test]
+fn a_record_without_a_good_build_takes_what_runs_as_good() {
+    let deployed = |c: char, id: u64| Deployed {
+        build_id: Some(id),
+        store_path: path(c).to_string(),
+        generation: Some(3),
+        since: minute(0),
+    };
+    let bad = |c: char| KnownBad {
+        build_id: None,
+        store_path: path(c).to_string(),
+        reason: "x".into(),
+        time: minute(0),
+    };
+    #[rustfmt::skip]
+    let cases: Vec<(&str, Vec<KnownBad>, Option<BuildRef>, ProfileState, Option<StorePath>)> = vec![
+        // what, known-bad, deploying, profile at start, rollback target
+        ("what runs", vec![], None, at('a', 3), Some(path('a'))),
+        ("what runs, known-bad", vec![bad('a')], None, at('a', 3), None),
+        ("a deployment not seen through", vec![], Some(build_ref(&build(8, 'b'))), at('b', 4), None),
+    ];
+    for (what, known_bad, deploying, profile, want) in cases {
+        let record = Record {
+            job: JOB.into(),
+            profile: PROFILE.into(),
+            deployed: Some(deployed('a', 7)),
+            good: None,
+            known_bad,
+            deploying,
+            ..Record::default()
+        };
+        let s = State::new(record, Policy::default(), JOB, PROFILE, profile, minute(1));
+        assert_eq!(s.rollback_target().and_then(|t| t.current), want, "{what}");
+    }
+}
