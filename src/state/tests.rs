@@ -604,6 +604,12 @@ fn a_reboot_waiting_for_its_window_wakes_hail_when_it_opens() {
         s.schedule(minute(41), Duration::from_secs(6 * 3600), 0),
         hour
     );
+    // An hour away exactly is not further: a second after the opening.
+    s.apply(minute(42), waits(hour, min(30)));
+    assert_eq!(
+        s.schedule(minute(42), Duration::from_secs(6 * 3600), 0),
+        hour + second
+    );
     // No reboot waits any more: the poll period again.
     s.apply(minute(42), Event::RebootWaits(None));
     assert_eq!(s.schedule(minute(42), hour, 0), hour);
@@ -1170,7 +1176,13 @@ fn each_deployment_outcome_has_its_counter() {
     };
     // Two deployments of each outcome (builds 8 and 9 over build 7): its counter says 2, the
     // others 0.
-    let outcomes = [Deployed, ActivationFailed, HealthCheckFailed, ContactLost, Failed];
+    let outcomes = [
+        Deployed,
+        ActivationFailed,
+        HealthCheckFailed,
+        ContactLost,
+        Failed,
+    ];
     for (i, outcome) in outcomes.into_iter().enumerate() {
         let mut s = fresh(at('a', 3));
         for (id, c) in [(8, 'b'), (9, 'c')] {
@@ -1238,5 +1250,20 @@ fn a_record_without_a_good_build_takes_what_runs_as_good() {
         };
         let s = State::new(record, Policy::default(), JOB, PROFILE, profile, minute(1));
         assert_eq!(s.rollback_target().and_then(|t| t.current), want, "{what}");
+    }
+}
+
+#[test]
+fn requests_as_the_journal_says_them() {
+    #[rustfmt::skip]
+    let table = [
+        (Request::Pause { reason: None }, "pause"),
+        (Request::Pause { reason: Some("maintenance".into()) }, "pause (reason: maintenance)"),
+        (Request::Resume, "resume"),
+        (Request::Retry { build_id: None }, "retry (every known-bad build)"),
+        (Request::Retry { build_id: Some(42) }, "retry (build 42)"),
+    ];
+    for (request, said) in table {
+        assert_eq!(request.to_string(), said);
     }
 }
