@@ -1231,9 +1231,16 @@ fn a_record_without_a_good_build_takes_what_runs_as_good() {
         reason: "x".into(),
         time: minute(0),
     };
+    // What, known-bad, deploying, the profile at start, the rollback target.
+    type Legacy = (
+        &'static str,
+        Vec<KnownBad>,
+        Option<BuildRef>,
+        ProfileState,
+        Option<StorePath>,
+    );
     #[rustfmt::skip]
-    let cases: Vec<(&str, Vec<KnownBad>, Option<BuildRef>, ProfileState, Option<StorePath>)> = vec![
-        // what, known-bad, deploying, profile at start, rollback target
+    let cases: Vec<Legacy> = vec![
         ("what runs", vec![], None, at('a', 3), Some(path('a'))),
         ("what runs, known-bad", vec![bad('a')], None, at('a', 3), None),
         ("a deployment not seen through", vec![], Some(build_ref(&build(8, 'b'))), at('b', 4), None),
