@@ -354,6 +354,9 @@ mod tests {
             Decision::Hold(Hold::Downgrade { deployed: 10 })
         );
         assert_eq!(super::decide(&s, &policy, never, &newer), Decision::Deploy);
+        // The same id is no downgrade: only a lower one is.
+        let same = Build::new(10, path('b'));
+        assert_eq!(super::decide(&s, &policy, never, &same), Decision::Deploy);
         let allow = Policy {
             allow_downgrade: true,
             ..Policy::default()
@@ -601,5 +604,31 @@ mod tests {
             assert!(j >= w && j < w + Duration::from_secs(10), "{j:?}");
         }
         assert_eq!(with_jitter(Duration::ZERO, 7), Duration::ZERO);
+    }
+
+    /// The entropy picks a point in the first tenth of the span, wrapping around: hosts with
+    /// random entropy spread evenly over it.
+    #[test]
+    fn jitter_spreads_over_a_tenth_of_the_span() {
+        let second = Duration::from_secs(1);
+        let tenth = 100_000_000; // nanoseconds
+        #[rustfmt::skip]
+        let table = [
+            // span,   entropy,        jitter (ns)
+            (second,   0,              0),
+            (second,   1,              1),
+            (second,   tenth - 1,      tenth - 1),
+            (second,   tenth,          0),
+            (second,   tenth + 7,      7),
+            (second,   u64::MAX,       u64::MAX % tenth),
+            (second * 10, tenth,       tenth),
+        ];
+        for (span, entropy, want) in table {
+            assert_eq!(
+                jitter(span, entropy),
+                Duration::from_nanos(want),
+                "{span:?} {entropy}"
+            );
+        }
     }
 }

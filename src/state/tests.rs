@@ -604,6 +604,12 @@ fn a_reboot_waiting_for_its_window_wakes_hail_when_it_opens() {
         s.schedule(minute(41), Duration::from_secs(6 * 3600), 0),
         hour
     );
+    // An hour away exactly is not further: a second after the opening.
+    s.apply(minute(42), waits(hour, min(30)));
+    assert_eq!(
+        s.schedule(minute(42), Duration::from_secs(6 * 3600), 0),
+        hour + second
+    );
     // No reboot waits any more: the poll period again.
     s.apply(minute(42), Event::RebootWaits(None));
     assert_eq!(s.schedule(minute(42), hour, 0), hour);
@@ -1118,4 +1124,153 @@ fn a_reboot_is_confirmed_at_the_next_start_and_goes_back_once() {
     let mut s = State::new(back, Policy::default(), JOB, PROFILE, at('a', 1), minute(7));
     assert_eq!(s.after_reboot(Some(&path('a'))), AfterReboot::Nothing);
     assert_eq!(s.record().rebooting, None);
+}
+
+#[test]
+fn the_profile_as_seen_and_the_gates_memory_are_kept() {
+    let mut s = fresh(at('a', 3));
+    assert_eq!(s.profile(), &at('a', 3));
+    s.apply(minute(1), polled(at('a', 3), build(8, 'b')));
+    s.apply(minute(2), deployed(build(8, 'b'), at('b', 4)));
+    assert_eq!(s.profile(), &at('b', 4));
+    // An operator's change is seen at the next poll.
+    s.apply(minute(3), polled(at('a', 5), build(8, 'b')));
+    assert_eq!(s.profile(), &at('a', 5));
+
+    assert_eq!(s.gate(), &GateMemory::default());
+    let memory = GateMemory {
+        finished_upto: Some(104),
+        evals: vec![105, 104],
+        depth: 2,
+        verdicts: vec![record::GateVerdict {
+            eval: 104,
+            build: None,
+            refusal: Some("evaluation 104: 3 of 120 builds failed".into()),
+        }],
+    };
+    s.remember_gate(memory.clone());
+    assert_eq!(s.gate(), &memory);
+    // In the record, and so across a restart.
+    let s = State::new(
+        s.record().clone(),
+        Policy::default(),
+        JOB,
+        PROFILE,
+        at('a', 5),
+        minute(4),
+    );
+    assert_eq!(s.gate(), &memory);
+}
+
+#[test]
+fn each_deployment_outcome_has_its_counter() {
+    use DeploymentResult::*;
+    let counts = |c: &record::Counters| {
+        [
+            c.deployments_deployed,
+            c.deployments_activation_failed,
+            c.deployments_health_check_failed,
+            c.deployments_contact_lost,
+            c.deployments_failed,
+        ]
+    };
+    // Two deployments of each outcome (builds 8 and 9 over build 7): its counter says 2, the
+    // others 0.
+    let outcomes = [
+        Deployed,
+        ActivationFailed,
+        HealthCheckFailed,
+        ContactLost,
+        Failed,
+    ];
+    for (i, outcome) in outcomes.into_iter().enumerate() {
+        let mut s = fresh(at('a', 3));
+        for (id, c) in [(8, 'b'), (9, 'c')] {
+            s.apply(minute(1), polled(at('a', 3), build(id, c)));
+            let result = match outcome {
+                Deployed => Ok(()),
+                _ => Err(DeployFailure {
+                    result: outcome,
+                    message: "it broke".into(),
+                    reason: "it broke".into(),
+                }),
+            };
+            let profile = if outcome == Deployed {
+                at(c, id)
+            } else {
+                at('a', 3)
+            };
+            s.apply(
+                minute(2),
+                Event::Deployed {
+                    build: build(id, c),
+                    profile,
+                    result,
+                },
+            );
+        }
+        let mut want = [0; 5];
+        want[i] = 2;
+        assert_eq!(counts(&s.record().counters), want, "{outcome:?}");
+    }
+}
+
+/// A record written before hail kept `good` (no such key): what runs is taken as good at the
+/// start, unless it is known-bad or a deployment the last hail did not see through.
+#[test]
+fn a_record_without_a_good_build_takes_what_runs_as_good() {
+    let deployed = |c: char, id: u64| Deployed {
+        build_id: Some(id),
+        store_path: path(c).to_string(),
+        generation: Some(3),
+        since: minute(0),
+    };
+    let bad = |c: char| KnownBad {
+        build_id: None,
+        store_path: path(c).to_string(),
+        reason: "x".into(),
+        time: minute(0),
+    };
+    // What, known-bad, deploying, the profile at start, the rollback target.
+    type Legacy = (
+        &'static str,
+        Vec<KnownBad>,
+        Option<BuildRef>,
+        ProfileState,
+        Option<StorePath>,
+    );
+    #[rustfmt::skip]
+    let cases: Vec<Legacy> = vec![
+        ("what runs", vec![], None, at('a', 3), Some(path('a'))),
+        ("what runs, known-bad", vec![bad('a')], None, at('a', 3), None),
+        ("a deployment not seen through", vec![], Some(build_ref(&build(8, 'b'))), at('b', 4), None),
+    ];
+    for (what, known_bad, deploying, profile, want) in cases {
+        let record = Record {
+            job: JOB.into(),
+            profile: PROFILE.into(),
+            deployed: Some(deployed('a', 7)),
+            good: None,
+            known_bad,
+            deploying,
+            ..Record::default()
+        };
+        let s = State::new(record, Policy::default(), JOB, PROFILE, profile, minute(1));
+        assert_eq!(s.rollback_target().and_then(|t| t.current), want, "{what}");
+    }
+}
+
+#[test]
+fn requests_as_the_journal_says_them() {
+    #[rustfmt::skip]
+    let table = [
+        (Request::Pause { reason: None }, "pause"),
+        (Request::Pause { reason: Some("maintenance".into()) }, "pause (reason: maintenance)"),
+        (Request::Resume, "resume"),
+        (Request::Retry { build_id: None }, "retry (every known-bad build)"),
+        (Request::Retry { build_id: Some(42) }, "retry (build 42)"),
+    ];
+    for (request, said) in table {
+        assert_eq!(request.to_string(), said);
+    }
 }
