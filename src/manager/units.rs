@@ -185,7 +185,8 @@ mod tests {
         assert_eq!(stop("a").display(), "systemctl stop -- hail@a.service");
         assert_eq!(
             show(&names).display(),
-            "systemctl show --property=Id,ActiveState,SubState,MainPID -- hail@a.service hail@b.service"
+            "systemctl show --property=Id,ActiveState,SubState,MainPID,ExecMainStatus -- hail@a.service \
+             hail@b.service"
         );
         let run = systemd_run_apply(
             "hail-apply-m-1-2",
