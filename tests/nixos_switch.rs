@@ -68,7 +68,7 @@ fn generation(config: &str) -> Generation {
 /// multi-user.target.wants, and reloads systemd.
 fn install(c: &Container, generation: &Generation) {
     c.sh(&format!(
-        "rm -f {UNITS}/hail@* {WANTS}/hail@* && mkdir -p {WANTS}"
+        "rm -f {UNITS}/hail@* {UNITS}/hail-* {WANTS}/hail@* {WANTS}/hail-* && mkdir -p {WANTS}"
     ));
     for (name, text) in generation {
         c.write_file(&format!("{UNITS}/{name}"), text);
