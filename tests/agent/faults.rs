@@ -502,6 +502,36 @@ fn spawn_with_own_store_and(
     Running::start(c)
 }
 
+/// After the realise of `v2` failed under hail (running in a store of its own): the profile still
+/// at `v1` (build `b1`), hail still running, and `v2` not blamed.
+fn realise_failed_and_kept(
+    f: &Fixture,
+    running: &mut Running,
+    v1: &Published,
+    b1: u64,
+    v2: &Published,
+) {
+    assert!(
+        running.wait_for_output(&format!("realising {} failed", v2.out_path), RUN),
+        "{}",
+        running.output()
+    );
+    assert_eq!(in_store(f).as_deref(), Some(v1.out_path.as_str()));
+    assert_eq!(
+        running.try_status(),
+        None,
+        "hail keeps running: {}",
+        running.output()
+    );
+    let s = status(f);
+    assert_eq!(s["deployed"]["build_id"], b1, "{s}");
+    assert_eq!(
+        s["known_bad"],
+        Value::Array(vec![]),
+        "not the build's fault: {s}"
+    );
+}
+
 /// The store of a hail started by [`spawn_with_own_store`].
 fn own_store(hail: &Running) -> PathBuf {
     PathBuf::from(format!("/proc/{}/root/nix", hail.id()))
@@ -517,7 +547,8 @@ fn a_full_nix_store_fails_the_realise_and_keeps_the_deployed_build() {
     let (v1, b1) = f.release("1");
     let mut running = spawn_with_own_store(&f, &["--poll-period", "1h"], &[]);
     assert!(
-        wait_until(RUN, || in_store(&f) == Some(v1.out_path.as_str())),
+        wait_until(RUN, || in_store(&f).as_deref()
+            == Some(v1.out_path.as_str())),
         "{}",
         running.output()
     );
@@ -527,31 +558,19 @@ fn a_full_nix_store_fails_the_realise_and_keeps_the_deployed_build() {
     fill(&store);
     let (v2, _) = f.release("2");
     running.signal(libc::SIGHUP);
-    assert!(
-        running.wait_for_output(&format!("realising {} failed", v2.out_path), RUN),
-        "{}",
-        running.output()
-    );
+    realise_failed_and_kept(&f, &mut running, &v1, b1, &v2);
     // Nix says it as a failed write or SQLite's "disk I/O error"; hail says why.
     let said = running.output();
     assert!(
         said.contains("the Nix store's file system has only 0 B free"),
         "{said}"
     );
-    assert_eq!(in_store(&f), Some(v1.out_path.as_str()));
-    assert_eq!(running.try_status(), None, "hail keeps running: {said}");
-    let s = status(&f);
-    assert_eq!(s["deployed"]["build_id"], b1, "{s}");
-    assert_eq!(
-        s["known_bad"],
-        Value::Array(vec![]),
-        "not the build's fault: {s}"
-    );
     // Room again: the next poll deploys build 2.
     std::fs::remove_file(store.join("fill")).unwrap();
     running.signal(libc::SIGHUP);
     assert!(
-        wait_until(RUN, || in_store(&f) == Some(v2.out_path.as_str())),
+        wait_until(RUN, || in_store(&f).as_deref()
+            == Some(v2.out_path.as_str())),
         "{}",
         running.output()
     );
@@ -560,13 +579,13 @@ fn a_full_nix_store_fails_the_realise_and_keeps_the_deployed_build() {
 
 /// The store path the profile points at, read from its links alone (the store it is in may be
 /// one the test cannot resolve paths in: [`spawn_with_own_store`]).
-fn in_store(f: &Fixture) -> Option<&'static str> {
+fn in_store(f: &Fixture) -> Option<String> {
     let mut at = f.hail.profile.clone();
     for _ in 0..8 {
         let next = std::fs::read_link(&at).ok()?;
         at = at.parent()?.join(next);
         if at.starts_with("/nix/store") {
-            return Some(Box::leak(at.display().to_string().into_boxed_str()));
+            return Some(at.display().to_string());
         }
     }
     None
@@ -626,51 +645,23 @@ fn the_nix_daemon_killed_mid_realise_fails_the_realise_and_keeps_the_deployed_bu
         .parse()
         .unwrap();
     assert!(
-        wait_until(RUN, || in_store(&f) == Some(v1.out_path.as_str())),
+        wait_until(RUN, || in_store(&f).as_deref()
+            == Some(v1.out_path.as_str())),
         "{}",
         running.output()
     );
     // Build 2 comes slowly from the cache; the daemon and its worker die while it does.
     f.cache.set_nar_delay(Duration::from_secs(3600));
     let (v2, _) = f.release("2");
-    let nars = f
-        .cache
-        .requests()
-        .iter()
-        .filter(|r| r.starts_with("/nar/"))
-        .count();
+    let nars = || {
+        let asked = f.cache.requests();
+        asked.iter().filter(|r| r.starts_with("/nar/")).count()
+    };
+    let before = nars();
     running.signal(libc::SIGHUP);
-    assert!(
-        wait_until(RUN, || f
-            .cache
-            .requests()
-            .iter()
-            .filter(|r| r.starts_with("/nar/"))
-            .count()
-            > nars),
-        "{}",
-        running.output()
-    );
+    assert!(wait_until(RUN, || nars() > before), "{}", running.output());
     kill_with_children(daemon);
-    assert!(
-        running.wait_for_output(&format!("realising {} failed", v2.out_path), RUN),
-        "{}",
-        running.output()
-    );
-    assert_eq!(in_store(&f), Some(v1.out_path.as_str()));
-    assert_eq!(
-        running.try_status(),
-        None,
-        "hail keeps running: {}",
-        running.output()
-    );
-    let s = status(&f);
-    assert_eq!(s["deployed"]["build_id"], b1, "{s}");
-    assert_eq!(
-        s["known_bad"],
-        Value::Array(vec![]),
-        "not the build's fault: {s}"
-    );
+    realise_failed_and_kept(&f, &mut running, &v1, b1, &v2);
     // The daemon back: the next poll deploys build 2.
     f.cache.set_nar_delay(Duration::ZERO);
     let mut again = Command::new("nsenter")
@@ -697,7 +688,9 @@ fn the_nix_daemon_killed_mid_realise_fails_the_realise_and_keeps_the_deployed_bu
     };
     assert!(wait_until(RUN, answers), "the Nix daemon does not answer");
     running.signal(libc::SIGHUP);
-    let deployed = wait_until(RUN, || in_store(&f) == Some(v2.out_path.as_str()));
+    let deployed = wait_until(RUN, || {
+        in_store(&f).as_deref() == Some(v2.out_path.as_str())
+    });
     kill_with_children(again.id() as i32);
     let _ = again.wait();
     assert!(deployed, "{}", running.output());
