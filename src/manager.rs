@@ -355,7 +355,9 @@ fn restart_and_check(
     let mut result = process::run_captured(&units::restart(names), RESTART_TIMEOUT);
     // systemd failing to set a process up (a cgroup still being torn down, say) is not the
     // instance's doing: those are started once more.
-    let again: Vec<String> = host::setup_failures(names, QUICK_TIMEOUT)?
+    let mut shown = host::show(names, QUICK_TIMEOUT)?;
+    let again: Vec<String> = shown
+        .setup_failures()
         .into_iter()
         .map(|(name, status)| {
             warn!(hail.instance = %name, "systemd could not start hail@{name} (exit status {status}); trying once more");
@@ -367,8 +369,9 @@ fn restart_and_check(
         std::thread::sleep(Duration::from_secs(1));
         let _ = process::run_captured(&units::reset_failed(&again), QUICK_TIMEOUT);
         result = process::run_captured(&units::restart(&again), RESTART_TIMEOUT);
+        shown = host::show(names, QUICK_TIMEOUT)?;
     }
-    let running = host::running(names, QUICK_TIMEOUT)?;
+    let running = shown.running();
     for name in names {
         let expected = set.instances.get(name).map(|i| i.config_id.clone());
         if running.get(name) == Some(&expected) {

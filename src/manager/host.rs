@@ -185,42 +185,48 @@ pub fn running(
     names: &[String],
     timeout: Duration,
 ) -> Result<BTreeMap<String, Option<String>>, HostError> {
-    if names.is_empty() {
-        return Ok(BTreeMap::new());
-    }
-    let mut running = BTreeMap::new();
-    for (name, shown) in show(names, timeout)? {
-        // auto-restart counts as "activating" but has no process: not running.
-        let up = matches!(shown.state.as_str(), "active" | "activating" | "reloading");
-        if up && shown.pid > 0 {
-            let id = std::fs::read(format!("/proc/{}/environ", shown.pid))
-                .ok()
-                .and_then(|env| config_id_in_environ(&env));
-            running.insert(name, id);
-        }
-    }
-    Ok(running)
+    Ok(show(names, timeout)?.running())
 }
 
-/// The instances among `names` whose last start failed in systemd's own setup of the process
-/// (see [`crate::systemd::setup_failed`]), with that exit status.
-pub fn setup_failures(
-    names: &[String],
-    timeout: Duration,
-) -> Result<BTreeMap<String, i32>, HostError> {
-    Ok(show(names, timeout)?
-        .into_iter()
-        .filter(|(_, s)| s.pid == 0 && crate::systemd::setup_failed(s.exit_status))
-        .map(|(name, s)| (name, s.exit_status))
-        .collect())
-}
-
-fn show(names: &[String], timeout: Duration) -> Result<BTreeMap<String, Shown>, HostError> {
+/// The units of `names` as `systemctl show` tells them, read once.
+pub fn show(names: &[String], timeout: Duration) -> Result<Units, HostError> {
     if names.is_empty() {
-        return Ok(BTreeMap::new());
+        return Ok(Units::default());
     }
     let out = run_captured(&units::show(names), timeout)?;
-    Ok(parse_show(&out))
+    Ok(Units(parse_show(&out)))
+}
+
+/// Instances' units as [`show`] read them.
+#[derive(Debug, Default)]
+pub struct Units(BTreeMap<String, Shown>);
+
+impl Units {
+    /// The running ones, with the configuration id of each main process.
+    pub fn running(&self) -> BTreeMap<String, Option<String>> {
+        let mut running = BTreeMap::new();
+        for (name, shown) in &self.0 {
+            // auto-restart counts as "activating" but has no process: not running.
+            let up = matches!(shown.state.as_str(), "active" | "activating" | "reloading");
+            if up && shown.pid > 0 {
+                let id = std::fs::read(format!("/proc/{}/environ", shown.pid))
+                    .ok()
+                    .and_then(|env| config_id_in_environ(&env));
+                running.insert(name.clone(), id);
+            }
+        }
+        running
+    }
+
+    /// Those whose last start failed in systemd's own setup of the process (see
+    /// [`crate::systemd::setup_failed`]), with that exit status.
+    pub fn setup_failures(&self) -> BTreeMap<String, i32> {
+        self.0
+            .iter()
+            .filter(|(_, s)| s.pid == 0 && crate::systemd::setup_failed(s.exit_status))
+            .map(|(name, s)| (name.clone(), s.exit_status))
+            .collect()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
