@@ -333,25 +333,23 @@ fn this_hosts_clock_set_forward_or_back_neither_fires_early_nor_stalls() {
     let preload = faketime();
     let v1 = f.deployed("1");
     let (v2, _) = f.release("2");
-    for offset in ["+18000", "-18000"] {
+    // hail with its clock set `offset` seconds away (its monotonic clock left alone).
+    let faked = |args: &[&str], offset: &str| {
         let env = [
             ("LD_PRELOAD", preload.as_str()),
             ("FAKETIME", offset),
             ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
         ];
-        let args = ["--oneshot", "--min-build-age", "1h"];
-        let r = f.hail.spawn_env(&args, &env).finish_within(RUN);
+        f.hail.spawn_env(args, &env).finish_within(RUN)
+    };
+    for offset in ["+18000", "-18000"] {
+        let r = faked(&["--oneshot", "--min-build-age", "1h"], offset);
         assert_eq!(r.code(), Some(8), "{offset}: {}", r.output);
         let wait = waits_for_age(&r.output);
         assert!(wait > 50 * 60 && wait <= 3600, "{offset}: {}", r.output);
         assert_eq!(f.profile_target().as_deref(), Some(v1.out_path.as_str()));
     }
-    let env = [
-        ("LD_PRELOAD", preload.as_str()),
-        ("FAKETIME", "-18000"),
-        ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
-    ];
-    let r = f.hail.spawn_env(&["--oneshot"], &env).finish_within(RUN);
+    let r = faked(&["--oneshot"], "-18000");
     assert_eq!(r.code(), Some(0), "{}", r.output);
     assert_eq!(f.profile_target().as_deref(), Some(v2.out_path.as_str()));
 }
